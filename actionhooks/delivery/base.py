@@ -1,0 +1,73 @@
+"""The one interface every transport implements.
+
+A transport turns one `Batch` of rendered events into one attempt against its target:
+
+- `send(batch)` makes exactly one attempt. It returns a `Receipt` on success and raises a
+  `DeliveryError` subclass (errors.py) on failure. It never sleeps, never retries and never returns a
+  failure value; the only exception is one reconnect of a stale cached connection inside the call.
+- It owns its wire format (JSON array, query parameters, one message per event), the identity
+  headers (`webhook-id`, `message_id`, `event_id`, `hook_id`, `event_type`) and signing.
+- Library exceptions are translated at this boundary into our typed errors, chained with `from`.
+- `close()` releases connections; it is idempotent and a no-op by default.
+
+Transports know nothing of Celery, retries or storage: the worker applies the retry policy, and
+POST /hooks/{id}/test calls the same `send` with no policy at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from actionhooks.settings import Settings
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Events of one hook sent in one attempt; `batch_id` stays the same across retries (dedupe key)."""
+
+    hook_id: int
+    batch_id: str
+    attempt: int
+    events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a successful attempt returned: status (HTTP only), latency, a bounded response excerpt, the payload sent."""
+
+    latency_ms: float
+    status_code: int | None = None
+    response_excerpt: str = ""
+    payload: Any = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Transport(Generic[ConfigT]):
+    """Base class: one required method, `send`. Subclasses set `type` and are registered in delivery/__init__.py."""
+
+    type: ClassVar[str]
+
+    def __init__(self, config: ConfigT, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+
+    def send(self, batch: Batch) -> Receipt:
+        """Make exactly one attempt to deliver `batch`; raise a DeliveryError subclass on failure."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - a no-op by design; transports holding connections override it
+        """Release connections; idempotent."""
+
+    def __enter__(self) -> Transport[ConfigT]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,150 @@
+"""Delivery settings of a hook, one pydantic model per `type`, joined as a discriminated union.
+
+Kept free of heavy imports (no httpx, pika or confluent-kafka) so the API validates hooks without
+loading any transport. Secrets are write-only: `SECRET_FIELDS` lists them per type; the API shows
+"***" in their place and a "***" sent back keeps the stored value (hooks/service.py does that).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+MASK = "***"
+
+# Headers a user may not set: hop-by-hop, framing and the ones the engine owns (Altcraft's list plus ours).
+FORBIDDEN_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Host", "Connection", "Keep-Alive", "Accept-Encoding", "Content-Length", "Transfer-Encoding", "Trailer",
+        "TE", "Upgrade", "Date", "Location", "Server", "Proxy-Authorization", "Proxy-Connection", "Content-Type",
+        "webhook-id", "webhook-timestamp", "webhook-signature", "X-Hook-Id",
+    )
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` + base64 of 24 random bytes."""
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+
+class NoAuth(_Strict):
+    type: Literal["none"] = "none"
+
+
+class BasicAuth(_Strict):
+    type: Literal["basic"]
+    username: str = Field(min_length=1, max_length=500)
+    password: str = Field(max_length=500)
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+
+
+class BearerAuth(_Strict):
+    type: Literal["bearer"]
+    token: str = Field(min_length=1, max_length=4000)
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("token",)
+
+
+HttpAuth = Annotated[NoAuth | BasicAuth | BearerAuth, Field(discriminator="type")]
+
+
+class HttpDelivery(_Strict):
+    """JSON batches over HTTP POST, or one event per GET with query parameters."""
+
+    type: Literal["http"]
+    url: HttpUrl
+    method: Literal["POST", "GET"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_batch_size: int = Field(100, ge=1, le=10_000)
+    batch_timeout_sec: float = Field(5, ge=0, le=3600)
+    success_regex: str | None = Field(None, max_length=1000)
+    signing_secret: str = Field(default_factory=new_signing_secret, max_length=200)
+    auth: HttpAuth = Field(default_factory=NoAuth)
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("signing_secret",)
+
+    @field_validator("headers")
+    @classmethod
+    def _allowed_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP token")
+            if name.lower() in FORBIDDEN_HEADERS:
+                raise ValueError(f"header {name!r} is set by the engine or the connection and cannot be overridden")
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name!r} value must not contain line breaks")
+        return headers
+
+    @field_validator("success_regex")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return pattern
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _whsec(cls, secret: str) -> str:
+        if secret != MASK and not secret.startswith("whsec_"):
+            raise ValueError("must start with 'whsec_' (Standard Webhooks secret)")
+        return secret
+
+
+class _AmqpTarget(_Strict):
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(5672, ge=1, le=65535)
+    username: str = Field("guest", max_length=255)
+    password: str = Field("guest", max_length=500)
+    vhost: str = Field("/", min_length=1, max_length=255)
+    tls: bool = False
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+
+
+class RabbitMQQueueDelivery(_AmqpTarget):
+    """One persistent message per event to the default exchange, routing key = queue."""
+
+    type: Literal["rabbitmq_queue"]
+    queue: str = Field("", max_length=255, description='"" = the event\'s event_type')
+
+
+class RabbitMQExchangeDelivery(_AmqpTarget):
+    """One persistent message per event to an exchange, routing key `<list_id>.<event_type>`."""
+
+    type: Literal["rabbitmq_exchange"]
+    exchange: str = Field(min_length=1, max_length=255)
+    exchange_type: Literal["direct", "topic"] = "direct"
+    durable: bool = True
+    auto_delete: bool = False
+
+
+class KafkaDelivery(_Strict):
+    """One message per event to a Kafka topic from an idempotent producer (acks=all)."""
+
+    type: Literal["kafka"]
+    bootstrap_servers: str = Field(min_length=1, max_length=2000)
+    topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    key: str = Field("{{profile_id}}", max_length=1000, description="template of the message key")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = Field(None, max_length=500)
+    sasl_password: str | None = Field(None, max_length=500)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
+
+
+DeliveryConfig = Annotated[
+    HttpDelivery | RabbitMQQueueDelivery | RabbitMQExchangeDelivery | KafkaDelivery, Field(discriminator="type")
+]

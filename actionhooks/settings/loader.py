@@ -1,0 +1,120 @@
+"""Settings layering: defaults, then the file, then ACTIONHOOKS_<KEY> environment variables.
+
+Every problem of every layer is gathered and raised as one SettingsError, so `config check`
+shows an operator all of them at once instead of one per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from actionhooks.errors import SettingsError, SettingsProblem
+from actionhooks.settings.model import Settings
+
+ENV_PREFIX = "ACTIONHOOKS_"
+CONFIG_ENV = "ACTIONHOOKS_CONFIG"
+DEFAULT_PATH = Path("main.json")
+KNOWN_KEYS = tuple(Settings.model_fields)
+
+
+def resolve_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read and whether it was asked for explicitly (a missing explicit file is an error)."""
+    if path is not None:
+        return Path(path), True
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]), True
+    return DEFAULT_PATH, False
+
+
+def _suggest(key: str) -> str | None:
+    matches = difflib.get_close_matches(key.upper(), KNOWN_KEYS, n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def _read_file(path: Path, explicit: bool, problems: list[SettingsProblem]) -> dict[str, Any]:
+    if not path.exists():
+        if explicit:
+            problems.append(SettingsProblem("<file>", f"config file {str(path)!r} does not exist"))
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(SettingsProblem("<file>", f"cannot read {str(path)!r}: {exc}"))
+        return {}
+    except json.JSONDecodeError as exc:
+        problems.append(SettingsProblem("<file>", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"))
+        return {}
+    if not isinstance(data, dict):
+        problems.append(SettingsProblem("<file>", f"must be a JSON object of KEY: value, not {type(data).__name__}"))
+        return {}
+    return data
+
+
+def _env_value(raw: str) -> Any:
+    """JSON when it parses (numbers, booleans, lists), else the plain string (URLs, host names)."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from the layers; raise SettingsError listing every problem with its key."""
+    environ = os.environ if environ is None else environ
+    file_path, explicit = resolve_path(path, environ)
+    problems: list[SettingsProblem] = []
+    values = _read_file(file_path, explicit, problems)
+    origin = {key: str(file_path) for key in values}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        key = name.removeprefix(ENV_PREFIX)
+        if key not in KNOWN_KEYS:
+            suggestion = _suggest(key)
+            problems.append(SettingsProblem(name, "unknown setting", ENV_PREFIX + suggestion if suggestion else None))
+            continue
+        values[key] = _env_value(raw)
+        origin[key] = name
+    for key in list(values):
+        if key not in KNOWN_KEYS:
+            problems.append(SettingsProblem(key, "unknown key", _suggest(key)))
+            del values[key]
+    try:
+        settings = Settings.model_validate(values, strict=True)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            key = str(err["loc"][0]) if err["loc"] else "<file>"
+            via = f" (from {origin[key]})" if origin.get(key, str(file_path)) != str(file_path) else ""
+            problems.append(SettingsProblem(key, _message(err) + via))
+        settings = None
+    if problems:
+        raise SettingsError(_dedupe(problems), source=str(file_path))
+    assert settings is not None
+    return settings
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    msg = str(err["msg"])
+    if len(err["loc"]) > 1:
+        msg = f"[{']['.join(map(str, err['loc'][1:]))}] {msg}"
+    return f"{msg}, got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else msg
+
+
+def _dedupe(problems: list[SettingsProblem]) -> list[SettingsProblem]:
+    """A union field (number or list) reports one error per branch; keep the first per key and message."""
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for problem in problems:
+        if (problem.key, problem.message) not in seen:
+            seen.add((problem.key, problem.message))
+            unique.append(problem)
+    return unique

@@ -1,0 +1,1 @@
+"""Persistence: schema (tables.py), engines (db.py), migrations (migrate.py) and repositories."""

@@ -1,0 +1,200 @@
+"""The database schema, for SQLite (embedded) and PostgreSQL (production).
+
+Durability lives here, not in the broker: accepted events, per-hook outboxes, delivery batches with
+their attempt counters and the failed list are rows, so a lost broker message only delays work
+(the scheduler finds it again) and never loses it. Event bodies are stored as orjson blobs, one
+row per request or batch, never one row per event: the hot path writes few, large rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ApiToken(Base):
+    """An API token: only the SHA-256 of the secret is kept (tokens are 256-bit random, so no KDF is needed)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Hook(Base):
+    """A hook as configured through the API; `version` grows on every change so workers notice it."""
+
+    __tablename__ = "hooks"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    database_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    actions: Mapped[list[str]] = mapped_column(JSON)
+    filters: Mapped[dict[str, list[int]]] = mapped_column(JSON)
+    custom_data: Mapped[dict[str, object]] = mapped_column(JSON)
+    include_content: Mapped[bool] = mapped_column(Boolean, default=False)
+    delivery: Mapped[dict[str, object]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class HookChange(Base):
+    """Append-only log of hook changes (id grows); workers poll max(id) to refresh their compiled hooks."""
+
+    __tablename__ = "hook_changes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    hook_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CatalogEntry(Base):
+    """A name templates can show: databases, resources, campaigns (+subid), messages (+subject), segments, pixels."""
+
+    __tablename__ = "catalog"
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    subid: Mapped[str | None] = mapped_column(Text, nullable=True)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Profile(Base):
+    """Profile fields that hooks copy into custom_data."""
+
+    __tablename__ = "profiles"
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    list_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fields: Mapped[dict[str, object]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SeenEvent(Base):
+    """event_ids accepted in the last EVENT_DEDUP_HOURS, so a resent event is not delivered twice."""
+
+    __tablename__ = "seen_events"
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seen_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Intake(Base):
+    """Events accepted by POST /events and not yet routed: one row per request, events as an orjson array."""
+
+    __tablename__ = "intake"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    events: Mapped[bytes] = mapped_column(LargeBinary)
+    n_events: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class RouteSignal(Base):
+    """Present while an account has intake waiting for a router; lets the API send one trigger, not one per request."""
+
+    __tablename__ = "route_signals"
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    signalled_at: Mapped[float] = mapped_column(Float)
+
+
+class Outbox(Base):
+    """Rendered events of one hook waiting to be cut into delivery batches (HTTP batching window)."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    hook_id: Mapped[int] = mapped_column(ForeignKey("hooks.id", ondelete="CASCADE"), index=True)
+    events: Mapped[bytes] = mapped_column(LargeBinary)
+    n_events: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Delivery(Base):
+    """One batch for one hook: the unit of attempt, retry and the failed list.
+
+    `id` is the batch id (the `webhook-id` header), stable across retries. `attempts` counts
+    attempts *started*: it is incremented when a worker claims the batch, before sending, so a
+    worker killed mid-send uses up that attempt. `lease_until` hides a claimed batch from other
+    workers; when it passes without an outcome, the batch is due again.
+    """
+
+    __tablename__ = "deliveries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hook_id: Mapped[int] = mapped_column(ForeignKey("hooks.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[bytes] = mapped_column(LargeBinary)
+    n_events: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    failed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"), Index("ix_deliveries_hook", "hook_id", "status"))
+
+
+class Attempt(Base):
+    """One delivery attempt, for GET /hooks/{id}/attempts (recorded when it starts, completed when it ends)."""
+
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    hook_id: Mapped[int] = mapped_column(ForeignKey("hooks.id", ondelete="CASCADE"), index=True)
+    delivery_id: Mapped[str] = mapped_column(String(40), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16), default="started")  # started | ok | error
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_events: Mapped[int] = mapped_column(Integer)
+
+
+class Content(Base):
+    """Message content stored per send for HOOK_CONTENT_CLEANUP_HOURS, attached for include_content hooks."""
+
+    __tablename__ = "contents"
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    send_message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    content: Mapped[dict[str, object]] = mapped_column(JSON)
+    stored_at: Mapped[float] = mapped_column(Float, index=True)
