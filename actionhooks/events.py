@@ -1,0 +1,216 @@
+"""The captured event: its type codes, its validation, and its date.
+
+Kept below both `hooks` and `templating` (architecture.md) so neither imports the other.
+
+Validation is strict on the fields the engine acts on (ids are JSON integers, flags are JSON booleans:
+a `"973"` campaign id would silently never match a filter) and loose elsewhere (unknown
+`event_data` keys pass). `parse_events` returns the dicts exactly as captured, never a
+`model_dump`, because the engine must deliver an event byte-for-byte the way the platform sent it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from actionhooks.errors import HookValidationError
+
+__all__ = [
+    "EVENT_TYPES",
+    "Content",
+    "Event",
+    "EventData",
+    "event_timestamp",
+    "parse_event_date",
+    "parse_events",
+]
+
+_DELIVERY, _TRACKING, _IMPORT, _SUBSCRIPTION = "delivery", "tracking", "import", "subscription"
+
+EVENT_TYPES: dict[str, str] = {
+    # email (altcraft-action-hooks.md §2.1)
+    "send": _DELIVERY, "reply": _DELIVERY, "uopen": _TRACKING, "open": _TRACKING, "uclick": _TRACKING,
+    "click": _TRACKING, "confirm": _TRACKING, "confirmsub": _TRACKING, "unsub": _TRACKING,
+    "complain": _DELIVERY, "sbounce": _DELIVERY, "hbounce": _DELIVERY, "suppress": _DELIVERY,
+    "deliv": _DELIVERY, "undeliv": _DELIVERY, "read": _TRACKING, "glanced": _TRACKING, "skimmed": _TRACKING,
+    # profile import (§2.2)
+    "import_manual": _IMPORT, "import_file": _IMPORT, "import_api": _IMPORT,
+    # SMS (§2.3)
+    "send_sms": _DELIVERY, "click_sms": _TRACKING, "uclick_sms": _TRACKING, "deliv_sms": _DELIVERY,
+    "undeliv_sms": _DELIVERY, "unsub_sms": _TRACKING,
+    # push (§2.4)
+    "uopen_push": _TRACKING, "open_push": _TRACKING, "send_push": _DELIVERY, "click_push": _TRACKING,
+    "uclick_push": _TRACKING,
+    # ours, where Altcraft's code is unknown (contract.md "Events")
+    "deliv_push": _DELIVERY, "undeliv_push": _DELIVERY, "pixel": _TRACKING, "sub_status": _SUBSCRIPTION,
+}
+
+_MAX_ID = 2**63 - 1  # ids land in BIGINT columns
+Id = Annotated[int, Field(ge=0, le=_MAX_ID)]
+_NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
+
+# RFC 3339 date-time (section 5.6); "T"/"Z" may be lower case and any number of fraction digits is allowed.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+_ORDINAL_OF_EPOCH = datetime.date(1970, 1, 1).toordinal()
+
+
+def parse_event_date(value: str) -> tuple[int, int]:
+    """(Unix seconds, nanoseconds 0..999,999,999) of an RFC 3339 string, or ValueError.
+
+    Done by hand because `datetime` keeps only microseconds and Altcraft dates carry nine fraction
+    digits, which `{{event_date_unixnano}}` must reproduce exactly. Digits beyond nine are truncated.
+    """
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError("not an RFC 3339 date-time")
+    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+    try:
+        days = datetime.date(year, month, day).toordinal() - _ORDINAL_OF_EPOCH
+    except ValueError:
+        raise ValueError("date out of range") from None
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError("time out of range")
+    offset = 0
+    if match.group(9):
+        off_h, off_m = int(match.group(10)), int(match.group(11))
+        if off_h > 23 or off_m > 59:
+            raise ValueError("UTC offset out of range")
+        offset = (off_h * 3600 + off_m * 60) * (1 if match.group(9) == "+" else -1)
+    fraction = (match.group(7) or "")[:9]
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    return days * 86_400 + hour * 3600 + minute * 60 + second - offset, nanos
+
+
+def event_timestamp(event: dict[str, Any]) -> tuple[int, int]:
+    """(Unix seconds, nanoseconds) of a validated event's `event_date`, offsets applied (UTC)."""
+    return parse_event_date(event["event_date"])
+
+
+class EventData(BaseModel):
+    """`event_data`: the keys the engine or templates read are typed; any other key is kept as sent."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    message_id: Id | None = None
+    campaign_id: Id | None = None
+    segment_id: Id | None = None
+    resource_id: Id | None = None
+    pixel_id: Id | None = None
+    list_id: Id | None = None
+    send_message_id: str | None = None
+    launch_id: str | None = None
+    ip: str | None = None
+    country: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    region: str | None = None
+    tz: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    user_agent: str | None = None
+    os: str | None = None
+    browser: str | None = None
+    device: str | None = None
+    link_url: str | None = None
+    extra_uid: str | None = None
+    status: str | None = None
+    previous_status: str | None = None
+
+
+class Content(BaseModel):
+    """The message as sent: email {subject, html, text}, SMS {text}, push {title, body, url, image}."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    title: str | None = None
+    body: str | None = None
+    url: str | None = None
+    image: str | None = None
+
+
+class Event(BaseModel):
+    """One captured event (altcraft-action-hooks.md §3.1 plus `event_id` and `content`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    event_type: str
+    event_date: str
+    account_id: Id
+    is_test: bool
+    event_data: EventData
+    profile_id: str | None = None
+    xxh: str | None = Field(None, alias="_xxh")
+    md5: str | None = Field(None, alias="_md5")
+    list_id: Id | None = None
+    sends_trying_num: Annotated[int, Field(ge=0)] | None = None
+    is_static: bool | None = None
+    subscription_hash_id: str | None = None
+    subscription: list[dict[str, Any]] | None = None
+    custom_data: dict[str, Any] | None = None
+    event_id: Annotated[str, Field(min_length=1, max_length=100, pattern=_NO_CONTROL_CHARS)] | None = None
+    content: Content | None = None
+
+    @field_validator("event_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in EVENT_TYPES:
+            raise PydanticCustomError(
+                "event_type", "unknown event type {value} (see altcraft-action-hooks.md §2)", {"value": repr(value)}
+            )
+        return value
+
+    @field_validator("event_date")
+    @classmethod
+    def _rfc3339(cls, value: str) -> str:
+        try:
+            parse_event_date(value)
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "rfc3339",
+                "must be an RFC 3339 date-time such as 2018-03-04T13:13:19.034315796Z ({reason})",
+                {"reason": str(exc)},
+            ) from None
+        return value  # the original string: the engine delivers the event as captured
+
+
+_EVENTS = TypeAdapter(list[Event])
+
+
+def parse_events(body: bytes, *, max_events: int) -> list[dict[str, Any]]:
+    """Parse and validate a POST /events body: a JSON array of events or one event object.
+
+    Returns the events exactly as captured, each given an `event_id` (UUIDv4) when it had none.
+    Raises HookValidationError naming every problem of every event, loc = (index, field, ...);
+    a single object is index 0. Nothing is returned unless every event is valid.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HookValidationError([(("body",), f"invalid JSON: {exc}")]) from None
+    if isinstance(data, dict):
+        events: list[Any] = [data]
+    elif isinstance(data, list):
+        events = data
+    else:
+        raise HookValidationError([(("body",), "must be a JSON array of events or one event object")])
+    if len(events) > max_events:
+        raise HookValidationError([(("body",), f"too many events: {len(events)} > {max_events} per request")])
+    try:
+        _EVENTS.validate_python(events)
+    except ValidationError as exc:
+        raise HookValidationError([(tuple(err["loc"]), err["msg"]) for err in exc.errors()]) from None
+    for event in events:
+        if event.get("event_id") is None:
+            event["event_id"] = str(uuid.uuid4())
+    return events
