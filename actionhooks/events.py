@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -60,6 +61,9 @@ _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
 )
 _ORDINAL_OF_EPOCH = datetime.date(1970, 1, 1).toordinal()
+# UTC instants a datetime can hold, so templates can always format the date (offsets may cross year 1/9999).
+_MIN_SECONDS = (datetime.date.min.toordinal() - _ORDINAL_OF_EPOCH) * 86_400
+_MAX_SECONDS = (datetime.date.max.toordinal() - _ORDINAL_OF_EPOCH + 1) * 86_400 - 1
 
 
 def parse_event_date(value: str) -> tuple[int, int]:
@@ -86,10 +90,13 @@ def parse_event_date(value: str) -> tuple[int, int]:
         offset = (off_h * 3600 + off_m * 60) * (1 if match.group(9) == "+" else -1)
     fraction = (match.group(7) or "")[:9]
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
-    return days * 86_400 + hour * 3600 + minute * 60 + second - offset, nanos
+    seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise ValueError("date out of range once converted to UTC")
+    return seconds, nanos
 
 
-def event_timestamp(event: dict[str, Any]) -> tuple[int, int]:
+def event_timestamp(event: Mapping[str, Any]) -> tuple[int, int]:
     """(Unix seconds, nanoseconds) of a validated event's `event_date`, offsets applied (UTC)."""
     return parse_event_date(event["event_date"])
 
@@ -166,7 +173,7 @@ class Event(BaseModel):
     def _known_type(cls, value: str) -> str:
         if value not in EVENT_TYPES:
             raise PydanticCustomError(
-                "event_type", "unknown event type {value} (see altcraft-action-hooks.md §2)", {"value": repr(value)}
+                "event_type", "unknown event type {value}", {"value": repr(value)}
             )
         return value
 

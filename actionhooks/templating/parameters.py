@@ -1,0 +1,180 @@
+"""The custom_data template parameters (contract.md table) and the catalog they read names from.
+
+Every parameter is a plain function of one `EventContext`, so a value that is just `{{uuid}}` is
+rendered by calling it directly, without jinja2. The context computes the event's instant and its
+UTC calendar date at most once per event, however many values or hooks use them.
+
+The catalog is reached through the `Catalog` Protocol: templating never imports storage. A Catalog
+is one account's view (catalog entries of other accounts do not exist for it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from actionhooks.events import event_timestamp
+
+__all__ = [
+    "CATALOG_KINDS",
+    "PARAMETERS",
+    "Catalog",
+    "CatalogEntry",
+    "DictCatalog",
+    "EventContext",
+]
+
+CATALOG_KINDS = ("databases", "resources", "campaigns", "messages", "segments", "pixels")
+
+
+class Catalog(Protocol):
+    """Names of one account's objects, by kind (one of CATALOG_KINDS) and id; None when unknown."""
+
+    def name(self, kind: str, ident: int) -> str | None: ...
+
+    def campaign_subid(self, ident: int) -> str | None: ...
+
+    def message_subject(self, ident: int) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One catalog row: `subid` is used for campaigns, `subject` for messages."""
+
+    name: str
+    subid: str | None = None
+    subject: str | None = None
+
+
+class DictCatalog:
+    """An in-memory Catalog: for tests, and for a worker that loads an account's entries in bulk."""
+
+    def __init__(self, entries: Mapping[tuple[str, int], CatalogEntry] | None = None) -> None:
+        self._entries: dict[tuple[str, int], CatalogEntry] = {}
+        for (kind, ident), entry in (entries or {}).items():
+            self.put(kind, ident, entry.name, subid=entry.subid, subject=entry.subject)
+
+    def put(
+        self, kind: str, ident: int, name: str, *, subid: str | None = None, subject: str | None = None
+    ) -> None:
+        if kind not in CATALOG_KINDS:
+            raise ValueError(f"unknown catalog kind {kind!r}; expected one of {', '.join(CATALOG_KINDS)}")
+        self._entries[kind, ident] = CatalogEntry(name, subid, subject)
+
+    def name(self, kind: str, ident: int) -> str | None:
+        entry = self._entries.get((kind, ident))
+        return entry.name if entry else None
+
+    def campaign_subid(self, ident: int) -> str | None:
+        entry = self._entries.get(("campaigns", ident))
+        return entry.subid if entry else None
+
+    def message_subject(self, ident: int) -> str | None:
+        entry = self._entries.get(("messages", ident))
+        return entry.subject if entry else None
+
+
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+class EventContext:
+    """One event being rendered, with its date worked out lazily and only once."""
+
+    __slots__ = ("_instant", "_utc", "catalog", "event")
+
+    def __init__(self, event: Mapping[str, Any], catalog: Catalog) -> None:
+        self.event = event
+        self.catalog = catalog
+        self._instant: tuple[int, int] | None = None
+        self._utc: datetime.datetime | None = None
+
+    @property
+    def instant(self) -> tuple[int, int]:
+        """(Unix seconds, nanoseconds) of event_date."""
+        if self._instant is None:
+            self._instant = event_timestamp(self.event)
+        return self._instant
+
+    @property
+    def utc(self) -> datetime.datetime:
+        """event_date in UTC, whole seconds (the fraction comes from `instant`, which keeps nanoseconds)."""
+        if self._utc is None:
+            self._utc = _EPOCH + datetime.timedelta(seconds=self.instant[0])
+        return self._utc
+
+    def event_data_id(self, field: str) -> int | None:
+        value = (self.event.get("event_data") or {}).get(field)
+        return value if type(value) is int else None  # bool is an int subclass, never an id
+
+
+def _ymd(d: datetime.datetime) -> str:
+    # Formatted by hand: strftime's %Y does not zero-pad years below 1000 on every platform.
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
+
+
+def _rfc3339(ctx: EventContext) -> str:
+    d = ctx.utc
+    return f"{_ymd(d)}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
+
+
+def _event_date(ctx: EventContext) -> str:
+    """Go layout 2006-01-02T15:04:05.999999Z: microseconds truncated, trailing zeros dropped."""
+    micros = ctx.instant[1] // 1000
+    whole = _rfc3339(ctx)
+    return (f"{whole[:-1]}.{micros:06d}".rstrip("0") + "Z") if micros else whole
+
+
+def _named(kind: str, field: str) -> Callable[[EventContext], str]:
+    def lookup(ctx: EventContext) -> str:
+        ident = ctx.event_data_id(field)
+        return (ctx.catalog.name(kind, ident) or "") if ident is not None else ""
+
+    return lookup
+
+
+def _database_name(ctx: EventContext) -> str:
+    ident = ctx.event.get("list_id")
+    return (ctx.catalog.name("databases", ident) or "") if type(ident) is int else ""
+
+
+def _campaign_subid(ctx: EventContext) -> str:
+    ident = ctx.event_data_id("campaign_id")
+    return (ctx.catalog.campaign_subid(ident) or "") if ident is not None else ""
+
+
+def _message_subject(ctx: EventContext) -> str:
+    ident = ctx.event_data_id("message_id")
+    return (ctx.catalog.message_subject(ident) or "") if ident is not None else ""
+
+
+def _own(field: str) -> Callable[[EventContext], str]:
+    def value(ctx: EventContext) -> str:
+        found = ctx.event.get(field)
+        return "" if found is None else str(found)
+
+    return value
+
+
+PARAMETERS: dict[str, Callable[[EventContext], str]] = {
+    "uuid": lambda _ctx: str(uuid.uuid4()),
+    "event_date": _event_date,
+    "event_date_ymd": lambda ctx: _ymd(ctx.utc),
+    "event_date_rfc3339": _rfc3339,
+    "event_date_unix": lambda ctx: str(ctx.instant[0]),
+    "event_date_unixnano": lambda ctx: str(ctx.instant[0] * 1_000_000_000 + ctx.instant[1]),
+    "campaign_name": _named("campaigns", "campaign_id"),
+    "campaign_subid": _campaign_subid,
+    "database_name": _database_name,
+    "segment_name": _named("segments", "segment_id"),
+    "message_name": _named("messages", "message_id"),
+    "message_subject": _message_subject,
+    "resource_name": _named("resources", "resource_id"),
+    "profile_id": _own("profile_id"),
+    "list_id": _own("list_id"),
+    "account_id": _own("account_id"),
+    "event_type": _own("event_type"),
+}
+"""Every name a custom_data template may use; anything else is rejected when the hook is saved."""
