@@ -1,0 +1,214 @@
+"""Which hooks an event goes to: compile a hook once, then match events against it cheaply.
+
+Pure and I/O-free. `compile_hook` turns a stored hook row into a `CompiledHook` (filters as
+frozensets, templates compiled, delivery config validated). `HookIndex` finds the hooks an event can
+match without looking at the others: it buckets active hooks by (account_id, event_type), then by
+database (one id or "all"), then by one of their filters' values, so 10,000 hooks in an account of
+which one matches cost about what one hook costs.
+
+Matching rules (contract.md "The hook"): the event's account must be the hook's; its event_type
+must be one of the hook's actions; `database_id` None means every database, else the event's
+`list_id` must equal it; filter kinds combine with AND, values of one kind with OR, and an empty or
+missing list does not restrict. A stopped hook matches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from actionhooks.delivery.config import DeliveryConfig
+from actionhooks.errors import HookValidationError, TemplateSyntaxError
+from actionhooks.events import EVENT_TYPES
+from actionhooks.settings import Settings
+from actionhooks.templating import CompiledValues, compile_values
+
+__all__ = ["FILTER_FIELDS", "CompiledHook", "HookIndex", "compile_hook"]
+
+FILTER_FIELDS: dict[str, str] = {
+    "resources": "resource_id",
+    "campaigns": "campaign_id",
+    "messages": "message_id",
+    "segments": "segment_id",
+    "pixels": "pixel_id",
+}
+"""Filter kind -> the event_data field it restricts."""
+
+_DELIVERY = TypeAdapter(DeliveryConfig)
+_Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledHook:
+    """A hook ready for matching and rendering. `filters` holds only the kinds that restrict."""
+
+    id: int
+    account_id: int
+    version: int
+    active: bool
+    name: str
+    database_id: int | None
+    actions: frozenset[str]
+    filters: Mapping[str, frozenset[int]]
+    profile_fields: tuple[str, ...]
+    values: CompiledValues
+    include_content: bool
+    delivery: Any  # one of the DeliveryConfig models
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        if not self.active or event.get("account_id") != self.account_id:
+            return False
+        if event.get("event_type") not in self.actions:
+            return False
+        if self.database_id is not None and event.get("list_id") != self.database_id:
+            return False
+        if self.filters:
+            data = event.get("event_data") or {}
+            for kind, allowed in self.filters.items():
+                if _id(data.get(FILTER_FIELDS[kind])) not in allowed:
+                    return False
+        return True
+
+
+def _id(value: Any) -> int | None:
+    # Only real ints can match: True would equal 1 and a list would not even hash.
+    return value if type(value) is int else None
+
+
+def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
+    """Compile a hook row; raises HookValidationError naming every bad field (loc, msg)."""
+    errors: list[tuple[_Loc, str]] = []
+    actions = row.get("actions") or []
+    for i, code in enumerate(actions):
+        if code not in EVENT_TYPES:
+            errors.append((("actions", i), f"unknown event type {code!r}"))
+    filters: dict[str, frozenset[int]] = {}
+    for kind, ids in (row.get("filters") or {}).items():
+        if kind not in FILTER_FIELDS:
+            errors.append((("filters", kind), f"unknown filter kind; expected {', '.join(FILTER_FIELDS)}"))
+        elif not isinstance(ids, list | tuple) or not all(type(i) is int for i in ids):
+            errors.append((("filters", kind), "must be a list of integer ids"))
+        elif ids:
+            filters[kind] = frozenset(ids)
+    custom_data = row.get("custom_data") or {}
+    profile_fields = tuple(custom_data.get("profile_fields") or ())
+    if not all(isinstance(name, str) and name for name in profile_fields):
+        errors.append((("custom_data", "profile_fields"), "must be a list of non-empty field names"))
+    values: CompiledValues | None = None
+    try:
+        values = compile_values(
+            custom_data.get("values") or {},
+            max_output_chars=settings.TEMPLATE_MAX_OUTPUT_CHARS,
+            max_render_ms=settings.TEMPLATE_MAX_RENDER_MS,
+        )
+    except TemplateSyntaxError as exc:
+        errors.append((("custom_data", "values", exc.key or ""), exc.message))
+    delivery = None
+    try:
+        delivery = _DELIVERY.validate_python(row.get("delivery"))
+    except ValidationError as exc:
+        errors.extend((("delivery", *err["loc"]), err["msg"]) for err in exc.errors())
+    if errors or values is None:
+        raise HookValidationError(errors)
+    return CompiledHook(
+        id=row["id"],
+        account_id=row["account_id"],
+        version=row.get("version", 1),
+        active=bool(row.get("active")),
+        name=row.get("name", ""),
+        database_id=row.get("database_id"),
+        actions=frozenset(actions),
+        filters=filters,
+        profile_fields=profile_fields,
+        values=values,
+        include_content=bool(row.get("include_content")),
+        delivery=delivery,
+    )
+
+
+# (account_id, event_type) -> database_id|None -> filter kind|None -> id|None -> {hook id: hook}
+_ByValue = dict[int | None, dict[int, CompiledHook]]
+_Bucket = dict[int | None, dict[str | None, _ByValue]]
+
+
+class HookIndex:
+    """Active hooks arranged so an event only meets the hooks that can match it."""
+
+    def __init__(self, hooks: Iterable[CompiledHook] = ()) -> None:
+        self._buckets: dict[tuple[int, str], _Bucket] = {}
+        self._hooks: dict[int, CompiledHook] = {}
+        for hook in hooks:
+            self.replace(hook)
+
+    def __len__(self) -> int:
+        return len(self._hooks)
+
+    def __contains__(self, hook_id: object) -> bool:
+        return hook_id in self._hooks
+
+    def candidates(self, event: Mapping[str, Any]) -> list[CompiledHook]:
+        """Exactly the hooks that match `event`, ordered by hook id."""
+        buckets = self._buckets.get((event.get("account_id"), event.get("event_type")))  # type: ignore[arg-type]
+        if not buckets:
+            return []
+        list_id = _id(event.get("list_id"))
+        data = event.get("event_data") or {}
+        found: list[CompiledHook] = []
+        for database in (None, list_id) if list_id is not None else (None,):
+            by_kind = buckets.get(database)
+            if not by_kind:
+                continue
+            for kind, by_value in by_kind.items():
+                hooks = by_value.get(None if kind is None else _id(data.get(FILTER_FIELDS[kind])))
+                if hooks:
+                    found.extend(hook for hook in hooks.values() if hook.matches(event))
+        if len(found) > 1:
+            found.sort(key=lambda hook: hook.id)
+        return found
+
+    def replace(self, hook: CompiledHook) -> None:
+        """Add `hook`, or put it in place of the hook with its id (a stopped hook is only removed)."""
+        self.remove(hook.id)
+        if not hook.active:
+            return
+        self._hooks[hook.id] = hook
+        for slot in _slots(hook):
+            by_value = self._buckets.setdefault(slot[0], {}).setdefault(slot[1], {}).setdefault(slot[2], {})
+            by_value.setdefault(slot[3], {})[hook.id] = hook
+
+    def remove(self, hook_id: int) -> None:
+        """Forget the hook with this id; nothing happens when it is not indexed."""
+        hook = self._hooks.pop(hook_id, None)
+        if hook is None:
+            return
+        for key, database, kind, value in _slots(hook):
+            bucket = self._buckets[key]
+            by_kind = bucket[database]
+            by_value = by_kind[kind]
+            del by_value[value][hook_id]
+            # Prune empty levels so a churn of hooks leaves no garbage and lookups stay short.
+            if not by_value[value]:
+                del by_value[value]
+                if not by_value:
+                    del by_kind[kind]
+                    if not by_kind:
+                        del bucket[database]
+                        if not bucket:
+                            del self._buckets[key]
+
+
+def _slots(hook: CompiledHook) -> list[tuple[tuple[int, str], int | None, str | None, int | None]]:
+    """Where a hook lives in the index: one slot per (action, value of its most selective filter)."""
+    if hook.filters:
+        kind: str | None = min(hook.filters, key=lambda k: len(hook.filters[k]))
+        values: Iterable[int | None] = hook.filters[kind]  # type: ignore[index]
+    else:
+        kind, values = None, (None,)
+    return [
+        ((hook.account_id, action), hook.database_id, kind, value)
+        for action in sorted(hook.actions)
+        for value in values
+    ]
