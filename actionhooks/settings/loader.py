@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -20,12 +20,24 @@ from actionhooks.settings.model import Settings
 
 ENV_PREFIX = "ACTIONHOOKS_"
 CONFIG_ENV = "ACTIONHOOKS_CONFIG"
+# Reserved for the test harness (e.g. ACTIONHOOKS_TEST_KAFKA, set by scripts/test): never a setting, so a
+# process started by a test with the inherited environment does not fail on an "unknown setting".
+TEST_ENV_PREFIX = "ACTIONHOOKS_TEST_"
 DEFAULT_PATH = Path("main.json")
 KNOWN_KEYS = tuple(Settings.model_fields)
 
 
+def _is_text(annotation: Any) -> bool:
+    if get_origin(annotation) is Literal:
+        return all(isinstance(choice, str) for choice in get_args(annotation))
+    return annotation is str
+
+
+TEXT_KEYS = frozenset(key for key, field in Settings.model_fields.items() if _is_text(field.annotation))
+
+
 def resolve_path(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
-    """The config file to read and whether it was asked for explicitly (a missing explicit file is an error)."""
+    """The file to read and whether it was named explicitly (a missing explicit file is an error)."""
     if path is not None:
         return Path(path), True
     if environ.get(CONFIG_ENV):
@@ -49,16 +61,23 @@ def _read_file(path: Path, explicit: bool, problems: list[SettingsProblem]) -> d
         problems.append(SettingsProblem("<file>", f"cannot read {str(path)!r}: {exc}"))
         return {}
     except json.JSONDecodeError as exc:
-        problems.append(SettingsProblem("<file>", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"))
+        problems.append(
+            SettingsProblem("<file>", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        )
         return {}
     if not isinstance(data, dict):
-        problems.append(SettingsProblem("<file>", f"must be a JSON object of KEY: value, not {type(data).__name__}"))
+        problems.append(
+            SettingsProblem("<file>", f"must be a JSON object of KEY: value, not {type(data).__name__}")
+        )
         return {}
     return data
 
 
-def _env_value(raw: str) -> Any:
-    """JSON when it parses (numbers, booleans, lists), else the plain string (URLs, host names)."""
+def _env_value(key: str, raw: str) -> Any:
+    """The raw string for text keys (so API_HOST=1 or DATA_DIR=2024 stay text), else JSON when it parses
+    (numbers, booleans, lists), else the plain string for validation to reject with its key."""
+    if key in TEXT_KEYS:
+        return raw
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
@@ -75,14 +94,16 @@ def load_settings(
     values = _read_file(file_path, explicit, problems)
     origin = {key: str(file_path) for key in values}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or name.startswith(TEST_ENV_PREFIX):
             continue
         key = name.removeprefix(ENV_PREFIX)
         if key not in KNOWN_KEYS:
             suggestion = _suggest(key)
-            problems.append(SettingsProblem(name, "unknown setting", ENV_PREFIX + suggestion if suggestion else None))
+            problems.append(
+                SettingsProblem(name, "unknown setting", ENV_PREFIX + suggestion if suggestion else None)
+            )
             continue
-        values[key] = _env_value(raw)
+        values[key] = _env_value(key, raw)
         origin[key] = name
     for key in list(values):
         if key not in KNOWN_KEYS:
