@@ -50,12 +50,22 @@ class CatalogEntry:
 
 
 class DictCatalog:
-    """An in-memory Catalog: for tests, and for a worker that loads an account's entries in bulk."""
+    """An in-memory Catalog: for tests, and for a worker that loads an account's entries in bulk.
 
-    def __init__(self, entries: Mapping[tuple[str, int], CatalogEntry] | None = None) -> None:
+    `entries` maps (kind, id) to a CatalogEntry or to a row-like mapping with "name" and optionally
+    "subid" and "subject" (what a storage query returns).
+    """
+
+    def __init__(
+        self, entries: Mapping[tuple[str, int], CatalogEntry | Mapping[str, Any]] | None = None
+    ) -> None:
         self._entries: dict[tuple[str, int], CatalogEntry] = {}
         for (kind, ident), entry in (entries or {}).items():
-            self.put(kind, ident, entry.name, subid=entry.subid, subject=entry.subject)
+            if isinstance(entry, CatalogEntry):
+                self.put(kind, ident, entry.name, subid=entry.subid, subject=entry.subject)
+            else:
+                name, subid, subject = entry.get("name") or "", entry.get("subid"), entry.get("subject")
+                self.put(kind, ident, name, subid=subid, subject=subject)
 
     def put(
         self, kind: str, ident: int, name: str, *, subid: str | None = None, subject: str | None = None
