@@ -1,0 +1,241 @@
+"""HTTP delivery: a JSON array of events per POST, or one event per GET for receivers that only take GET.
+
+Every request carries the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
+`webhook-signature`) and `X-Hook-Id`. `webhook-id` is the batch id, the same on every retry of a
+batch, so receivers can drop duplicates (delivery is at least once).
+
+GET mode: the event's top-level fields become query parameters, added to the URL's own query (an
+event field wins over a URL parameter of the same name); strings go as they are, booleans as
+`true`/`false`, null as an empty value, numbers, objects and arrays as compact JSON. A URL over
+8192 bytes fails with PayloadError; it is never truncated. There is no body to sign, so the
+signature covers the event as compact JSON with sorted keys (orjson OPT_SORT_KEYS; no spaces):
+a receiver that wants to verify rebuilds that JSON from the event. When a GET batch holds more than
+one event, each request's `webhook-id` is `<batch id>.<index>`.
+
+`Receipt.payload` is what was sent: for POST the JSON array, decoded back to a list of events; for
+GET the list of the full URLs requested. The receiver's answer is read up to 64 KB (streamed, never
+all of it), matched against `success_regex` and kept as a 2 KB excerpt.
+
+One httpx.Client per transport, shared by the worker's threads: keep-alive, no proxies (the SSRF
+guard must see the real target), no redirects (a 3xx is a rejection; following one would let a
+public receiver bounce us to a private address).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import math
+import re
+import time
+from datetime import UTC
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+
+from actionhooks import __version__
+from actionhooks.delivery import wire
+from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.config import BasicAuth, BearerAuth, HttpDelivery
+from actionhooks.delivery.signing import sign
+from actionhooks.delivery.ssrf import http_transport
+from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
+from actionhooks.settings import Settings
+
+__all__ = ["MAX_URL_BYTES", "HttpTransport"]
+
+MAX_URL_BYTES = 8192
+READ_LIMIT = 64 * 1024
+EXCERPT_CHARS = 2048
+USER_AGENT = f"actionhooks/{__version__}"
+# A few worker threads share one client; keep-alive expires before the usual 5 s server idle
+# timeout (uvicorn, Node), so we rarely send on a connection the receiver is closing.
+LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+class HttpTransport(Transport[HttpDelivery]):
+    """Delivers batches to an HTTP endpoint; one `send` is one request (one per event in GET mode)."""
+
+    type: ClassVar[str] = "http"
+
+    def __init__(self, config: HttpDelivery, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self._url = httpx.URL(str(config.url))
+        # Errors end up in the attempts log: name the endpoint without its query or credentials.
+        self._where = f"{config.method} {self._url.scheme}://{self._url.netloc.decode()}{self._url.path}"
+        self._success = re.compile(config.success_regex) if config.success_regex else None
+        self._permanent = frozenset(settings.HOOK_PERMANENT_STATUS_CODES)
+        self._timeout = settings.HOOK_HTTP_TIMEOUT_SEC
+        self._headers = {**config.headers, **_auth_headers(config)}
+        self._client = httpx.Client(
+            transport=http_transport(LIMITS, allow_private=settings.HOOK_ALLOW_PRIVATE_TARGETS),
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._client.is_closed
+
+    def send(self, batch: Batch) -> Receipt:
+        if self.config.method == "GET":
+            return self._send_get(batch)
+        body = wire.dumps(batch.events)
+        headers = self._signed(batch, batch.batch_id, body)
+        headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
+        status, text = self._request("POST", self._url, headers, body)
+        return Receipt(
+            latency_ms=(time.perf_counter() - started) * 1000,
+            status_code=status,
+            response_excerpt=wire.excerpt(text, EXCERPT_CHARS),
+            payload=orjson.loads(body),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _send_get(self, batch: Batch) -> Receipt:
+        started = time.perf_counter()
+        urls: list[str] = []
+        status, text = 0, ""
+        for index, event in enumerate(batch.events):
+            try:
+                url = self._query_url(event, index)
+                msg_id = batch.batch_id if len(batch.events) == 1 else f"{batch.batch_id}.{index}"
+                headers = self._signed(batch, msg_id, wire.dumps(event, sort_keys=True))
+                status, text = self._request("GET", url, headers, None)
+            except DeliveryError as exc:
+                # The events before this one did arrive: a retry resends only the rest.
+                exc.delivered = frozenset(range(index))
+                raise
+            urls.append(str(url))
+        return Receipt(
+            latency_ms=(time.perf_counter() - started) * 1000,
+            status_code=status,
+            response_excerpt=wire.excerpt(text, EXCERPT_CHARS),
+            payload=urls,
+        )
+
+    def _query_url(self, event: dict[str, Any], index: int) -> httpx.URL:
+        url = self._url.copy_merge_params({name: _query_value(value) for name, value in event.items()})
+        size = len(str(url).encode())
+        if size > MAX_URL_BYTES:
+            raise PayloadError(
+                f"GET URL of event {index} is {size} bytes, over the {MAX_URL_BYTES}-byte limit; it is not "
+                "truncated: send fewer fields (custom_data, include_content) or use POST"
+            )
+        return url
+
+    def _signed(self, batch: Batch, msg_id: str, signed_body: bytes) -> dict[str, str]:
+        timestamp = int(time.time())
+        return {
+            **self._headers,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self.config.signing_secret, msg_id, timestamp, signed_body),
+            "X-Hook-Id": str(batch.hook_id),
+        }
+
+    def _request(
+        self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, str]:
+        """One request; the status and the first READ_LIMIT bytes of the answer, or a DeliveryError."""
+        deadline = time.monotonic() + self._timeout
+        try:
+            with self._client.stream(method, url, headers=headers, content=body) as response:
+                try:
+                    text = _read_capped(response, deadline)
+                except httpx.DecodingError as exc:
+                    raise TargetRejected(
+                        f"{self._where}: answer body cannot be decoded: {exc}",
+                        status_code=response.status_code,
+                    ) from exc
+        except httpx.TimeoutException as exc:
+            raise TargetUnreachable(f"{self._where}: no answer within {self._timeout:g}s ({exc!r})") from exc
+        except httpx.TransportError as exc:
+            raise TargetUnreachable(f"{self._where}: {exc or type(exc).__name__}") from exc
+        if response.is_success:
+            if self._success is not None and not self._success.search(text):
+                raise TargetRejected(
+                    f"{self._where}: answered {response.status_code} but the body does not match "
+                    f"success_regex {self._success.pattern!r}: {wire.excerpt(text, 200)!r}",
+                    status_code=response.status_code,
+                    retryable=True,
+                )
+            return response.status_code, text
+        raise self._rejection(response, text)
+
+    def _rejection(self, response: httpx.Response, text: str) -> TargetRejected:
+        status = response.status_code
+        if response.is_redirect:
+            what = f"redirect to {response.headers.get('Location', '?')!r}, which is not followed"
+        else:
+            what = wire.excerpt(text, 200)
+        retry_after = (
+            _retry_after(response.headers.get("Retry-After")) if status in _RETRY_AFTER_STATUSES else None
+        )
+        return TargetRejected(
+            f"{self._where}: answered {status} {response.reason_phrase}: {what}",
+            status_code=status,
+            retry_after=retry_after,
+            retryable=status not in self._permanent,
+        )
+
+
+def _auth_headers(config: HttpDelivery) -> dict[str, str]:
+    auth = config.auth
+    if isinstance(auth, BasicAuth):
+        token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
+    if isinstance(auth, BearerAuth):
+        return {"Authorization": f"Bearer {auth.token}"}
+    return {}
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return wire.dumps(value).decode()  # true/false, numbers, objects and arrays as JSON
+
+
+def _read_capped(response: httpx.Response, deadline: float) -> str:
+    """The first READ_LIMIT bytes of the body; a receiver that trickles past the timeout is unreachable."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= READ_LIMIT:
+            break
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("the answer body took longer than the timeout", request=response.request)
+    body = b"".join(chunks)[:READ_LIMIT]
+    try:
+        return body.decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset name in Content-Type
+        return body.decode("utf-8", errors="replace")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - time.time())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

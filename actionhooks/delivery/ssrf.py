@@ -1,0 +1,136 @@
+"""The SSRF guard: refuse to connect to loopback, private and other non-public addresses.
+
+Checking a URL's host before the request leaves a DNS-rebinding gap (the name resolves to a public
+address for the check and to 127.0.0.1 for the connect). So the check lives in the one place that
+cannot be fooled: an httpcore network backend that resolves the name itself, vets every address
+it got, and connects to a vetted address, not to the name. TLS still runs against the hostname
+(httpcore passes the origin host as SNI and for the certificate check), so HTTPS keeps working.
+
+Every address of a name must be public: a name with one private address among public ones is
+refused, since the resolver's order would otherwise decide what we reach. Proxies are not used
+for delivery (a proxy would make the proxy's address the one checked).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+import httpcore
+import httpx
+
+from actionhooks.errors import TargetForbidden
+
+__all__ = ["GuardedBackend", "forbidden_reason", "http_transport", "vetted_addresses"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+
+
+def forbidden_reason(address: IPAddress) -> str | None:
+    """Why delivery to `address` is refused ("loopback", "private"…), or None for a public address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or _ipv4_compatible(address)
+        if embedded is not None:
+            reason = forbidden_reason(embedded)
+            return f"IPv4-embedded {reason}" if reason else None
+    checks = (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("carrier-grade NAT", isinstance(address, ipaddress.IPv4Address) and address in _CGNAT),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+        ("non-global", not address.is_global),
+    )
+    return next((name for name, hit in checks if hit), None)
+
+
+def _ipv4_compatible(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside a deprecated IPv4-compatible IPv6 address (::a.b.c.d), if it is one."""
+    value = int(address)
+    return ipaddress.IPv4Address(value) if value >> 32 == 0 and value > 1 else None
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """httpcore's sync backend with every resolved address vetted before the connect."""
+
+    def __init__(self, backend: httpcore.NetworkBackend | None = None) -> None:
+        self._backend = backend or httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        addresses = vetted_addresses(host, port)
+        error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            try:
+                return self._backend.connect_tcp(
+                    str(address), port, timeout=timeout, local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None  # vetted_addresses never returns an empty list
+        raise error
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        raise TargetForbidden(f"unix socket {path} is not a delivery target")
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def vetted_addresses(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to, in resolver order, once all of them passed the guard."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+    addresses: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        # An IPv6 sockaddr of a link-local address may carry a "%scope"; the address is what counts.
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        reason = forbidden_reason(address)
+        if reason:
+            shown = host if host == str(address) else f"{host} (resolves to {address})"
+            raise TargetForbidden(
+                f"target {shown} is a {reason} address; delivery to it is refused "
+                "unless HOOK_ALLOW_PRIVATE_TARGETS is true"
+            )
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise httpcore.ConnectError(f"{host} resolved to no address")
+    return addresses
+
+
+def http_transport(limits: httpx.Limits, *, allow_private: bool) -> httpx.HTTPTransport:
+    """An httpx transport whose connections go through the guard, unless private targets are allowed."""
+    ssl_context = httpx.create_ssl_context()
+    transport = httpx.HTTPTransport(verify=ssl_context, limits=limits)
+    if not allow_private:
+        # httpx 0.28 takes no network backend; its httpcore pool is the one seam. The SSRF tests
+        # fail loudly if a new httpx moves it.
+        transport._pool.close()
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(),
+        )
+    return transport
