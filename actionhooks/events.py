@@ -194,10 +194,12 @@ class Event(BaseModel):
 _EVENTS = TypeAdapter(list[Event])
 
 
-def parse_events(body: bytes, *, max_events: int) -> list[dict[str, Any]]:
+def parse_events(body: bytes, *, max_events: int, assign_ids: bool = True) -> list[dict[str, Any]]:
     """Parse and validate a POST /events body: a JSON array of events or one event object.
 
-    Returns the events exactly as captured, each given an `event_id` (UUIDv4) when it had none.
+    Returns the events exactly as captured, each given an `event_id` (UUIDv4) when it had none
+    (unless `assign_ids` is false: the API first notes which ids the platform supplied, since only
+    those can be repeats worth a dedup look-up).
     Raises HookValidationError naming every problem of every event, loc = (index, field, ...);
     a single object is index 0. Nothing is returned unless every event is valid.
     """
@@ -217,7 +219,8 @@ def parse_events(body: bytes, *, max_events: int) -> list[dict[str, Any]]:
         _EVENTS.validate_python(events)
     except ValidationError as exc:
         raise HookValidationError([(tuple(err["loc"]), err["msg"]) for err in exc.errors()]) from None
-    for event in events:
-        if event.get("event_id") is None:
-            event["event_id"] = str(uuid.uuid4())
+    if assign_ids:
+        for event in events:
+            if event.get("event_id") is None:
+                event["event_id"] = str(uuid.uuid4())
     return events
