@@ -1,5 +1,205 @@
+"""Per-hook delivery endpoints: test sending, the attempts log, the failed list and its replay."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-router = APIRouter()
+import orjson
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from actionhooks.api.auth import Principal, admin_principal
+from actionhooks.api.pipeline import load_hook, triggers_of
+from actionhooks.delivery import Batch, make_transport
+from actionhooks.errors import DeliveryError, HookValidationError, TemplateError
+from actionhooks.events import parse_events
+from actionhooks.storage.tables import Attempt, Delivery
+from actionhooks.templating import DictCatalog, build_custom_data
+from actionhooks.worker.deliver import replay
+from actionhooks.worker.lookups import load_catalog, load_profiles
+
+router = APIRouter(tags=["delivery"])
+
+Admin = Annotated[Principal, Depends(admin_principal)]
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class TestRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {},
+                {
+                    "event": {
+                        "event_type": "open",
+                        "event_date": "2026-01-25T15:04:05Z",
+                        "account_id": 23,
+                        "is_test": True,
+                        "list_id": 111,
+                        "profile_id": "abc",
+                        "event_data": {"campaign_id": 973, "message_id": 17},
+                    }
+                },
+            ]
+        },
+    )
+    event: dict[str, Any] | None = Field(None, description="the event to send; a sample is generated when absent")
+
+
+class TestResult(BaseModel):
+    ok: bool
+    status_code: int | None
+    error: str | None
+    latency_ms: float | None
+    payload: Any
+
+
+def sample_event(account_id: int, hook_actions: frozenset[str], database_id: int | None) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": sorted(hook_actions)[0] if hook_actions else "deliv",
+        "event_date": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "account_id": account_id,
+        "list_id": database_id if database_id is not None else 1,
+        "profile_id": "test-profile",
+        "is_test": True,
+        "event_data": {"campaign_id": 0, "message_id": 0, "segment_id": 0, "resource_id": 0},
+    }
+
+
+@router.post("/hooks/{hook_id}/test", response_model=TestResult, summary="One synchronous test attempt, no retries")
+def send_test(
+    hook_id: int, request: Request, principal: Admin, body: Annotated[TestRequest | None, Body()] = None
+) -> TestResult:
+    settings = request.app.state.settings
+    with request.app.state.sessions() as session:
+        hook = load_hook(session, request, principal.account_id, hook_id)
+        if body is not None and body.event is not None:
+            given = {**body.event, "account_id": principal.account_id, "is_test": True}
+            try:
+                event = parse_events(orjson.dumps(given), max_events=1)[0]
+            except HookValidationError as exc:
+                raise HookValidationError([(("body", "event", *loc[1:]), msg) for loc, msg in exc.errors]) from None
+        else:
+            event = sample_event(principal.account_id, hook.actions, hook.database_id)
+        matched = {hook.id: [event]}
+        profiles = load_profiles(session, principal.account_id, [hook], matched)
+        catalog = DictCatalog(load_catalog(session, principal.account_id, [hook], matched))
+    delivered = {k: v for k, v in event.items() if k != "content"}
+    try:
+        if hook.profile_fields or hook.values:
+            delivered["custom_data"] = build_custom_data(
+                event,
+                profile_fields=list(hook.profile_fields),
+                profile=profiles.get((event.get("list_id"), event.get("profile_id"))),  # type: ignore[arg-type]
+                values=hook.values,
+                catalog=catalog,
+            )
+    except TemplateError as exc:
+        return TestResult(
+            ok=False, status_code=None, error=f"rendering failed: {exc}", latency_ms=None, payload=[delivered]
+        )
+    batch = Batch(hook_id=hook.id, batch_id=uuid.uuid4().hex, attempt=1, events=[delivered])
+    started = time.perf_counter()
+    with make_transport(hook.delivery, settings) as transport:
+        try:
+            receipt = transport.send(batch)
+        except DeliveryError as exc:
+            return TestResult(
+                ok=False,
+                status_code=exc.status_code,
+                error=f"{type(exc).__name__}: {exc.message}",
+                latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                payload=[delivered],
+            )
+    return TestResult(
+        ok=True,
+        status_code=receipt.status_code,
+        error=None,
+        latency_ms=round(receipt.latency_ms, 2),
+        payload=receipt.payload,
+    )
+
+
+@router.get("/hooks/{hook_id}/attempts", summary="Recent delivery attempts, newest first")
+def list_attempts(
+    hook_id: int, request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    with request.app.state.sessions() as session:
+        load_hook(session, request, principal.account_id, hook_id)
+        rows = session.scalars(
+            select(Attempt).where(Attempt.hook_id == hook_id).order_by(Attempt.id.desc()).limit(limit)
+        ).all()
+    return [
+        {
+            "id": a.id,
+            "batch_id": a.delivery_id,
+            "attempt": a.attempt,
+            "time": _iso(a.started_at),
+            "outcome": a.outcome,
+            "status_code": a.status_code,
+            "error": a.error,
+            "latency_ms": None if a.latency_ms is None else round(a.latency_ms, 2),
+            "events": a.n_events,
+        }
+        for a in rows
+    ]
+
+
+@router.get("/hooks/{hook_id}/failed", summary="Batches that used up every attempt, with their last error")
+def list_failed(
+    hook_id: int, request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    with request.app.state.sessions() as session:
+        load_hook(session, request, principal.account_id, hook_id)
+        rows = session.scalars(
+            select(Delivery)
+            .where(Delivery.hook_id == hook_id, Delivery.status == "failed")
+            .order_by(Delivery.failed_at.desc())
+            .limit(limit)
+        ).all()
+    return [
+        {
+            "id": d.id,
+            "attempts": d.attempts,
+            "failed_at": _iso(d.failed_at),
+            "created_at": _iso(d.created_at),
+            "last_error": d.last_error,
+            "last_status_code": d.last_status_code,
+            "n_events": d.n_events,
+            "events": orjson.loads(d.events),
+        }
+        for d in rows
+    ]
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"ids": ["3f2c0d0e5a4b4b0f"]}]})
+    ids: list[str] | None = Field(None, max_length=10_000, description="failed batch ids; all when absent")
+
+
+@router.post("/hooks/{hook_id}/failed/replay", summary="Send failed batches again (all, or the given ids)")
+async def replay_failed(
+    hook_id: int, request: Request, principal: Admin, body: Annotated[ReplayRequest | None, Body()] = None
+) -> dict[str, int]:
+    def _replay() -> int:
+        with request.app.state.sessions() as session:
+            load_hook(session, request, principal.account_id, hook_id)
+            count = replay(session, hook_id, body.ids if body is not None else None)
+            session.commit()
+            return count
+
+    count = await run_in_threadpool(_replay)
+    if count:
+        await run_in_threadpool(triggers_of(request).drain, hook_id)
+    return {"replayed": count}

@@ -1,5 +1,109 @@
+"""POST /events: validate the whole request, store it durably in one transaction, answer 202.
+
+The API does no matching or rendering: it validates, stores one intake row per request and, when
+the account had no routing pending, sends one trigger. That keeps a request's cost independent of
+the number of hooks and keeps the API responsive while workers are busy.
+"""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from actionhooks.api.auth import Principal, any_principal
+from actionhooks.api.pipeline import read_bounded_body, triggers_of
+from actionhooks.errors import HookValidationError
+from actionhooks.events import parse_events
+from actionhooks.worker.intake import accept_events
+
+router = APIRouter(tags=["events"])
+
+EXAMPLE_EVENT: dict[str, Any] = {
+    "event_type": "click",
+    "event_date": "2018-03-04T13:13:19.034315796Z",
+    "account_id": 23,
+    "list_id": 111,
+    "profile_id": "abcdefgh12345678",
+    "is_test": False,
+    "event_data": {
+        "campaign_id": 973,
+        "message_id": 17,
+        "segment_id": 0,
+        "resource_id": 3,
+        "send_message_id": "5a9bf01a17_3cd_11_6f_0_2.5a8c045fc1dde44cbf718f78",
+    },
+}
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    queued: int
+    duplicates: list[str]
+    ids: list[str]
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=EventsAccepted,
+    summary="Capture events (a JSON array of events, or one event object)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": {"type": "object"}},
+                    "example": [EXAMPLE_EVENT],
+                }
+            },
+        }
+    },
+    responses={
+        413: {"description": "body larger than EVENTS_MAX_REQUEST_BYTES"},
+        415: {"description": "not application/json"},
+        422: {"description": "an invalid event"},
+    },
+)
+async def capture_events(request: Request, principal: Annotated[Principal, Depends(any_principal)]) -> JSONResponse:
+    settings = request.app.state.settings
+    body = await read_bounded_body(request, settings.EVENTS_MAX_REQUEST_BYTES)
+    events = parse_events(body, max_events=settings.EVENTS_MAX_PER_REQUEST, assign_ids=False)
+    wrong = [
+        ((i, "account_id"), f"must be the token's account ({principal.account_id})")
+        for i, e in enumerate(events)
+        if e["account_id"] != principal.account_id
+    ]
+    if wrong:
+        raise HookValidationError(wrong)
+    supplied = [e["event_id"] for e in events if e.get("event_id") is not None]
+    for event in events:
+        if event.get("event_id") is None:
+            event["event_id"] = str(uuid.uuid4())
+    accepted = await run_in_threadpool(_store, request, principal.account_id, events, supplied)
+    if accepted.signal_raised:
+        await run_in_threadpool(triggers_of(request).route, principal.account_id)
+    return JSONResponse(
+        status_code=202,
+        content={
+            "accepted": len(events),
+            "queued": accepted.queued,
+            "duplicates": accepted.duplicates,
+            "ids": [e["event_id"] for e in events],
+        },
+    )
+
+
+def _store(request: Request, account_id: int, events: list[dict[str, Any]], supplied: list[str]) -> Any:
+    with request.app.state.sessions() as session:
+        return accept_events(
+            session,
+            account_id,
+            events,
+            supplied_ids=supplied,
+            dedup_window_sec=request.app.state.settings.EVENT_DEDUP_HOURS * 3600,
+        )

@@ -1,0 +1,56 @@
+"""What the pipeline's routes share: bounded body reading, the trigger sender, loading one compiled hook."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from actionhooks.errors import NotFound
+from actionhooks.hooks.matching import CompiledHook, compile_hook
+from actionhooks.storage.tables import Hook
+from actionhooks.worker.app import make_celery
+from actionhooks.worker.hook_cache import hook_row
+from actionhooks.worker.triggers import Triggers
+
+
+async def read_bounded_body(request: Request, limit: int) -> bytes:
+    """The JSON body, refused with 413 past `limit` bytes (before reading it when Content-Length says so)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() not in ("application/json", ""):
+        raise HTTPException(
+            415, detail=[{"loc": ["header", "content-type"], "msg": "must be application/json", "type": "content_type"}]
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        413, detail=[{"loc": ["body"], "msg": f"request body larger than {limit} bytes", "type": "too_large"}]
+    )
+
+
+def triggers_of(request: Request) -> Triggers:
+    """The app's trigger sender, created on first use so an API that only serves reads needs no broker."""
+    state = request.app.state
+    if getattr(state, "triggers", None) is None:
+        state.triggers = Triggers(make_celery(state.settings))
+    triggers: Triggers = state.triggers
+    return triggers
+
+
+def load_hook(session: Session, request: Request, account_id: int, hook_id: int) -> CompiledHook:
+    """The account's hook, compiled; NotFound (404) for a missing hook or another account's."""
+    row = session.scalar(select(Hook).where(Hook.id == hook_id, Hook.account_id == account_id))
+    if row is None:
+        raise NotFound("hook", hook_id)
+    return compile_hook(hook_row(row), request.app.state.settings)

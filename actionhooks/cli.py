@@ -1,0 +1,180 @@
+"""The `actionhooks` command: process roles, config check and token creation.
+
+Settings are loaded once here and handed down; nothing below reads the environment on its own.
+`run` starts the three roles as child processes of one supervisor (the same processes a
+distributed deployment starts separately), so one machine and many machines run the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from actionhooks import __version__
+from actionhooks.errors import SettingsError
+from actionhooks.settings import Settings, load_settings
+
+ROLES = ("api", "worker", "scheduler")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = args.path if args.path is not None else args.config
+    try:
+        settings = load_settings(path)
+    except SettingsError as exc:
+        print(f"config check failed: {exc}", file=sys.stderr)
+        return 1
+    source = path or os.environ.get("ACTIONHOOKS_CONFIG") or "main.json"
+    print(f"{source}: OK")
+    for key, value in settings.model_dump().items():
+        print(f"  {key} = {value!r}")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from actionhooks.storage.db import engine_from_settings, session_factory
+    from actionhooks.storage.migrate import upgrade
+    from actionhooks.tokens import create_token
+
+    settings = _settings(args)
+    engine = engine_from_settings(settings)
+    upgrade(engine)
+    token = create_token(session_factory(engine), args.account, args.scope, args.name)
+    print(f"Created {args.scope} token for account {args.account}. It is shown only once:")
+    print(token)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from actionhooks.api.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=settings.API_HOST, port=settings.API_PORT, log_level=settings.LOG_LEVEL.lower(), access_log=False
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from actionhooks.worker.app import make_celery, prepare_storage
+    from actionhooks.worker.tasks import register_tasks
+
+    settings = _settings(args)
+    prepare_storage(settings)
+    celery = make_celery(settings)
+    register_tasks(celery)
+    argv = [
+        "worker",
+        f"--pool={settings.WORKER_POOL}",
+        f"--concurrency={settings.WORKER_CONCURRENCY}",
+        f"--loglevel={settings.LOG_LEVEL}",
+        "--without-gossip",
+        "--without-mingle",
+        "--prefetch-multiplier=1",
+    ]
+    celery.worker_main(argv)
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from actionhooks.worker.scheduler import run_scheduler
+
+    settings = _settings(args)
+    run_scheduler(settings)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start api, worker and scheduler as children; stop all when one dies or on SIGINT/SIGTERM."""
+    settings = _settings(args)  # fail fast on a bad config, before any child starts
+    from actionhooks.worker.app import prepare_storage
+
+    prepare_storage(settings)  # migrate once, before the roles race to do it
+    base = [sys.executable, "-m", "actionhooks"] + (["--config", args.config] if args.config else [])
+    children = {role: subprocess.Popen([*base, role]) for role in ROLES}
+    print(
+        f"actionhooks {__version__}: API on http://{settings.API_HOST}:{settings.API_PORT}, "
+        f"broker {'embedded' if settings.embedded_broker else settings.BROKER_URL}, database {settings.DATABASE_URL}",
+        flush=True,
+    )
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    code = 0
+    while not stopping:
+        for role, proc in children.items():
+            if proc.poll() is not None:
+                print(f"{role} exited with {proc.returncode}; stopping the others", file=sys.stderr, flush=True)
+                code = proc.returncode or 1
+                stopping = True
+        time.sleep(0.2)
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for proc in children.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="actionhooks", description="Action-hook delivery engine.")
+    parser.add_argument("--version", action="version", version=f"actionhooks {__version__}")
+    parser.add_argument("--config", help="path of main.json (default: $ACTIONHOOKS_CONFIG, else ./main.json)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in (
+        ("run", cmd_run, "API, delivery workers and scheduler on this machine"),
+        ("api", cmd_api, "the REST API server"),
+        ("worker", cmd_worker, "a delivery worker (Celery)"),
+        ("scheduler", cmd_scheduler, "the scheduler: batch windows, due retries, clean-ups"),
+    ):
+        role = sub.add_parser(name, help=text)
+        role.add_argument("--config", default=argparse.SUPPRESS, help="path of main.json")
+        role.set_defaults(func=func)
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a main.json; print every problem; exit 1 on error")
+    check.add_argument("path", nargs="?", help="the file (default: --config, $ACTIONHOOKS_CONFIG, ./main.json)")
+    check.set_defaults(func=cmd_config_check)
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token; it is printed once, alone on the last line")
+    create.add_argument("--account", type=int, required=True, help="account id the token belongs to")
+    create.add_argument("--scope", choices=("admin", "ingest"), default="admin")
+    create.add_argument("--name", default="", help="a label for the token")
+    create.add_argument("--config", default=argparse.SUPPRESS, help="path of main.json")
+    create.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:
+        print(f"actionhooks: {exc}", file=sys.stderr)
+        return 1
+    return result

@@ -1,0 +1,58 @@
+"""The Celery app, built from Settings (no module-level app, no global settings).
+
+The broker carries only small triggers ("route account 23", "drain hook 17"); events, batches and
+attempt counters live in the database. A lost or duplicated trigger therefore costs a little
+latency or an idle task, never an event, and any broker — the embedded SQLite one included — gives
+the same guarantees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from actionhooks.settings import Settings
+
+ROUTE_TASK = "actionhooks.route"
+DRAIN_TASK = "actionhooks.drain"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for `settings`; the worker role registers the tasks on it (worker/tasks.py)."""
+    app = Celery("actionhooks", broker=settings.broker_url, set_as_current=False)
+    conf: dict[str, Any] = {
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_default_queue": "actionhooks",
+    }
+    if settings.embedded_broker:
+        conf["broker_polling_interval"] = 0.05
+    elif settings.broker_url.startswith(("redis", "rediss")):
+        # Triggers are cheap to redo, but an unacked one must come back soon after a worker dies.
+        conf["broker_transport_options"] = {"visibility_timeout": 300}
+    app.conf.update(conf)
+    app.actionhooks_settings = settings  # type: ignore[attr-defined]
+    return app
+
+
+def prepare_storage(settings: Settings) -> None:
+    """Create the data folder and migrate the database before any role uses it."""
+    from pathlib import Path
+
+    from actionhooks.storage.db import engine_from_settings
+    from actionhooks.storage.migrate import upgrade
+
+    Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
+    engine = engine_from_settings(settings)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()

@@ -1,0 +1,116 @@
+"""Cutting a hook's rendered events into delivery batches.
+
+HTTP POST hooks batch: a batch leaves when `max_batch_size` events wait or `batch_timeout_sec`
+after the first of them, across any number of POST /events requests. GET hooks send one event per
+request, brokers one message per event with no window; for them a "batch" is just the events one
+attempt carries, so publisher confirms and delivery reports are waited for in bulk.
+
+Formation for one hook is serialised (a PostgreSQL advisory lock; SQLite has one writer anyway),
+so two routers never split the same remainder.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from actionhooks.hooks.matching import CompiledHook
+from actionhooks.storage.tables import Delivery, Outbox
+
+BROKER_BATCH = 1000
+
+
+def batch_limits(hook: CompiledHook) -> tuple[int, float]:
+    """(events per batch, seconds the first event may wait for others) for a hook's delivery type."""
+    config = hook.delivery
+    if config.type == "http":
+        if config.method == "GET":
+            return 1, 0.0
+        return config.max_batch_size, float(config.batch_timeout_sec)
+    return BROKER_BATCH, 0.0
+
+
+@dataclass(frozen=True)
+class Formed:
+    """What formation did: batches created, and when the open window (if any) is due, in seconds from now."""
+
+    batches: int
+    window_due_in: float | None
+    window_opened: bool
+
+
+def lock_hook(session: Session, hook_id: int) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": hook_id})
+
+
+def new_delivery(hook: CompiledHook, events: list[dict[str, Any]], now: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4().hex,
+        "hook_id": hook.id,
+        "account_id": hook.account_id,
+        "events": orjson.dumps(events),
+        "n_events": len(events),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_until": 0.0,
+        "created_at": now,
+        **extra,
+    }
+
+
+def form_batches(
+    session: Session, hook: CompiledHook, new_events: list[dict[str, Any]], now: float | None = None
+) -> Formed:
+    """Append `new_events` to the hook's waiting events and cut every batch that is ready.
+
+    Runs inside the caller's transaction; the caller commits. The remainder stays as one outbox row
+    whose `created_at` is the arrival time of its oldest event, so the window never restarts.
+    """
+    now = time.time() if now is None else now
+    size, window = batch_limits(hook)
+    lock_hook(session, hook.id)
+    rows = session.execute(
+        select(Outbox.id, Outbox.events, Outbox.created_at).where(Outbox.hook_id == hook.id).order_by(Outbox.id)
+    ).all()
+    waiting: list[tuple[float, dict[str, Any]]] = [
+        (created_at, event) for _, blob, created_at in rows for event in orjson.loads(blob)
+    ]
+    waiting.extend((now, event) for event in new_events)
+    full = len(waiting) - len(waiting) % size
+    cut = [waiting[i : i + size] for i in range(0, full, size)]
+    rest = waiting[full:]
+    if rest and now - rest[0][0] >= window:
+        cut.append(rest)
+        rest = []
+    if cut:
+        session.execute(insert(Delivery), [new_delivery(hook, [e for _, e in chunk], now) for chunk in cut])
+    if rows:
+        session.execute(delete(Outbox).where(Outbox.id.in_([r[0] for r in rows])))
+    if rest:
+        session.execute(
+            insert(Outbox).values(
+                hook_id=hook.id,
+                events=orjson.dumps([e for _, e in rest]),
+                n_events=len(rest),
+                created_at=rest[0][0],
+            )
+        )
+    return Formed(
+        batches=len(cut),
+        window_due_in=max(0.0, rest[0][0] + window - now) if rest else None,
+        window_opened=bool(rest) and len(rest) <= len(new_events),
+    )
+
+
+def overdue_windows(session: Session, now: float, grace: float) -> list[int]:
+    """Hooks whose oldest waiting event is older than `grace` (the scheduler checks their windows)."""
+    stmt = select(Outbox.hook_id).group_by(Outbox.hook_id).having(func.min(Outbox.created_at) < now - grace)
+    return list(session.scalars(stmt))

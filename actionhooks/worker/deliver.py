@@ -1,0 +1,214 @@
+"""Draining a hook: cut ready batches, claim due ones, make one attempt each, record the outcome.
+
+Phases (after outpost):
+- claim: in one transaction, the attempt counter is incremented, an attempt row written and a lease
+  taken *before* anything is sent, so a worker killed mid-send has used up that attempt and can
+  never make a batch retry forever; when the lease passes, the batch is due again.
+- attempt: `Transport.send`, outside any transaction.
+- record: success deletes the batch; a failure asks the retry policy for the delay, and either
+  schedules the next attempt in the database (never as a Celery ETA: long delays would sit in the
+  broker and Redis would redeliver them) or moves the batch to the failed list.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from actionhooks.delivery import Batch, Receipt
+from actionhooks.errors import DeliveryError, TargetUnreachable
+from actionhooks.hooks.matching import CompiledHook
+from actionhooks.storage.tables import Attempt, Delivery
+from actionhooks.worker.batching import form_batches
+
+if TYPE_CHECKING:
+    from actionhooks.worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIME_BUDGET_SEC = 10.0
+ERROR_TEXT_LIMIT = 2000
+
+
+@dataclass
+class Claimed:
+    delivery_id: str
+    attempt: int
+    attempt_row: int
+    events: list[dict[str, Any]]
+
+
+@dataclass
+class Outcome:
+    claimed: Claimed
+    receipt: Receipt | None
+    error: DeliveryError | None
+
+
+def lease_seconds(rt: Runtime, hook: CompiledHook) -> float:
+    """How long a claimed batch stays hidden: longer than any one attempt can take."""
+    per_request = rt.settings.HOOK_HTTP_TIMEOUT_SEC
+    return per_request * 2 + 5
+
+
+def drain_hook(rt: Runtime, hook_id: int) -> int:
+    """Deliver what is due for one hook within a time budget; returns the number of attempts made."""
+    with rt.sessions() as session:
+        rt.hooks.refresh(session)
+        hook = rt.hooks.get(hook_id)
+        if hook is None:
+            return 0  # deleted (its work went with it) or not compilable (logged by the cache)
+        form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
+        session.commit()
+    attempts = 0
+    deadline = time.monotonic() + DRAIN_TIME_BUDGET_SEC
+    parallel = rt.send_parallelism(hook)
+    while time.monotonic() < deadline:
+        with rt.sessions() as session:
+            claimed = claim_due(session, rt, hook, limit=parallel)
+            session.commit()
+        if not claimed:
+            return attempts
+        outcomes = run_attempts(rt, hook, claimed, parallel)
+        with rt.sessions() as session:
+            for outcome in outcomes:
+                record(session, rt, hook, outcome)
+            session.commit()
+        attempts += len(claimed)
+    rt.triggers.drain(hook_id)  # budget used up: continue in a fresh task so other hooks get a turn
+    return attempts
+
+
+def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> list[Claimed]:
+    now = time.time()
+    stmt = (
+        select(Delivery.id, Delivery.attempts, Delivery.events)
+        .where(
+            Delivery.hook_id == hook.id,
+            Delivery.status == "pending",
+            Delivery.next_attempt_at <= now,
+            Delivery.lease_until <= now,
+        )
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    claimed: list[Claimed] = []
+    for delivery_id, attempts, blob in session.execute(stmt).all():
+        _close_lost_attempts(session, delivery_id)
+        if attempts >= rt.policy.max_attempts:
+            _fail(session, delivery_id, f"worker lost during attempt {attempts} (the last allowed)", now=now)
+            continue
+        attempt = attempts + 1
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(attempts=attempt, lease_until=now + lease_seconds(rt, hook))
+        )
+        events = orjson.loads(blob)
+        row = session.execute(
+            insert(Attempt)
+            .values(hook_id=hook.id, delivery_id=delivery_id, attempt=attempt, started_at=now, n_events=len(events))
+            .returning(Attempt.id)
+        ).scalar_one()
+        claimed.append(Claimed(delivery_id, attempt, row, events))
+    return claimed
+
+
+def _close_lost_attempts(session: Session, delivery_id: str) -> None:
+    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker."""
+    session.execute(
+        update(Attempt)
+        .where(Attempt.delivery_id == delivery_id, Attempt.outcome == "started")
+        .values(outcome="error", error="worker lost during the attempt")
+    )
+
+
+def run_attempts(rt: Runtime, hook: CompiledHook, claimed: list[Claimed], parallel: int) -> list[Outcome]:
+    transport = rt.transports.get(hook)
+
+    def attempt(c: Claimed) -> Outcome:
+        batch = Batch(hook_id=hook.id, batch_id=c.delivery_id, attempt=c.attempt, events=c.events)
+        try:
+            return Outcome(c, transport.send(batch), None)
+        except DeliveryError as exc:
+            return Outcome(c, None, exc)
+        except Exception as exc:  # a transport bug must not lose the batch: treat as a retryable failure
+            log.exception("transport %s raised an unexpected error", type(transport).__name__)
+            return Outcome(c, None, TargetUnreachable(f"unexpected {type(exc).__name__}: {exc}"))
+
+    if parallel <= 1 or len(claimed) == 1:
+        return [attempt(c) for c in claimed]
+    return list(rt.executor(parallel).map(attempt, claimed))
+
+
+def record(session: Session, rt: Runtime, hook: CompiledHook, outcome: Outcome) -> None:
+    now = time.time()
+    c = outcome.claimed
+    if outcome.error is None:
+        receipt = outcome.receipt
+        assert receipt is not None
+        session.execute(delete(Delivery).where(Delivery.id == c.delivery_id))
+        _finish_attempt(session, c, "ok", status=receipt.status_code, latency_ms=receipt.latency_ms)
+        return
+    err = outcome.error
+    message = f"{type(err).__name__}: {err.message}"[:ERROR_TEXT_LIMIT]
+    _finish_attempt(session, c, "error", status=err.status_code, error=message)
+    remaining = [e for i, e in enumerate(c.events) if i not in err.delivered]
+    values: dict[str, Any] = {"last_error": message, "last_status_code": err.status_code, "lease_until": 0.0}
+    if len(remaining) != len(c.events):
+        values.update(events=orjson.dumps(remaining), n_events=len(remaining))
+    delay = rt.policy.delay_after(c.attempt, err)
+    if delay is None:
+        _fail(session, c.delivery_id, message, now=now, status=err.status_code, values=values)
+        return
+    values["next_attempt_at"] = now + delay
+    session.execute(update(Delivery).where(Delivery.id == c.delivery_id).values(**values))
+
+
+def _fail(
+    session: Session,
+    delivery_id: str,
+    message: str,
+    *,
+    now: float,
+    status: int | None = None,
+    values: dict[str, Any] | None = None,
+) -> None:
+    extra = dict(values or {})
+    extra.update(status="failed", failed_at=now, last_error=message, last_status_code=status, lease_until=0.0)
+    session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**extra))
+
+
+def _finish_attempt(
+    session: Session,
+    c: Claimed,
+    outcome: str,
+    *,
+    status: int | None = None,
+    error: str | None = None,
+    latency_ms: float | None = None,
+) -> None:
+    session.execute(
+        update(Attempt)
+        .where(Attempt.id == c.attempt_row)
+        .values(outcome=outcome, status_code=status, error=error, latency_ms=latency_ms)
+    )
+
+
+def replay(session: Session, hook_id: int, ids: list[str] | None) -> int:
+    """Move failed batches of a hook (all, or `ids`) back to pending with fresh attempts; returns how many."""
+    stmt = update(Delivery).where(Delivery.hook_id == hook_id, Delivery.status == "failed")
+    if ids is not None:
+        stmt = stmt.where(Delivery.id.in_(ids))
+    result = session.execute(
+        stmt.values(status="pending", attempts=0, next_attempt_at=time.time(), lease_until=0.0, failed_at=None)
+    )
+    return int(result.rowcount or 0)

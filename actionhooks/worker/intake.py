@@ -1,0 +1,101 @@
+"""Accepting events: dedupe by event_id, store the request as one intake row, raise the route signal.
+
+All of it happens in one transaction, so a 202 means the events are on disk (SQLite WAL or
+PostgreSQL) and nothing of a rejected request is stored. The route signal lets the API send one
+trigger per burst instead of one per request: it is set here only if absent, and the router
+removes it before it reads the intake, so an event stored after the removal raises it again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Outcome of one POST /events: how many were queued, which were duplicates, whether to trigger a router."""
+
+    queued: int
+    duplicates: list[str]
+    signal_raised: bool
+
+
+def _insert_for(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _first_sightings(session: Session, account_id: int, ids: list[str], now: float, window_sec: float) -> set[str]:
+    """The event_ids of `ids` not accepted within the dedup window (and record them as seen now)."""
+    if not ids:
+        return set()
+    ins = _insert_for(session)(SeenEvent).values(
+        [{"account_id": account_id, "event_id": i, "seen_at": now} for i in ids]
+    )
+    stmt = ins.on_conflict_do_update(
+        index_elements=[SeenEvent.account_id, SeenEvent.event_id],
+        set_={"seen_at": ins.excluded.seen_at},
+        where=SeenEvent.seen_at < now - window_sec,
+    ).returning(SeenEvent.event_id)
+    return set(session.scalars(stmt))
+
+
+def accept_events(
+    session: Session,
+    account_id: int,
+    events: list[dict[str, Any]],
+    *,
+    supplied_ids: list[str],
+    dedup_window_sec: float,
+) -> Accepted:
+    """Store `events` (validated, each with an event_id) for routing; commit; report what happened.
+
+    Only the ids the platform supplied (`supplied_ids`) can be repeats: ids we assigned are new
+    UUIDs, so they skip the dedup table and its cost.
+    """
+    now = time.time()
+    supplied = set(supplied_ids)
+    fresh = _first_sightings(session, account_id, list(dict.fromkeys(supplied_ids)), now, dedup_window_sec)
+    keep, duplicates, in_request = [], [], set()
+    for event in events:
+        event_id = event["event_id"]
+        if event_id in in_request or (event_id in supplied and event_id not in fresh):
+            duplicates.append(event_id)
+            continue
+        in_request.add(event_id)
+        keep.append(event)
+    raised = False
+    if keep:
+        session.execute(
+            insert(Intake).values(account_id=account_id, events=orjson.dumps(keep), n_events=len(keep), created_at=now)
+        )
+        stmt = (
+            _insert_for(session)(RouteSignal)
+            .values(account_id=account_id, signalled_at=now)
+            .on_conflict_do_nothing()
+            .returning(RouteSignal.account_id)
+        )
+        raised = session.execute(stmt).first() is not None
+    session.commit()
+    return Accepted(queued=len(keep), duplicates=duplicates, signal_raised=raised)
+
+
+def clear_signal(session: Session, account_id: int) -> None:
+    """Called by the router before it reads the intake (see the module docstring)."""
+    session.execute(delete(RouteSignal).where(RouteSignal.account_id == account_id))
+    session.commit()
+
+
+def stale_work(session: Session, older_than: float) -> set[int]:
+    """Accounts whose intake or signal waited longer than `older_than` (a lost trigger or a crashed router)."""
+    intake = select(Intake.account_id).where(Intake.created_at < older_than).distinct()
+    signals = select(RouteSignal.account_id).where(RouteSignal.signalled_at < older_than)
+    return set(session.scalars(intake)) | set(session.scalars(signals))

@@ -1,0 +1,105 @@
+"""The scheduler role: finds work that is due and nudges workers; runs the clean-ups.
+
+Every tick it looks in the database for what no trigger is on its way for: intake a router never
+took (lost trigger, crashed router), batch windows past due, retries whose time has come, batches
+whose lease passed (worker killed). Triggers are idempotent, so several schedulers or a trigger
+sent twice only cost an idle task. Every CLEANUP_EVERY_SEC it expires message content, dedup ids
+and old attempt rows in bounded chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from actionhooks.settings import Settings
+from actionhooks.storage.db import engine_from_settings, session_factory
+from actionhooks.storage.tables import Attempt, Delivery, SeenEvent
+from actionhooks.worker import content
+from actionhooks.worker.app import make_celery
+from actionhooks.worker.batching import overdue_windows
+from actionhooks.worker.intake import stale_work
+from actionhooks.worker.triggers import Triggers
+
+log = logging.getLogger(__name__)
+
+STALE_INTAKE_SEC = 2.0
+RETRIGGER_AFTER_SEC = 2.0
+CLEANUP_EVERY_SEC = 30.0
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], triggers: Triggers) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.triggers = triggers
+        self._sent: dict[tuple[str, int], float] = {}
+        self._cleaned_at = 0.0
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self.sessions() as session:
+            accounts = stale_work(session, now - STALE_INTAKE_SEC)
+            windows = overdue_windows(session, now, grace=0.0)
+            due = set(
+                session.scalars(
+                    select(Delivery.hook_id)
+                    .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, Delivery.lease_until <= now)
+                    .distinct()
+                )
+            )
+        for account_id in accounts:
+            self._once(("route", account_id), now, lambda a=account_id: self.triggers.route(a))
+        for hook_id in set(windows) | due:
+            self._once(("drain", hook_id), now, lambda h=hook_id: self.triggers.drain(h))
+        if now - self._cleaned_at >= CLEANUP_EVERY_SEC:
+            self._cleaned_at = now
+            self.cleanup(now)
+
+    def _once(self, key: tuple[str, int], now: float, send: object) -> None:
+        """At most one trigger per target per RETRIGGER_AFTER_SEC, so a busy backlog is not flooded."""
+        if now - self._sent.get(key, 0.0) >= RETRIGGER_AFTER_SEC:
+            self._sent[key] = now
+            send()  # type: ignore[operator]
+
+    def cleanup(self, now: float) -> None:
+        with self.sessions() as session:
+            removed = content.expire(session, now, self.settings)
+            session.execute(delete(SeenEvent).where(SeenEvent.seen_at < now - self.settings.EVENT_DEDUP_HOURS * 3600))
+            session.commit()
+            self._prune_attempts(session)
+        if removed:
+            log.info("expired %d stored message contents", removed)
+        self._sent = {k: t for k, t in self._sent.items() if now - t < 60}
+
+    def _prune_attempts(self, session: Session) -> None:
+        keep = self.settings.ATTEMPTS_KEEP_PER_HOOK
+        crowded = session.execute(
+            select(Attempt.hook_id, func.max(Attempt.id)).group_by(Attempt.hook_id).having(func.count() > keep)
+        ).all()
+        for hook_id, newest in crowded:
+            session.execute(delete(Attempt).where(Attempt.hook_id == hook_id, Attempt.id <= newest - keep))
+        session.commit()
+
+
+def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> None:
+    """The `actionhooks scheduler` role: tick every SCHEDULER_TICK_SEC until SIGTERM/SIGINT."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    engine = engine_from_settings(settings)
+    scheduler = Scheduler(settings, session_factory(engine), Triggers(make_celery(settings)))
+    log.info("scheduler running, tick %.2fs", settings.SCHEDULER_TICK_SEC)
+    while not stop.is_set():
+        try:
+            scheduler.tick()
+        except Exception:
+            log.exception("scheduler tick failed; retrying next tick")
+        stop.wait(settings.SCHEDULER_TICK_SEC)
+    engine.dispose()

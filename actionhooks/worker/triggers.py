@@ -1,0 +1,30 @@
+"""Sending triggers to the workers by task name, so senders (API, scheduler) never import task code."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from actionhooks.worker.app import DRAIN_TASK, ROUTE_TASK
+
+log = logging.getLogger(__name__)
+
+
+class Triggers:
+    """Fire-and-forget triggers: a failure to send is logged, never raised — the scheduler resends."""
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def route(self, account_id: int) -> None:
+        self._send(ROUTE_TASK, account_id)
+
+    def drain(self, hook_id: int, countdown: float | None = None) -> None:
+        self._send(DRAIN_TASK, hook_id, countdown)
+
+    def _send(self, name: str, arg: int, countdown: float | None = None) -> None:
+        try:
+            self.celery.send_task(name, args=[arg], countdown=countdown)
+        except Exception:  # any broker failure: the work stays in the database
+            log.warning("could not send %s(%s); the scheduler will retry", name, arg, exc_info=True)
