@@ -1,0 +1,105 @@
+"""The API application: create_app(settings) wires storage, auth, error handlers and routers.
+
+Nothing is global: two apps on two databases can live in one process (the tests do that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from actionhooks import __version__
+from actionhooks.api.auth import TokenCache
+from actionhooks.api.errors import error_body, install_error_handlers
+from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles
+from actionhooks.settings import Settings
+from actionhooks.storage.db import engine_from_settings, session_factory
+from actionhooks.storage.migrate import upgrade
+
+__all__ = ["CONFIG_MAX_BODY_BYTES", "create_app"]
+
+API_PREFIX = "/api/v1"
+EVENTS_PATH = f"{API_PREFIX}/events"
+# Hook, catalog and profile bodies; a bulk of 1,000 profiles with a few KB of fields each fits.
+CONFIG_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+DESCRIPTION = """Action hooks: capture subscriber events and deliver them to HTTP, RabbitMQ and Kafka receivers.
+
+Every `/api/v1` call needs `Authorization: Bearer <token>` (create one with `actionhooks token create`).
+An `admin` token may do everything for its account; an `ingest` token may only send events.
+Errors are `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`.
+"""
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+    """Build the API on `engine` (default: DATABASE_URL), migrating the database first."""
+    owns_engine = engine is None
+    engine = engine if engine is not None else engine_from_settings(settings)
+    upgrade(engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            engine.dispose()
+
+    app = FastAPI(title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.tokens = TokenCache(app.state.sessions)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, events_max=settings.EVENTS_MAX_REQUEST_BYTES)
+    app.include_router(health.router)
+    for module in (hooks, catalog, profiles, events, deliveries):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app
+
+
+class BodyLimit:
+    """413 for a body over the limit: by Content-Length at once, or by counting a chunked body.
+
+    POST /events may carry EVENTS_MAX_REQUEST_BYTES; every other body is configuration and gets
+    CONFIG_MAX_BODY_BYTES. Counting happens before the JSON parser sees the bytes, so an oversized
+    body never costs more memory than the limit. The counting path raises an HTTPException, which
+    FastAPI lets through its body reader to the error handlers (same JSON shape as every 4xx).
+    """
+
+    def __init__(self, app: ASGIApp, events_max: int) -> None:
+        self.app = app
+        self.events_max = events_max
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.events_max if scope["path"] == EVENTS_PATH else CONFIG_MAX_BODY_BYTES
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            body = orjson.dumps({"detail": _too_large(limit)})
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 413, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, detail=_too_large(limit))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _too_large(limit: int) -> list[dict[str, object]]:
+    return error_body([(["body"], f"request body is larger than {limit} bytes", "too_large")])["detail"]

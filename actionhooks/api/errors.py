@@ -1,0 +1,59 @@
+"""One error shape for every 4xx: `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`.
+
+It is FastAPI's validation shape, so a client handles schema errors, rule errors (HookValidationError),
+missing objects (NotFound), auth and unknown routes the same way. The rejected input is never echoed
+back: it may hold a password or token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from actionhooks.errors import HookValidationError, NotFound
+
+__all__ = ["error_body", "install_error_handlers"]
+
+# Which path parameter names each kind of NotFound (NotFound.kind -> loc).
+_NOT_FOUND_LOC = {"hook": ["path", "id"], "profile": ["path", "profile_id"]}
+
+
+def error_body(errors: Sequence[tuple[Sequence[str | int], str, str]]) -> dict[str, Any]:
+    return {"detail": [{"loc": list(loc), "msg": msg, "type": kind} for loc, msg, kind in errors]}
+
+
+async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [(err["loc"], _message(err), err["type"]) for err in exc.errors()]
+    return JSONResponse(error_body(errors), status_code=422)
+
+
+def _message(err: dict[str, Any]) -> str:
+    if err["type"] == "json_invalid":
+        return f"request body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}"
+    return str(err["msg"])
+
+
+async def _hook_validation(_request: Request, exc: HookValidationError) -> JSONResponse:
+    return JSONResponse(error_body([(loc, msg, "value_error") for loc, msg in exc.errors]), status_code=422)
+
+
+async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+    loc = _NOT_FOUND_LOC.get(exc.kind, ["path", "id"])
+    return JSONResponse(error_body([(loc, str(exc), "not_found")]), status_code=404)
+
+
+async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, list) else error_body([([], str(exc.detail), "http_error")])["detail"]
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(HookValidationError, _hook_validation)
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(HTTPException, _http)
