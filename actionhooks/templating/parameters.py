@@ -93,13 +93,21 @@ _EPOCH = datetime.datetime(1970, 1, 1)
 class EventContext:
     """One event being rendered, with its date worked out lazily and only once."""
 
-    __slots__ = ("_instant", "_utc", "catalog", "event")
+    __slots__ = ("_instant", "_utc", "_uuid", "catalog", "event")
 
     def __init__(self, event: Mapping[str, Any], catalog: Catalog) -> None:
         self.event = event
         self.catalog = catalog
         self._instant: tuple[int, int] | None = None
         self._utc: datetime.datetime | None = None
+        self._uuid: str | None = None
+
+    @property
+    def uuid(self) -> str:
+        """One new UUIDv4 per event: every {{uuid}} of a hook's values for this event gives the same id."""
+        if self._uuid is None:
+            self._uuid = str(uuid.uuid4())
+        return self._uuid
 
     @property
     def instant(self) -> tuple[int, int]:
@@ -169,7 +177,7 @@ def _own(field: str) -> Callable[[EventContext], str]:
 
 
 PARAMETERS: dict[str, Callable[[EventContext], str]] = {
-    "uuid": lambda _ctx: str(uuid.uuid4()),
+    "uuid": lambda ctx: ctx.uuid,
     "event_date": _event_date,
     "event_date_ymd": lambda ctx: _ymd(ctx.utc),
     "event_date_rfc3339": _rfc3339,
