@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -65,13 +65,19 @@ class Receiver:
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
         """Block until at least `count` requests arrived (or fail at the deadline); returns them all."""
+        return self.wait_until(lambda requests: len(requests) >= count, f"{count} request(s)", timeout)
+
+    def wait_until(
+        self, done: Callable[[list[Received]], bool], what: str, timeout: float = 5.0
+    ) -> list[Received]:
+        """Block until `done(requests)` holds (or fail at the deadline, saying `what` was awaited)."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while len(self.requests) < count:
+            while not done(self.requests):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     got = len(self.requests)
-                    raise AssertionError(f"expected {count} request(s) within {timeout}s, got {got}")
+                    raise AssertionError(f"expected {what} within {timeout}s; {got} request(s) arrived")
                 self._changed.wait(left)
             return list(self.requests)
 
