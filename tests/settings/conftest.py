@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-WriteConfig = Callable[..., Path]
-
 
 @pytest.fixture(autouse=True)
 def working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -22,7 +20,7 @@ def working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def write_config(tmp_path: Path) -> WriteConfig:
+def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Write `values` as JSON (or `text` verbatim) to tmp_path/<name> and return its path."""
 
     def write(values: Any = None, *, text: str | None = None, name: str = "main.json") -> Path:

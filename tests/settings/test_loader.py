@@ -5,13 +5,13 @@ Each test injects its own environ, so nothing here reads or changes the process 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from actionhooks.errors import SettingsError, SettingsProblem
 from actionhooks.settings import Settings, load_settings
-from tests.settings.conftest import WriteConfig
 
 
 def problems_of(path: Path | None = None, environ: dict[str, str] | None = None) -> list[SettingsProblem]:
@@ -27,33 +27,33 @@ def test_no_file_and_no_variables_give_the_defaults() -> None:
     assert load_settings(environ={}) == Settings()
 
 
-def test_an_explicit_path_is_read(write_config: WriteConfig) -> None:
+def test_an_explicit_path_is_read(write_config: Callable[..., Path]) -> None:
     path = write_config({"HOOK_RETRY_TIMES": 7}, name="ops.json")
 
     assert load_settings(path, environ={}).HOOK_RETRY_TIMES == 7
 
 
-def test_actionhooks_config_names_the_file_when_no_path_is_given(write_config: WriteConfig) -> None:
+def test_actionhooks_config_names_the_file_when_no_path_is_given(write_config: Callable[..., Path]) -> None:
     write_config({"HOOK_RETRY_TIMES": 5}, name="cwd/main.json")
     path = write_config({"HOOK_RETRY_TIMES": 6}, name="from-env.json")
 
     assert load_settings(environ={"ACTIONHOOKS_CONFIG": str(path)}).HOOK_RETRY_TIMES == 6
 
 
-def test_an_explicit_path_wins_over_actionhooks_config(write_config: WriteConfig) -> None:
+def test_an_explicit_path_wins_over_actionhooks_config(write_config: Callable[..., Path]) -> None:
     chosen = write_config({"HOOK_RETRY_TIMES": 2}, name="chosen.json")
     other = write_config({"HOOK_RETRY_TIMES": 3}, name="other.json")
 
     assert load_settings(chosen, environ={"ACTIONHOOKS_CONFIG": str(other)}).HOOK_RETRY_TIMES == 2
 
 
-def test_main_json_in_the_working_folder_is_read_by_default(write_config: WriteConfig) -> None:
+def test_main_json_in_the_working_folder_is_read_by_default(write_config: Callable[..., Path]) -> None:
     write_config({"API_PORT": 9090}, name="cwd/main.json")
 
     assert load_settings(environ={}).API_PORT == 9090
 
 
-def test_a_variable_overrides_the_file(write_config: WriteConfig) -> None:
+def test_a_variable_overrides_the_file(write_config: Callable[..., Path]) -> None:
     path = write_config({"HOOK_RETRY_TIMES": 7, "API_PORT": 9090})
 
     settings = load_settings(path, environ={"ACTIONHOOKS_HOOK_RETRY_TIMES": "9"})
@@ -118,20 +118,20 @@ def test_variables_without_the_prefix_are_ignored() -> None:
 # Problems: each names its key
 
 
-def test_an_unknown_key_in_the_file_is_reported_with_the_closest_key(write_config: WriteConfig) -> None:
+def test_an_unknown_key_in_the_file_is_reported_with_the_closest_key(write_config: Callable[..., Path]) -> None:
     [problem] = problems_of(write_config({"HOOK_RETRY_TIME": 4}))
 
     assert (problem.key, problem.suggestion) == ("HOOK_RETRY_TIME", "HOOK_RETRY_TIMES")
     assert "did you mean 'HOOK_RETRY_TIMES'?" in str(problem)
 
 
-def test_a_lower_case_key_is_unknown_and_the_upper_case_one_is_suggested(write_config: WriteConfig) -> None:
+def test_a_lower_case_key_is_unknown_and_the_upper_case_one_is_suggested(write_config: Callable[..., Path]) -> None:
     [problem] = problems_of(write_config({"api_port": 8080}))
 
     assert (problem.key, problem.suggestion) == ("api_port", "API_PORT")
 
 
-def test_an_unknown_key_unlike_any_other_gets_no_suggestion(write_config: WriteConfig) -> None:
+def test_an_unknown_key_unlike_any_other_gets_no_suggestion(write_config: Callable[..., Path]) -> None:
     [problem] = problems_of(write_config({"ZZZ": 1}))
 
     assert (problem.key, problem.message, problem.suggestion) == ("ZZZ", "unknown key", None)
@@ -161,14 +161,14 @@ def test_an_unknown_variable_is_reported_with_the_closest_variable() -> None:
     ],
 )
 def test_a_value_of_the_wrong_type_in_the_file_is_an_error_naming_its_key(
-    write_config: WriteConfig, values: dict[str, object], key: str
+    write_config: Callable[..., Path], values: dict[str, object], key: str
 ) -> None:
     problems = problems_of(write_config(values))
 
     assert [problem.key for problem in problems] == [key]
 
 
-def test_a_wrong_type_shows_the_value_that_was_given(write_config: WriteConfig) -> None:
+def test_a_wrong_type_shows_the_value_that_was_given(write_config: Callable[..., Path]) -> None:
     [problem] = problems_of(write_config({"HOOK_RETRY_TIMES": "4"}))
 
     assert "integer" in problem.message
@@ -196,7 +196,7 @@ def test_a_bad_variable_is_reported_under_its_key_and_names_the_variable() -> No
     ],
 )
 def test_a_value_out_of_range_is_an_error_naming_its_key_and_the_bound(
-    write_config: WriteConfig, values: dict[str, object], key: str, words: str
+    write_config: Callable[..., Path], values: dict[str, object], key: str, words: str
 ) -> None:
     [problem] = problems_of(write_config(values))
 
@@ -204,21 +204,21 @@ def test_a_value_out_of_range_is_an_error_naming_its_key_and_the_bound(
     assert words in problem.message
 
 
-def test_infinity_is_not_a_retention(write_config: WriteConfig) -> None:
+def test_infinity_is_not_a_retention(write_config: Callable[..., Path]) -> None:
     # Python's json accepts the non-standard Infinity and NaN, which pass a plain "> 0" check.
     [problem] = problems_of(write_config(text='{"HOOK_CONTENT_CLEANUP_HOURS": Infinity}'))
 
     assert problem.key == "HOOK_CONTENT_CLEANUP_HOURS"
 
 
-def test_invalid_json_is_reported_with_its_line_and_column(write_config: WriteConfig) -> None:
+def test_invalid_json_is_reported_with_its_line_and_column(write_config: Callable[..., Path]) -> None:
     [problem] = problems_of(write_config(text='{\n  "HOOK_RETRY_TIMES": 4,\n  "API_PORT": \n}'))
 
     assert problem.key == "<file>"
     assert "line 4 column 1" in problem.message
 
 
-def test_a_file_that_is_not_a_json_object_is_an_error(write_config: WriteConfig) -> None:
+def test_a_file_that_is_not_a_json_object_is_an_error(write_config: Callable[..., Path]) -> None:
     [problem] = problems_of(write_config([{"HOOK_RETRY_TIMES": 4}]))
 
     assert problem.key == "<file>"
@@ -239,7 +239,7 @@ def test_a_missing_file_named_by_actionhooks_config_is_an_error(tmp_path: Path) 
     assert "gone.json" in problem.message
 
 
-def test_every_problem_of_the_file_and_the_environment_is_reported_at_once(write_config: WriteConfig) -> None:
+def test_every_problem_of_the_file_and_the_environment_is_reported_at_once(write_config: Callable[..., Path]) -> None:
     path = write_config({"HOOK_RETRY_TIME": 4, "API_PORT": "8080", "HOOK_RETRY_PERIOD_SEC": []})
 
     with pytest.raises(SettingsError) as caught:

@@ -1,0 +1,100 @@
+# shellcheck shell=bash
+# Local services the test suite talks to: Redis, RabbitMQ and PostgreSQL on 127.0.0.1.
+#
+# Sourced by scripts/test. `services_up` checks that each one answers its own protocol (an open port
+# is not enough: RabbitMQ listens before it can serve), starts any that is installed but down with the
+# command this machine documents, and remembers what it started; `services_down` stops only those, so
+# a developer's already-running services are never touched.
+
+SERVICES_STARTED=()
+SERVICES_RABBITMQ_DEADLINE_SEC=${SERVICES_RABBITMQ_DEADLINE_SEC:-60}
+SERVICES_DEADLINE_SEC=${SERVICES_DEADLINE_SEC:-30}
+
+# Redis answers PING with +PONG.
+_redis_answers() {
+    local reply=""
+    { exec 3<>/dev/tcp/127.0.0.1/6379; } 2>/dev/null || return 1
+    printf 'PING\r\n' >&3
+    IFS= read -r -t 2 reply <&3 || true
+    exec 3<&-
+    [[ $reply == +PONG* ]]
+}
+
+# RabbitMQ answers an AMQP 0-9-1 protocol header with a method frame (Connection.Start, type 1).
+_rabbitmq_answers() {
+    local frame_type=""
+    { exec 3<>/dev/tcp/127.0.0.1/5672; } 2>/dev/null || return 1
+    printf 'AMQP\x00\x00\x09\x01' >&3
+    frame_type=$(timeout 3 head -c 1 <&3 | od -An -tx1 | tr -d ' \n') || true
+    exec 3<&-
+    [[ $frame_type == 01 ]]
+}
+
+# PostgreSQL: pg_isready tells "accepting connections" apart from "starting up".
+_postgres_answers() {
+    pg_isready -q -h 127.0.0.1 -p 5432 -t 2
+}
+
+_redis_installed() { command -v redis-server >/dev/null; }
+_rabbitmq_installed() { command -v rabbitmq-server >/dev/null; }
+_postgres_installed() {
+    command -v pg_ctlcluster >/dev/null && command -v pg_isready >/dev/null \
+        && [[ -n $(ls /etc/postgresql 2>/dev/null) ]]
+}
+
+_redis_start() {
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null
+}
+_rabbitmq_start() { rabbitmq-server -detached >/dev/null 2>&1; }
+_postgres_start() {
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+}
+
+_redis_stop() {
+    { exec 3<>/dev/tcp/127.0.0.1/6379; } 2>/dev/null || return 0
+    printf 'SHUTDOWN NOSAVE\r\n' >&3
+    exec 3<&-
+}
+_rabbitmq_stop() { rabbitmqctl stop >/dev/null 2>&1; }
+_postgres_stop() {
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main stop
+}
+
+# _service_up NAME PACKAGE PORT DEADLINE: make NAME answer, or explain what is missing.
+_service_up() {
+    local name=$1 package=$2 port=$3 deadline=$4 waited
+    "_${name}_answers" && return 0
+    if ! "_${name}_installed"; then
+        echo "error: ${name} is not answering on 127.0.0.1:${port} and is not installed;" \
+            "install it with: apt-get install -y ${package}" >&2
+        return 1
+    fi
+    echo "${name} is down on 127.0.0.1:${port}: starting it" >&2
+    if ! "_${name}_start"; then
+        echo "error: could not start ${name} (Debian package ${package})" >&2
+        return 1
+    fi
+    SERVICES_STARTED+=("$name")
+    for ((waited = 0; waited < deadline * 4; waited++)); do
+        "_${name}_answers" && return 0
+        sleep 0.25 # polling a server's socket: there is nothing to wait on but time
+    done
+    echo "error: ${name} started but did not answer on 127.0.0.1:${port} within ${deadline} s" >&2
+    return 1
+}
+
+services_up() {
+    _service_up redis redis-server 6379 "$SERVICES_DEADLINE_SEC" \
+        && _service_up rabbitmq rabbitmq-server 5672 "$SERVICES_RABBITMQ_DEADLINE_SEC" \
+        && _service_up postgres postgresql 5432 "$SERVICES_DEADLINE_SEC"
+}
+
+services_down() {
+    local name
+    for name in "${SERVICES_STARTED[@]}"; do
+        echo "stopping ${name} (started by this run)" >&2
+        "_${name}_stop" || echo "warning: could not stop ${name}" >&2
+    done
+    SERVICES_STARTED=()
+}
