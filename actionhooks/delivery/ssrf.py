@@ -42,8 +42,8 @@ def forbidden_reason(address: IPAddress) -> str | None:
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
         ("carrier-grade NAT", isinstance(address, ipaddress.IPv4Address) and address in _CGNAT),
-        ("private", address.is_private),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
         ("non-global", not address.is_global),
     )
     return next((name for name, hit in checks if hit), None)
@@ -108,7 +108,7 @@ def vetted_addresses(host: str, port: int) -> list[IPAddress]:
         if reason:
             shown = host if host == str(address) else f"{host} (resolves to {address})"
             raise TargetForbidden(
-                f"target {shown} is a {reason} address; delivery to it is refused "
+                f"target {shown} is not a public address ({reason}); delivery to it is refused "
                 "unless HOOK_ALLOW_PRIVATE_TARGETS is true"
             )
         if address not in addresses:
