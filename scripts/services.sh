@@ -15,7 +15,7 @@ _redis_answers() {
     local reply=""
     { exec 3<>/dev/tcp/127.0.0.1/6379; } 2>/dev/null || return 1
     printf 'PING\r\n' >&3
-    IFS= read -r -t 2 reply <&3 || true
+    IFS= read -r -t 2 reply <&3 2>/dev/null || true
     exec 3<&-
     [[ $reply == +PONG* ]]
 }
