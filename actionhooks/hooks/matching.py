@@ -15,7 +15,7 @@ missing list does not restrict. A stopped hook matches nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -56,14 +56,14 @@ class CompiledHook:
     profile_fields: tuple[str, ...]
     values: CompiledValues
     include_content: bool
-    delivery: Any  # one of the DeliveryConfig models
+    delivery: Any = field(repr=False)  # one of the DeliveryConfig models; kept out of repr: it holds secrets
 
     def matches(self, event: Mapping[str, Any]) -> bool:
-        if not self.active or event.get("account_id") != self.account_id:
+        if not self.active or _id(event.get("account_id")) != self.account_id:
             return False
         if event.get("event_type") not in self.actions:
             return False
-        if self.database_id is not None and event.get("list_id") != self.database_id:
+        if self.database_id is not None and _id(event.get("list_id")) != self.database_id:
             return False
         if self.filters:
             data = event.get("event_data") or {}
