@@ -139,6 +139,11 @@ class _AmqpTransport(Transport[AmqpConfigT]):
     def close(self) -> None:
         self._drop()
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the transport holds an open connection (False before the first send and after close)."""
+        return self._conn is not None and self._conn.is_open
+
     def _message(self, hook_id: int, event: dict[str, Any]) -> _Message:
         exchange, routing_key = self._route(event)
         properties = pika.BasicProperties(
@@ -289,9 +294,10 @@ class _AmqpTransport(Transport[AmqpConfigT]):
             self._conn.ioloop.stop()
 
     def _fail(self, exc: BaseException) -> None:
-        # The connection's reason wins over the channel's (a closed connection closes its channels).
-        if self._failure is None or isinstance(exc, amqp.AMQPConnectionError | AMQPConnectorException):
-            self._failure = exc
+        if isinstance(exc, amqp.ChannelClosedByClient | amqp.ConnectionClosedByClient):
+            pass  # our own close(), not a failure of the attempt
+        elif self._failure is None or isinstance(exc, amqp.AMQPConnectionError | AMQPConnectorException):
+            self._failure = exc  # the connection's reason wins over the channel's (it closes its channels)
         if self._conn is not None:
             self._conn.ioloop.stop()
 
