@@ -235,9 +235,9 @@ def test_parsing_a_large_request_stays_fast() -> None:
     raw = body([typical] * 10_000)
     # When it is parsed (best of three, the machine is shared)
     best = min(_timed(lambda: parse_events(raw, max_events=10_000)) for _ in range(3))
-    # Then it runs at the ~80,000 events/s measured on an idle core, with a 4x margin for shared
+    # Then it runs at the ~80,000 events/s measured on an idle core, with an 8x margin for shared
     # runners: falling under it means per-event work crept in (e.g. a validator built per call)
-    assert 10_000 / best > 20_000
+    assert 10_000 / best > 10_000
 
 
 def _timed(fn: Any) -> float:
