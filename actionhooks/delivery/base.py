@@ -61,7 +61,7 @@ class Transport(Generic[ConfigT]):
         """Make exactly one attempt to deliver `batch`; raise a DeliveryError subclass on failure."""
         raise NotImplementedError
 
-    def close(self) -> None:  # noqa: B027 - a no-op by design; transports holding connections override it
+    def close(self) -> None:
         """Release connections; idempotent."""
 
     def __enter__(self) -> Transport[ConfigT]:

@@ -19,9 +19,25 @@ MASK = "***"
 FORBIDDEN_HEADERS = frozenset(
     h.lower()
     for h in (
-        "Host", "Connection", "Keep-Alive", "Accept-Encoding", "Content-Length", "Transfer-Encoding", "Trailer",
-        "TE", "Upgrade", "Date", "Location", "Server", "Proxy-Authorization", "Proxy-Connection", "Content-Type",
-        "webhook-id", "webhook-timestamp", "webhook-signature", "X-Hook-Id",
+        "Host",
+        "Connection",
+        "Keep-Alive",
+        "Accept-Encoding",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Trailer",
+        "TE",
+        "Upgrade",
+        "Date",
+        "Location",
+        "Server",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "Content-Type",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "X-Hook-Id",
     )
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -61,14 +61,10 @@ def _read_file(path: Path, explicit: bool, problems: list[SettingsProblem]) -> d
         problems.append(SettingsProblem("<file>", f"cannot read {str(path)!r}: {exc}"))
         return {}
     except json.JSONDecodeError as exc:
-        problems.append(
-            SettingsProblem("<file>", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
-        )
+        problems.append(SettingsProblem("<file>", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"))
         return {}
     if not isinstance(data, dict):
-        problems.append(
-            SettingsProblem("<file>", f"must be a JSON object of KEY: value, not {type(data).__name__}")
-        )
+        problems.append(SettingsProblem("<file>", f"must be a JSON object of KEY: value, not {type(data).__name__}"))
         return {}
     return data
 
@@ -84,9 +80,7 @@ def _env_value(key: str, raw: str) -> Any:
         return raw
 
 
-def load_settings(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the layers; raise SettingsError listing every problem with its key."""
     environ = os.environ if environ is None else environ
     file_path, explicit = resolve_path(path, environ)
@@ -99,9 +93,7 @@ def load_settings(
         key = name.removeprefix(ENV_PREFIX)
         if key not in KNOWN_KEYS:
             suggestion = _suggest(key)
-            problems.append(
-                SettingsProblem(name, "unknown setting", ENV_PREFIX + suggestion if suggestion else None)
-            )
+            problems.append(SettingsProblem(name, "unknown setting", ENV_PREFIX + suggestion if suggestion else None))
             continue
         values[key] = _env_value(key, raw)
         origin[key] = name

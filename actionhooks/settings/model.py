@@ -29,35 +29,23 @@ class Settings(BaseModel):
         min_length=1,
         description="Seconds between attempts: a number, or a list (wait before each retry, last repeating).",
     )
-    HOOK_CONTENT_CLEANUP_HOURS: float = Field(
-        72, gt=0, description="How long stored message content is kept."
-    )
-    HOOK_HTTP_TIMEOUT_SEC: float = Field(
-        10, gt=0, le=600, description="Timeout of one HTTP delivery request."
-    )
-    HOOK_ALLOW_PRIVATE_TARGETS: bool = Field(
-        False, description="Allow targets on private addresses (SSRF guard off)."
-    )
+    HOOK_CONTENT_CLEANUP_HOURS: float = Field(72, gt=0, description="How long stored message content is kept.")
+    HOOK_HTTP_TIMEOUT_SEC: float = Field(10, gt=0, le=600, description="Timeout of one HTTP delivery request.")
+    HOOK_ALLOW_PRIVATE_TARGETS: bool = Field(False, description="Allow targets on private addresses (SSRF guard off).")
     HOOK_PERMANENT_STATUS_CODES: list[Annotated[int, Field(ge=400, le=599)]] = Field(
         default_factory=list,
         description="HTTP statuses that are never retried (the batch goes to the failed list).",
     )
-    DATABASE_URL: str = Field(
-        "sqlite:///data/actionhooks.db", min_length=1, description="SQLAlchemy database URL."
-    )
+    DATABASE_URL: str = Field("sqlite:///data/actionhooks.db", min_length=1, description="SQLAlchemy database URL.")
     BROKER_URL: str = Field(
         "", description="Celery broker URL; empty = the embedded durable broker (SQLite file under DATA_DIR)."
     )
-    DATA_DIR: str = Field(
-        "data", min_length=1, description="Folder for the embedded database and broker files."
-    )
+    DATA_DIR: str = Field("data", min_length=1, description="Folder for the embedded database and broker files.")
     API_HOST: str = Field("127.0.0.1", min_length=1, description="API listen address.")
     API_PORT: int = Field(8080, ge=0, le=65535, description="API listen port (0 = any free port).")
     WORKER_POOL: Literal["prefork", "threads", "solo"] = Field("prefork", description="Celery worker pool.")
     WORKER_CONCURRENCY: int = Field(2, ge=1, le=256, description="Celery worker processes or threads.")
-    SCHEDULER_TICK_SEC: float = Field(
-        1.0, gt=0, le=60, description="How often the scheduler looks for due work."
-    )
+    SCHEDULER_TICK_SEC: float = Field(1.0, gt=0, le=60, description="How often the scheduler looks for due work.")
     EVENTS_MAX_REQUEST_BYTES: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest accepted POST /events body; larger gets 413."
     )
@@ -65,9 +53,7 @@ class Settings(BaseModel):
     EVENT_DEDUP_HOURS: float = Field(24, gt=0, description="How long an accepted event_id is remembered.")
     TEMPLATE_MAX_OUTPUT_CHARS: int = Field(65_536, ge=1, description="Largest rendered custom_data value.")
     TEMPLATE_MAX_RENDER_MS: float = Field(50, gt=0, description="Longest render of one custom_data value.")
-    ATTEMPTS_KEEP_PER_HOOK: int = Field(
-        1000, ge=1, description="Delivery attempts kept per hook for the log."
-    )
+    ATTEMPTS_KEEP_PER_HOOK: int = Field(1000, ge=1, description="Delivery attempts kept per hook for the log.")
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     @field_validator("HOOK_RETRY_PERIOD_SEC", mode="before")
@@ -88,9 +74,7 @@ class Settings(BaseModel):
     @field_validator("BROKER_URL")
     @classmethod
     def _known_broker(cls, value: str) -> str:
-        if value and not value.startswith(
-            ("redis://", "rediss://", "amqp://", "amqps://", "sqla+", "memory://")
-        ):
+        if value and not value.startswith(("redis://", "rediss://", "amqp://", "amqps://", "sqla+", "memory://")):
             raise ValueError("must be empty (embedded), redis://…, amqp://… or sqla+…")
         return value
 

@@ -171,7 +171,10 @@ class Delivery(Base):
     created_at: Mapped[float] = mapped_column(Float)
     failed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"), Index("ix_deliveries_hook", "hook_id", "status"))
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_hook", "hook_id", "status"),
+    )
 
 
 class Attempt(Base):
