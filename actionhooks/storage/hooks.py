@@ -8,6 +8,7 @@ also drops its queued work (outbox, deliveries, attempts) through the ON DELETE 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -101,6 +102,8 @@ def _row(session: Session, account_id: int, hook_id: int, *, lock: bool = False)
 
 def _write(row: HookRow, spec: HookSpec) -> None:
     data = spec.model_dump(mode="json")
+    if data["active"] and not row.active:
+        row.active_since = time.time()
     for field, value in data.items():
         setattr(row, field, value)
 

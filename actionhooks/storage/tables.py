@@ -44,10 +44,16 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# SQLite would reuse the id of a deleted last row; a new hook must never inherit a deleted hook's
+# id (workers cache compiled hooks by id and version), nor a batch its attempts.
+NO_REUSE = {"sqlite_autoincrement": True}
+
+
 class ApiToken(Base):
     """An API token: only the SHA-256 of the secret is kept (tokens are 256-bit random, so no KDF is needed)."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = NO_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigInteger, index=True)
     scope: Mapped[str] = mapped_column(String(16))
@@ -60,6 +66,7 @@ class Hook(Base):
     """A hook as configured through the API; `version` grows on every change so workers notice it."""
 
     __tablename__ = "hooks"
+    __table_args__ = NO_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigInteger, index=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -71,6 +78,9 @@ class Hook(Base):
     include_content: Mapped[bool] = mapped_column(Boolean, default=False)
     delivery: Mapped[dict[str, object]] = mapped_column(JSON)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Unix time the hook last became active: events accepted before it are not captured, even when
+    # routed later (a stopped hook captures nothing from the moment it is stopped).
+    active_since: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -79,6 +89,7 @@ class HookChange(Base):
     """Append-only log of hook changes (id grows); workers poll max(id) to refresh their compiled hooks."""
 
     __tablename__ = "hook_changes"
+    __table_args__ = NO_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     hook_id: Mapped[int] = mapped_column(BigInteger, index=True)
     account_id: Mapped[int] = mapped_column(BigInteger)
@@ -121,6 +132,7 @@ class Intake(Base):
     """Events accepted by POST /events and not yet routed: one row per request, events as an orjson array."""
 
     __tablename__ = "intake"
+    __table_args__ = NO_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigInteger, index=True)
     events: Mapped[bytes] = mapped_column(LargeBinary)
@@ -140,6 +152,7 @@ class Outbox(Base):
     """Rendered events of one hook waiting to be cut into delivery batches (HTTP batching window)."""
 
     __tablename__ = "outbox"
+    __table_args__ = NO_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     hook_id: Mapped[int] = mapped_column(ForeignKey("hooks.id", ondelete="CASCADE"), index=True)
     events: Mapped[bytes] = mapped_column(LargeBinary)
@@ -181,6 +194,7 @@ class Attempt(Base):
     """One delivery attempt, for GET /hooks/{id}/attempts (recorded when it starts, completed when it ends)."""
 
     __tablename__ = "attempts"
+    __table_args__ = NO_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     hook_id: Mapped[int] = mapped_column(ForeignKey("hooks.id", ondelete="CASCADE"), index=True)
     delivery_id: Mapped[str] = mapped_column(String(40), index=True)

@@ -52,6 +52,7 @@ class HookCache:
         self.settings = settings
         self.index = HookIndex([])
         self.by_id: dict[int, CompiledHook] = {}
+        self.active_since: dict[int, float] = {}
         self._on_change = on_change
         self._last_id: int | None = None
         self._gaps: dict[int, float] = {}
@@ -60,6 +61,10 @@ class HookCache:
 
     def get(self, hook_id: int) -> CompiledHook | None:
         return self.by_id.get(hook_id)
+
+    def capturing(self, event: dict[str, Any], accepted_at: float) -> list[CompiledHook]:
+        """The hooks that match `event` and were already active when it was accepted."""
+        return [h for h in self.index.candidates(event) if self.active_since.get(h.id, 0.0) <= accepted_at]
 
     def refresh(self, session: Session, *, force: bool = False) -> None:
         """Bring the cache up to date with the database (cheap when nothing changed)."""
@@ -97,7 +102,9 @@ class HookCache:
 
     def _load_all(self, session: Session) -> None:
         self._last_id = session.scalar(select(HookChange.id).order_by(HookChange.id.desc()).limit(1)) or 0
-        compiled = [c for c in (self._compile(h) for h in session.scalars(select(Hook))) if c is not None]
+        rows = list(session.scalars(select(Hook)))
+        self.active_since = {h.id: h.active_since for h in rows}
+        compiled = [c for c in (self._compile(h) for h in rows) if c is not None]
         self.by_id = {c.id: c for c in compiled}
         self.index = HookIndex(compiled)
 
@@ -109,7 +116,10 @@ class HookCache:
             if row is not None and current is not None and current.version == row.version:
                 continue
             compiled = self._compile(row) if row is not None else None
+            if row is not None:
+                self.active_since[hook_id] = row.active_since
             if compiled is None:
+                self.active_since.pop(hook_id, None)
                 self.by_id.pop(hook_id, None)
                 self.index.remove(hook_id)
             else:

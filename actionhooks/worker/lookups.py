@@ -1,4 +1,8 @@
-"""Bulk reads of what matched hooks need to render: profiles and catalog names (a few queries per chunk)."""
+"""What matched hooks need to render, gathered per chunk: which profiles and catalog names to load.
+
+The queries themselves are storage's (catalog_for, profiles_for); this module only decides what a
+chunk of matched events needs, so hooks without profile fields or values cost no look-up at all.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from actionhooks.hooks.matching import CompiledHook
-from actionhooks.storage.tables import CatalogEntry, Profile
+from actionhooks.storage.catalog import catalog_for
+from actionhooks.storage.profiles import profiles_for
+from actionhooks.templating import CatalogEntry
 
 # catalog kind -> where an event names its id
 CATALOG_SOURCES: dict[str, tuple[str, ...]] = {
@@ -43,21 +48,12 @@ def load_profiles(
         for e in matched[h.id]
         if isinstance(e.get("list_id"), int) and isinstance(e.get("profile_id"), str)
     }
-    found: dict[tuple[int, str], dict[str, Any]] = {}
-    items = sorted(keys)
-    for start in range(0, len(items), 500):
-        chunk = items[start : start + 500]
-        stmt = select(Profile.list_id, Profile.profile_id, Profile.fields).where(
-            Profile.account_id == account_id, tuple_(Profile.list_id, Profile.profile_id).in_(chunk)
-        )
-        for list_id, profile_id, fields in session.execute(stmt):
-            found[(list_id, profile_id)] = fields
-    return found
+    return profiles_for(session, account_id, keys) if keys else {}
 
 
 def load_catalog(
     session: Session, account_id: int, hooks: Iterable[CompiledHook], matched: dict[int, list[dict[str, Any]]]
-) -> dict[tuple[str, int], dict[str, Any]]:
+) -> dict[tuple[str, int], CatalogEntry]:
     """Catalog entries named by events of hooks that render values, keyed by (kind, id)."""
     wanted: dict[str, set[int]] = defaultdict(set)
     for hook in hooks:
@@ -68,11 +64,4 @@ def load_catalog(
                 ident = _field(event, path)
                 if isinstance(ident, int) and not isinstance(ident, bool):
                     wanted[kind].add(ident)
-    found: dict[tuple[str, int], dict[str, Any]] = {}
-    for kind, idents in wanted.items():
-        stmt = select(CatalogEntry).where(
-            CatalogEntry.account_id == account_id, CatalogEntry.kind == kind, CatalogEntry.id.in_(sorted(idents))
-        )
-        for entry in session.scalars(stmt):
-            found[(kind, entry.id)] = {"name": entry.name, "subid": entry.subid, "subject": entry.subject}
-    return found
+    return catalog_for(session, account_id, wanted) if wanted else {}

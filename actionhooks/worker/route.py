@@ -44,10 +44,11 @@ def route_account(rt: Runtime, account_id: int) -> int:
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
     while time.monotonic() < deadline:
         with rt.sessions() as session:
-            rt.hooks.refresh(session)
             ids, events = _claim(session, account_id)
             if not ids:
                 return routed
+            # After the claim: every hook change committed before these events were accepted is seen.
+            rt.hooks.refresh(session, force=True)
             windows = _route_events(rt, session, account_id, events)
             session.execute(delete(Intake).where(Intake.id.in_(ids)))
             session.commit()
@@ -58,27 +59,34 @@ def route_account(rt: Runtime, account_id: int) -> int:
     return routed
 
 
-def _claim(session: Session, account_id: int) -> tuple[list[int], list[dict[str, Any]]]:
-    stmt = select(Intake.id, Intake.events, Intake.n_events).where(Intake.account_id == account_id).order_by(Intake.id)
+def _claim(session: Session, account_id: int) -> tuple[list[int], list[tuple[float, dict[str, Any]]]]:
+    """Up to ROUTE_CHUNK_EVENTS events of the oldest intake rows, each with the time it was accepted."""
+    stmt = (
+        select(Intake.id, Intake.events, Intake.n_events, Intake.created_at)
+        .where(Intake.account_id == account_id)
+        .order_by(Intake.id)
+    )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     ids: list[int] = []
-    events: list[dict[str, Any]] = []
-    for row_id, blob, n in session.execute(stmt.limit(1000)):
+    events: list[tuple[float, dict[str, Any]]] = []
+    for row_id, blob, n, accepted_at in session.execute(stmt.limit(1000)):
         if events and len(events) + n > ROUTE_CHUNK_EVENTS:
             break
         ids.append(row_id)
-        events.extend(orjson.loads(blob))
+        events.extend((accepted_at, event) for event in orjson.loads(blob))
     return ids, events
 
 
-def _route_events(rt: Runtime, session: Session, account_id: int, events: list[dict[str, Any]]) -> dict[int, float]:
-    """Match, render and batch `events`; returns {hook_id: seconds until its batch window closes} to trigger."""
+def _route_events(
+    rt: Runtime, session: Session, account_id: int, accepted: list[tuple[float, dict[str, Any]]]
+) -> dict[int, float]:
+    """Match, render and batch events; returns {hook_id: seconds until its batch window closes} to trigger."""
     now = time.time()
-    contents = content_store.remember(session, account_id, events, now)
+    contents = content_store.remember(session, account_id, [event for _, event in accepted], now)
     matched: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for event in events:
-        for hook in rt.hooks.index.candidates(event):
+    for accepted_at, event in accepted:
+        for hook in rt.hooks.capturing(event, accepted_at):
             matched[hook.id].append(event)
     if not matched:
         return {}

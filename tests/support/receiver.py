@@ -19,6 +19,7 @@ class Received:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -37,13 +38,13 @@ class Receiver:
     Answers come from `script` (one per request, first in first out) and then `default`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Received] = []
         self.script: list[Reply] = []
         self.default = Reply()
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"

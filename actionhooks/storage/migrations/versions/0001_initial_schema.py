@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ def upgrade() -> None:
     sa.Column('scope', sa.String(length=16), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
-    sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))
+    sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_tokens_account_id'), ['account_id'], unique=False)
@@ -53,8 +54,9 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('hook_id', sa.BigInteger(), nullable=False),
     sa.Column('account_id', sa.BigInteger(), nullable=False),
-    sa.Column('changed_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_hook_changes'))
+    sa.Column('changed_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hook_changes')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('hook_changes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_hook_changes_hook_id'), ['hook_id'], unique=False)
@@ -71,9 +73,11 @@ def upgrade() -> None:
     sa.Column('include_content', sa.Boolean(), nullable=False),
     sa.Column('delivery', sa.JSON(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_hooks'))
+    sa.Column('active_since', sa.Float(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hooks')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('hooks', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_hooks_account_id'), ['account_id'], unique=False)
@@ -84,7 +88,8 @@ def upgrade() -> None:
     sa.Column('events', sa.LargeBinary(), nullable=False),
     sa.Column('n_events', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_intake'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_intake')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('intake', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_intake_account_id'), ['account_id'], unique=False)
@@ -94,7 +99,7 @@ def upgrade() -> None:
     sa.Column('list_id', sa.BigInteger(), nullable=False),
     sa.Column('profile_id', sa.String(length=200), nullable=False),
     sa.Column('fields', sa.JSON(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.PrimaryKeyConstraint('account_id', 'list_id', 'profile_id', name=op.f('pk_profiles'))
     )
     op.create_table('route_signals',
@@ -123,7 +128,8 @@ def upgrade() -> None:
     sa.Column('latency_ms', sa.Float(), nullable=True),
     sa.Column('n_events', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['hook_id'], ['hooks.id'], name=op.f('fk_attempts_hook_id_hooks'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_attempts'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_attempts')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('attempts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_attempts_delivery_id'), ['delivery_id'], unique=False)
@@ -157,7 +163,8 @@ def upgrade() -> None:
     sa.Column('n_events', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['hook_id'], ['hooks.id'], name=op.f('fk_outbox_hook_id_hooks'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outbox_hook_id'), ['hook_id'], unique=False)
