@@ -33,9 +33,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         with running_engine(tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker()) as eng:
             yield eng
     else:
-        with postgres_database() as url, running_engine(
-            tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker(), DATABASE_URL=url
-        ) as eng:
+        with (
+            postgres_database() as url,
+            running_engine(tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker(), DATABASE_URL=url) as eng,
+        ):
             yield eng
 
 
@@ -78,8 +79,10 @@ def test_a_batch_window_closes_on_time_even_with_one_event(engine: Engine, recei
 def test_requests_are_signed_so_receivers_can_verify_them(engine: Engine, receiver: Receiver) -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     with engine.client() as api:
-        api.post("/hooks", json=http_hook(receiver.url, batch_timeout_sec=0, signing_secret=secret,
-                                          headers={"X-Tenant": "acme"}))
+        api.post(
+            "/hooks",
+            json=http_hook(receiver.url, batch_timeout_sec=0, signing_secret=secret, headers={"X-Tenant": "acme"}),
+        )
         api.post("/events", json=[event(1)])
     request = receiver.wait_for(1, timeout=10)[0]
     assert request.headers["content-type"] == "application/json"
@@ -92,10 +95,18 @@ def test_failed_attempts_are_retried_as_configured_then_dead_lettered_and_replay
 ) -> None:
     # Given 3 attempts, 1 s then 2 s apart, and a receiver that always fails
     receiver.default = Reply(status=500, body=b"broken")
-    with running_engine(
-        tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker(),
-        HOOK_RETRY_TIMES=3, HOOK_RETRY_PERIOD_SEC=[1, 2],
-    ) as engine, engine.client() as api:
+    with (
+        running_engine(
+            tmp_path,
+            "api",
+            "worker",
+            "scheduler",
+            BROKER_URL=redis_broker(),
+            HOOK_RETRY_TIMES=3,
+            HOOK_RETRY_PERIOD_SEC=[1, 2],
+        ) as engine,
+        engine.client() as api,
+    ):
         hook = api.post("/hooks", json=http_hook(receiver.url, batch_timeout_sec=0)).json()
         api.post("/events", json=[event(1), event(2)])
         # Then exactly 3 attempts are made, 1 s and 2 s apart (scheduler tick 0.2 s)
@@ -127,9 +138,12 @@ def test_retry_after_from_the_receiver_is_respected_within_the_period_bounds(
     tmp_path: Path, receiver: Receiver
 ) -> None:
     receiver.answer(Reply(status=503, headers={"Retry-After": "3"}))
-    with running_engine(
-        tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker(), HOOK_RETRY_PERIOD_SEC=[1, 5]
-    ) as engine, engine.client() as api:
+    with (
+        running_engine(
+            tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker(), HOOK_RETRY_PERIOD_SEC=[1, 5]
+        ) as engine,
+        engine.client() as api,
+    ):
         api.post("/hooks", json=http_hook(receiver.url, batch_timeout_sec=0))
         api.post("/events", json=[event(1)])
         first, second = receiver.wait_for(2, timeout=15)
@@ -178,9 +192,12 @@ def test_an_event_id_accepted_twice_is_delivered_once(engine: Engine, receiver: 
 def test_a_worker_killed_mid_delivery_loses_no_event(tmp_path: Path, receiver: Receiver) -> None:
     # Given a receiver that holds its first answer long enough to kill the worker during the send
     receiver.answer(Reply(status=200, delay=30))
-    with running_engine(
-        tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker(), HOOK_HTTP_TIMEOUT_SEC=1
-    ) as engine, engine.client() as api:
+    with (
+        running_engine(
+            tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker(), HOOK_HTTP_TIMEOUT_SEC=1
+        ) as engine,
+        engine.client() as api,
+    ):
         hook = api.post("/hooks", json=http_hook(receiver.url, batch_timeout_sec=0)).json()
         api.post("/events", json=[event(i) for i in range(10)])
         first = receiver.wait_for(1, timeout=10)[0]
@@ -196,3 +213,21 @@ def test_a_worker_killed_mid_delivery_loses_no_event(tmp_path: Path, receiver: R
             "a successful attempt",
         )
         assert attempts[0]["attempt"] == 2
+
+
+def test_get_mode_sends_each_event_alone_and_an_oversized_url_fails_once(tmp_path: Path, receiver: Receiver) -> None:
+    with (
+        running_engine(tmp_path, "api", "worker", "scheduler", BROKER_URL=redis_broker()) as engine,
+        engine.client() as api,
+    ):
+        hook = api.post("/hooks", json=http_hook(receiver.url, method="GET")).json()
+        huge = event(9, event_data={"campaign_id": 973, "user_agent": "x" * 9000})
+        api.post("/events", json=[event(1), event(2), huge, event(3)])
+        requests = receiver.wait_for(3, timeout=15)
+        failed = poll(lambda: api.get(f"/hooks/{hook['id']}/failed").json(), "the oversized event to fail", 15)
+    assert sorted(r.query["profile_id"][0] for r in requests) == ["profile-1", "profile-2", "profile-3"]
+    assert {r.method for r in requests} == {"GET"}
+    assert failed[0]["attempts"] == 1  # a payload error is never retried
+    assert "PayloadError" in failed[0]["last_error"]
+    assert failed[0]["events"][0]["profile_id"] == "profile-9"
+    assert len(receiver.requests) == 3

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from actionhooks.api.auth import Principal, admin_principal
 from actionhooks.api.pipeline import load_hook, triggers_of
+from actionhooks.api.routes.hooks import HookId
 from actionhooks.delivery import Batch, make_transport
 from actionhooks.errors import DeliveryError, HookValidationError, TemplateError
 from actionhooks.events import parse_events
@@ -77,9 +78,9 @@ def sample_event(account_id: int, hook_actions: frozenset[str], database_id: int
     }
 
 
-@router.post("/hooks/{hook_id}/test", response_model=TestResult, summary="One synchronous test attempt, no retries")
+@router.post("/hooks/{id}/test", response_model=TestResult, summary="One synchronous test attempt, no retries")
 def send_test(
-    hook_id: int, request: Request, principal: Admin, body: Annotated[TestRequest | None, Body()] = None
+    hook_id: HookId, request: Request, principal: Admin, body: Annotated[TestRequest | None, Body()] = None
 ) -> TestResult:
     settings = request.app.state.settings
     with request.app.state.sessions() as session:
@@ -131,9 +132,9 @@ def send_test(
     )
 
 
-@router.get("/hooks/{hook_id}/attempts", summary="Recent delivery attempts, newest first")
+@router.get("/hooks/{id}/attempts", summary="Recent delivery attempts, newest first")
 def list_attempts(
-    hook_id: int, request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    hook_id: HookId, request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
     with request.app.state.sessions() as session:
         load_hook(session, request, principal.account_id, hook_id)
@@ -156,9 +157,9 @@ def list_attempts(
     ]
 
 
-@router.get("/hooks/{hook_id}/failed", summary="Batches that used up every attempt, with their last error")
+@router.get("/hooks/{id}/failed", summary="Batches that used up every attempt, with their last error")
 def list_failed(
-    hook_id: int, request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    hook_id: HookId, request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
     with request.app.state.sessions() as session:
         load_hook(session, request, principal.account_id, hook_id)
@@ -188,9 +189,9 @@ class ReplayRequest(BaseModel):
     ids: list[str] | None = Field(None, max_length=10_000, description="failed batch ids; all when absent")
 
 
-@router.post("/hooks/{hook_id}/failed/replay", summary="Send failed batches again (all, or the given ids)")
+@router.post("/hooks/{id}/failed/replay", summary="Send failed batches again (all, or the given ids)")
 async def replay_failed(
-    hook_id: int, request: Request, principal: Admin, body: Annotated[ReplayRequest | None, Body()] = None
+    hook_id: HookId, request: Request, principal: Admin, body: Annotated[ReplayRequest | None, Body()] = None
 ) -> dict[str, int]:
     def _replay() -> int:
         with request.app.state.sessions() as session:
