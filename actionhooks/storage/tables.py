@@ -158,6 +158,8 @@ class Outbox(Base):
     events: Mapped[bytes] = mapped_column(LargeBinary)
     n_events: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
+    # When the batch window of these events closes (arrival of the oldest + batch_timeout_sec).
+    due_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class Delivery(Base):

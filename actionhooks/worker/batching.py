@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from actionhooks.hooks.matching import CompiledHook
@@ -101,6 +101,7 @@ def form_batches(
                 events=orjson.dumps([e for _, e in rest]),
                 n_events=len(rest),
                 created_at=rest[0][0],
+                due_at=rest[0][0] + window,
             )
         )
     return Formed(
@@ -111,6 +112,5 @@ def form_batches(
 
 
 def overdue_windows(session: Session, now: float, grace: float) -> list[int]:
-    """Hooks whose oldest waiting event is older than `grace` (the scheduler checks their windows)."""
-    stmt = select(Outbox.hook_id).group_by(Outbox.hook_id).having(func.min(Outbox.created_at) < now - grace)
-    return list(session.scalars(stmt))
+    """Hooks whose batch window closed more than `grace` seconds ago and still waits to be cut."""
+    return list(session.scalars(select(Outbox.hook_id).where(Outbox.due_at <= now - grace).distinct()))

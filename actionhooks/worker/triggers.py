@@ -10,6 +10,11 @@ from actionhooks.worker.app import DRAIN_TASK, ROUTE_TASK
 
 log = logging.getLogger(__name__)
 
+# A trigger due later than this is not sent at all: the scheduler finds the work when it is due.
+# Long countdowns would sit in the broker as ETA tasks, which Redis redelivers after its
+# visibility timeout and which a worker holds in memory meanwhile.
+MAX_COUNTDOWN_SEC = 60.0
+
 
 class Triggers:
     """Fire-and-forget triggers: a failure to send is logged, never raised — the scheduler resends."""
@@ -21,6 +26,8 @@ class Triggers:
         self._send(ROUTE_TASK, account_id)
 
     def drain(self, hook_id: int, countdown: float | None = None) -> None:
+        if countdown is not None and countdown > MAX_COUNTDOWN_SEC:
+            return
         self._send(DRAIN_TASK, hook_id, countdown)
 
     def _send(self, name: str, arg: int, countdown: float | None = None) -> None:

@@ -79,7 +79,7 @@ def test_deleting_a_hook_drops_its_outbox_deliveries_and_attempts(sessions: sess
     now = time.time()
     with sessions.begin() as session:
         for hook_id in (doomed.id, kept.id):
-            session.add(Outbox(hook_id=hook_id, events=b"[]", n_events=0, created_at=now))
+            session.add(Outbox(hook_id=hook_id, events=b"[]", n_events=0, created_at=now, due_at=now))
             session.add(
                 Delivery(
                     id=f"batch-{hook_id}", hook_id=hook_id, account_id=5, events=b"[]", n_events=0,
