@@ -46,6 +46,9 @@ class Settings(BaseModel):
     WORKER_POOL: Literal["prefork", "threads", "solo"] = Field("prefork", description="Celery worker pool.")
     WORKER_CONCURRENCY: int = Field(2, ge=1, le=256, description="Celery worker processes or threads.")
     SCHEDULER_TICK_SEC: float = Field(1.0, gt=0, le=60, description="How often the scheduler looks for due work.")
+    CLEANUP_EVERY_SEC: float = Field(
+        30, gt=0, le=3600, description="How often the scheduler deletes expired content, dedup ids and old attempts."
+    )
     EVENTS_MAX_REQUEST_BYTES: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest accepted POST /events body; larger gets 413."
     )

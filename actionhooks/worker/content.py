@@ -7,6 +7,7 @@ is never attached, even before the scheduler has deleted it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, select, tuple_
@@ -16,6 +17,11 @@ from sqlalchemy.orm import Session
 from actionhooks.settings import Settings
 from actionhooks.storage.tables import Content
 
+# Send ids per SELECT ... IN (...): well under SQLite's and PostgreSQL's bound-parameter limits.
+LOAD_CHUNK = 1000
+# Rows per cleanup transaction: short enough that a router waiting on the SQLite write lock barely notices.
+EXPIRE_CHUNK = 1000
+
 
 def _send_id(event: dict[str, Any]) -> str | None:
     data = event.get("event_data")
@@ -24,7 +30,10 @@ def _send_id(event: dict[str, Any]) -> str | None:
 
 
 def remember(session: Session, account_id: int, events: list[dict[str, Any]], now: float) -> dict[str, dict[str, Any]]:
-    """Store the content carried by `events` under their send ids; returns it for this chunk's own use."""
+    """Store the content carried by `events` under their send ids; returns it for this chunk's own use.
+
+    A later event carrying content for the same send replaces it (and restarts its retention).
+    """
     carried = {sid: e["content"] for e in events if isinstance(e.get("content"), dict) and (sid := _send_id(e))}
     if carried:
         dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -43,34 +52,44 @@ def remember(session: Session, account_id: int, events: list[dict[str, Any]], no
 
 
 class Attacher:
-    """Adds `content` to events of include_content hooks, reading stored content once per send id."""
+    """Adds `content` to events of include_content hooks.
+
+    The stored content of every send id in `wanted` is read up front, LOAD_CHUNK ids per query, so a
+    routed chunk of thousands of events costs a few queries rather than one per send.
+    """
 
     def __init__(
-        self, session: Session, account_id: int, fresh: dict[str, dict[str, Any]], settings: Settings, now: float
+        self,
+        session: Session,
+        account_id: int,
+        fresh: dict[str, dict[str, Any]],
+        settings: Settings,
+        now: float,
+        *,
+        wanted: Iterable[dict[str, Any]],
     ) -> None:
-        self.session = session
-        self.account_id = account_id
-        self.known: dict[str, dict[str, Any] | None] = dict(fresh)
-        self.oldest = now - settings.HOOK_CONTENT_CLEANUP_HOURS * 3600
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        sid = _send_id(event)
-        if sid is None:
-            return
-        if sid not in self.known:
-            self.known[sid] = self.session.scalar(
-                select(Content.content).where(
-                    Content.account_id == self.account_id,
-                    Content.send_message_id == sid,
-                    Content.stored_at >= self.oldest,
+        self.known: dict[str, dict[str, Any]] = dict(fresh)
+        missing = sorted({sid for e in wanted if (sid := _send_id(e)) is not None and sid not in self.known})
+        oldest = now - settings.HOOK_CONTENT_CLEANUP_HOURS * 3600
+        for start in range(0, len(missing), LOAD_CHUNK):
+            rows = session.execute(
+                select(Content.send_message_id, Content.content).where(
+                    Content.account_id == account_id,
+                    Content.send_message_id.in_(missing[start : start + LOAD_CHUNK]),
+                    Content.stored_at >= oldest,
                 )
             )
-        content = self.known[sid]
-        if content is not None:
-            event["content"] = content
+            self.known.update((sid, content) for sid, content in rows)
+
+    def __call__(self, delivered: dict[str, Any], carried: object = None) -> None:
+        """Attach the send's content; an event without a send id gets only the content it `carried` itself."""
+        sid = _send_id(delivered)
+        content = self.known.get(sid) if sid is not None else carried
+        if isinstance(content, dict):
+            delivered["content"] = content
 
 
-def expire(session: Session, now: float, settings: Settings, chunk: int = 5000) -> int:
+def expire(session: Session, now: float, settings: Settings, chunk: int = EXPIRE_CHUNK) -> int:
     """Delete content past its retention, `chunk` rows per transaction so delivery never waits long."""
     cutoff = now - settings.HOOK_CONTENT_CLEANUP_HOURS * 3600
     removed = 0
@@ -80,6 +99,11 @@ def expire(session: Session, now: float, settings: Settings, chunk: int = 5000) 
         ).all()
         if not keys:
             return removed
-        session.execute(delete(Content).where(tuple_(Content.account_id, Content.send_message_id).in_(keys)))
+        # stored_at again: a send whose content was replaced since the select keeps it.
+        session.execute(
+            delete(Content).where(
+                tuple_(Content.account_id, Content.send_message_id).in_(keys), Content.stored_at < cutoff
+            )
+        )
         session.commit()
         removed += len(keys)

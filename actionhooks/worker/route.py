@@ -93,7 +93,8 @@ def _route_events(
     hooks = [h for h in (rt.hooks.get(hook_id) for hook_id in matched) if h is not None]
     profiles = load_profiles(session, account_id, hooks, matched)
     catalog = DictCatalog(load_catalog(session, account_id, hooks, matched))
-    attach = content_store.Attacher(session, account_id, contents, rt.settings, now)
+    wanted = (event for hook in hooks if hook.include_content for event in matched[hook.id])
+    attach = content_store.Attacher(session, account_id, contents, rt.settings, now, wanted=wanted)
     to_trigger: dict[int, float] = {}
     for hook in sorted(hooks, key=lambda h: h.id):  # a fixed lock order across routers
         rendered, broken = _render(hook, matched[hook.id], profiles, catalog, attach)
@@ -136,7 +137,7 @@ def _render(
                 errors.append(str(exc))
                 continue
         if hook.include_content:
-            attach(delivered)
+            attach(delivered, event.get("content"))
         out.append(delivered)
     if not failed:
         return out, None

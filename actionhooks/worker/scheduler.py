@@ -3,8 +3,8 @@
 Every tick it looks in the database for what no trigger is on its way for: intake a router never
 took (lost trigger, crashed router), batch windows past due, retries whose time has come, batches
 whose lease passed (worker killed). Triggers are idempotent, so several schedulers or a trigger
-sent twice only cost an idle task. Every CLEANUP_EVERY_SEC it expires message content, dedup ids
-and old attempt rows in bounded chunks.
+sent twice only cost an idle task. Every CLEANUP_EVERY_SEC (main.json) it expires message content,
+dedup ids and old attempt rows in bounded chunks.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 STALE_INTAKE_SEC = 2.0
 RETRIGGER_AFTER_SEC = 2.0
-CLEANUP_EVERY_SEC = 30.0
 
 
 class Scheduler:
@@ -57,7 +56,7 @@ class Scheduler:
             self._once(("route", account_id), now, lambda a=account_id: self.triggers.route(a))
         for hook_id in set(windows) | due:
             self._once(("drain", hook_id), now, lambda h=hook_id: self.triggers.drain(h))
-        if now - self._cleaned_at >= CLEANUP_EVERY_SEC:
+        if now - self._cleaned_at >= self.settings.CLEANUP_EVERY_SEC:
             self._cleaned_at = now
             self.cleanup(now)
 
