@@ -1,0 +1,76 @@
+"""Batch formation on a real database: full batches at once, the rest when its window closes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from actionhooks.hooks.matching import CompiledHook, compile_hook
+from actionhooks.settings import Settings
+from actionhooks.storage.db import make_engine, session_factory
+from actionhooks.storage.migrate import upgrade
+from actionhooks.storage.tables import Delivery, Hook, Outbox
+from actionhooks.worker.batching import form_batches, overdue_windows
+from actionhooks.worker.hook_cache import hook_row
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    upgrade(engine)
+    with session_factory(engine)() as s:
+        yield s
+    engine.dispose()
+
+
+def _hook(session: Session, **delivery: Any) -> CompiledHook:
+    row = Hook(
+        account_id=1,
+        name="h",
+        active=True,
+        actions=["open"],
+        filters={},
+        custom_data={},
+        delivery={"type": "http", "url": "http://example.org/", **delivery},
+    )
+    session.add(row)
+    session.flush()
+    return compile_hook(hook_row(row), Settings())
+
+
+def _batches(session: Session) -> list[int]:
+    return [len(orjson.loads(b)) for b in session.scalars(select(Delivery.events).order_by(Delivery.created_at))]
+
+
+def test_full_batches_leave_at_once_and_the_rest_waits_for_its_window(session: Session) -> None:
+    hook = _hook(session, max_batch_size=3, batch_timeout_sec=10)
+    formed = form_batches(session, hook, [{"n": i} for i in range(7)], now=1000.0)
+    assert (formed.batches, formed.window_opened, formed.window_due_in) == (2, True, 10.0)
+    assert _batches(session) == [3, 3]
+    assert session.scalar(select(Outbox.due_at)) == 1010.0
+    # More events join the open window without restarting it
+    formed = form_batches(session, hook, [{"n": 7}], now=1004.0)
+    assert (formed.batches, formed.window_opened, formed.window_due_in) == (0, False, 6.0)
+    assert overdue_windows(session, 1009.0, grace=0) == []
+    assert overdue_windows(session, 1010.0, grace=0) == [hook.id]
+    # When the window closes, the rest leaves as one batch in arrival order
+    formed = form_batches(session, hook, [], now=1010.0)
+    assert formed.batches == 1
+    assert _batches(session) == [3, 3, 2]
+    last = orjson.loads(session.scalars(select(Delivery.events).order_by(Delivery.created_at.desc())).first())
+    assert last == [{"n": 6}, {"n": 7}]
+    assert session.scalar(select(Outbox.id)) is None
+
+
+def test_get_mode_and_zero_windows_cut_every_event_immediately(session: Session) -> None:
+    get_hook = _hook(session, method="GET")
+    assert form_batches(session, get_hook, [{"n": 1}, {"n": 2}], now=5.0).batches == 2
+    now_hook = _hook(session, batch_timeout_sec=0)
+    assert form_batches(session, now_hook, [{"n": 1}], now=5.0).batches == 1
+    assert _batches(session) == [1, 1, 1]
