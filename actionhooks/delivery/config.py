@@ -160,6 +160,29 @@ class KafkaDelivery(_Strict):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, servers: str) -> str:
+        for entry in servers.split(","):
+            host, port = _split_server(entry)
+            if not host or not 1 <= port <= 65535:
+                raise ValueError(f"{entry.strip()!r} is not host:port (a comma-separated list, e.g. k1:9092,k2:9092)")
+        return servers
+
+    def servers(self) -> list[tuple[str, int]]:
+        """(host, port) of each bootstrap server, for checks made before librdkafka connects (the SSRF guard)."""
+        return [_split_server(entry) for entry in self.bootstrap_servers.split(",")]
+
+
+def _split_server(entry: str) -> tuple[str, int]:
+    """(host, port) of "host:port", "[v6]:port" or "host" (port 9092), with an optional "proto://"; port -1 if bad."""
+    address = entry.strip().rpartition("://")[2]
+    host, colon, port = address.rpartition(":")
+    if not colon or address.endswith("]") or (":" in host and not host.startswith("[")):
+        host, port = address, "9092"  # no port: "host", "[v6]" or a bare IPv6 address
+    host = host.removeprefix("[").removesuffix("]")
+    return host, int(port) if port.isdecimal() else -1
+
 
 DeliveryConfig = Annotated[
     HttpDelivery | RabbitMQQueueDelivery | RabbitMQExchangeDelivery | KafkaDelivery, Field(discriminator="type")

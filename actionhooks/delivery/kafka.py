@@ -10,6 +10,11 @@ once instead of waiting for the deadline.
 The message key is the hook's `key` template (default "{{profile_id}}") rendered by
 actionhooks.templating; catalog names (campaign_name...) render empty here, as a transport has no
 catalog. An empty key is sent as no key (spread over partitions) rather than hashed to one partition.
+Unless HOOK_ALLOW_PRIVATE_TARGETS is true, every bootstrap server goes through the SSRF guard
+(delivery/ssrf.py) before a producer is created: a name with any non-public address is refused with
+TargetForbidden. librdkafka resolves names itself and then connects to the brokers the cluster
+advertises, so unlike HTTP and RabbitMQ this check cannot pin the connect to the vetted address.
+
 The partitioner is murmur2_random, the Java client's, so the same key lands on the same partition
 as from the platform's own Java producers.
 """
@@ -21,12 +26,21 @@ import os
 import time
 from typing import Any, ClassVar
 
+import httpcore
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import KafkaDelivery
+from actionhooks.delivery.ssrf import vetted_addresses
 from actionhooks.delivery.wire import dumps
-from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable, TemplateError
+from actionhooks.errors import (
+    DeliveryError,
+    PayloadError,
+    TargetForbidden,
+    TargetRejected,
+    TargetUnreachable,
+    TemplateError,
+)
 from actionhooks.settings import Settings
 from actionhooks.templating import DictCatalog, compile_values
 
@@ -150,12 +164,24 @@ class KafkaTransport(Transport[KafkaDelivery]):
             _inherited.append(self._producer)
             self._producer = None
         if self._producer is None:
+            if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
+                self._vet_bootstrap_servers()
             try:
                 self._producer = Producer(self.producer_config())
             except KafkaException as exc:
                 raise TargetRejected(f"Kafka producer configuration refused: {exc}", retryable=False) from exc
             self._pid = os.getpid()
         return self._producer
+
+    def _vet_bootstrap_servers(self) -> None:
+        """Raise TargetForbidden when a bootstrap server resolves to a non-public address."""
+        for host, port in self.config.servers():
+            try:
+                vetted_addresses(host, port)
+            except TargetForbidden as exc:
+                raise TargetForbidden(f"Kafka bootstrap server {exc.message}") from exc
+            except httpcore.ConnectError as exc:  # the name does not resolve
+                raise TargetUnreachable(f"Kafka bootstrap server {host}:{port}: {exc}") from exc
 
     def _render_key(self, event: dict[str, Any]) -> bytes | None:
         try:

@@ -11,6 +11,11 @@ Outcome per event: acked events are delivered; nacked ones and ones unconfirmed 
 not, and the raised error's `delivered` names the acked indexes so a retry sends only the rest.
 `mandatory` is off: a message the exchange routes nowhere is the exchange's decision, not a failure.
 
+Unless HOOK_ALLOW_PRIVATE_TARGETS is true, the host goes through the SSRF guard (delivery/ssrf.py)
+before every connect: all its addresses must be public, and pika connects to the vetted address, not
+to the name, so a name that re-resolves to a private address in between is never reached. TLS still
+checks the certificate against the configured host name.
+
 The connection is opened on the first `send` (after a Celery prefork fork), reused by later ones,
 and reconnected once within a call when a reused connection turns out to be closed. Any failure
 drops it, so the next attempt starts clean (late confirms of a timed-out attempt cannot be mistaken
@@ -28,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import httpcore
 import orjson
 import pika
 import pika.exceptions as amqp
@@ -37,8 +43,9 @@ from pika.frame import Method
 
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import RabbitMQExchangeDelivery, RabbitMQQueueDelivery
+from actionhooks.delivery.ssrf import vetted_addresses
 from actionhooks.delivery.wire import dumps
-from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
+from actionhooks.errors import DeliveryError, PayloadError, TargetForbidden, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 
 __all__ = ["RabbitMQExchangeTransport", "RabbitMQQueueTransport"]
@@ -194,7 +201,7 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         self._drop()
         cfg = self.config
         params = pika.ConnectionParameters(
-            host=cfg.host,
+            host=cfg.host if self.settings.HOOK_ALLOW_PRIVATE_TARGETS else self._vetted_address(),
             port=cfg.port,
             virtual_host=cfg.vhost,
             credentials=pika.PlainCredentials(cfg.username, cfg.password),
@@ -216,6 +223,17 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         self._failure = None
         self._run_until(lambda: bool(opened), deadline, "the connection to open")
         self._channel = self._open_channel(deadline)
+
+    def _vetted_address(self) -> str:
+        """The host's first address once the SSRF guard passed all of them (TargetForbidden otherwise)."""
+        cfg = self.config
+        acked = frozenset(self._acked)  # a reconnect within a send keeps what the first connection delivered
+        try:
+            return str(vetted_addresses(cfg.host, cfg.port)[0])
+        except TargetForbidden as exc:
+            raise TargetForbidden(f"RabbitMQ {exc.message}", delivered=acked) from exc
+        except httpcore.ConnectError as exc:  # the name does not resolve
+            raise TargetUnreachable(f"RabbitMQ {cfg.host}:{cfg.port}: {exc}", delivered=acked) from exc
 
     def _open_channel(self, deadline: float) -> Channel:
         assert self._conn is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from typing import Any
@@ -10,11 +11,12 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import ValidationError
 
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import KafkaDelivery
 from actionhooks.delivery.kafka import KafkaTransport
-from actionhooks.errors import PayloadError, TargetUnreachable
+from actionhooks.errors import PayloadError, TargetForbidden, TargetUnreachable
 from actionhooks.settings import Settings
 from tests.delivery.brokers_fixtures import closed_loopback_port, kafka_bootstrap, unique
 from tests.delivery.conformance import Arrival, TransportConformance
@@ -22,7 +24,7 @@ from tests.delivery.conformance import Arrival, TransportConformance
 __all__ = ["kafka_bootstrap"]  # the fixture, imported for pytest
 
 HOOK_ID = 17
-SETTINGS = Settings(HOOK_HTTP_TIMEOUT_SEC=5)
+SETTINGS = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=True)  # the brokers are on loopback
 
 
 def event(i: int = 0, **fields: Any) -> dict[str, Any]:
@@ -167,7 +169,7 @@ def test_sasl_settings_are_mapped_to_librdkafka_names(kafka_bootstrap: str) -> N
 def test_a_closed_port_is_unreachable_retryable_and_fails_before_the_deadline() -> None:
     port = closed_loopback_port()
     started = time.monotonic()
-    with transport(f"127.0.0.1:{port}", "t", Settings(HOOK_HTTP_TIMEOUT_SEC=30)) as kafka:
+    with transport(f"127.0.0.1:{port}", "t", SETTINGS.model_copy(update={"HOOK_HTTP_TIMEOUT_SEC": 30})) as kafka:
         with pytest.raises(TargetUnreachable) as failed:
             kafka.send(batch(event(), event()))
         assert not kafka.is_open  # the next attempt starts with a new producer
@@ -175,6 +177,50 @@ def test_a_closed_port_is_unreachable_retryable_and_fails_before_the_deadline() 
     assert failed.value.retryable
     assert failed.value.delivered == frozenset()
     assert isinstance(failed.value.__cause__, KafkaException)
+
+
+GUARDED = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=False)
+
+
+@pytest.mark.parametrize("private", ["127.0.0.1", "localhost", "[::1]", "192.168.1.20", "169.254.169.254"])
+def test_a_bootstrap_server_on_a_non_public_address_is_refused_before_any_connect_and_never_retried(
+    private: str,
+) -> None:
+    # Given the SSRF guard is on, something listens on loopback, and one of two servers is not public
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        servers = f"8.8.8.8:9092,{private}:{listener.getsockname()[1]}"
+        # When a batch is sent
+        with transport(servers, "t", GUARDED) as kafka, pytest.raises(TargetForbidden) as refused:
+            kafka.send(batch(event()))
+        # Then it is refused, for good, before a producer exists, naming the server and the setting
+        assert not refused.value.retryable
+        assert private.strip("[]") in refused.value.message
+        assert "HOOK_ALLOW_PRIVATE_TARGETS" in refused.value.message
+        assert not kafka.is_open
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+
+
+def test_with_the_guard_on_an_unresolvable_bootstrap_server_is_unreachable_and_retryable() -> None:
+    with transport("no-such-broker.invalid:9092", "t", GUARDED) as kafka, pytest.raises(TargetUnreachable) as failed:
+        kafka.send(batch(event()))
+    assert failed.value.retryable
+    assert "no-such-broker.invalid" in failed.value.message
+
+
+@pytest.mark.parametrize("servers", ["k:", "k:x", "k:0", "k:70000", "k1:9092,,k2:9092", ":9092"])
+def test_a_malformed_bootstrap_server_list_is_refused_naming_the_field(servers: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        KafkaDelivery(type="kafka", bootstrap_servers=servers, topic="t")
+    [error] = refused.value.errors()
+    assert error["loc"] == ("bootstrap_servers",)
+    assert "host:port" in error["msg"]
+
+
+def test_bootstrap_servers_accept_names_ipv6_default_ports_and_protocol_prefixes() -> None:
+    cfg = KafkaDelivery(type="kafka", bootstrap_servers="k1:9093, [2001:db8::1]:9094,k2,PLAINTEXT://k3:1", topic="t")
+    assert cfg.servers() == [("k1", 9093), ("2001:db8::1", 9094), ("k2", 9092), ("k3", 1)]
 
 
 def test_a_message_over_the_size_limit_is_a_payload_error_and_the_others_are_delivered(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -15,14 +16,14 @@ import pytest
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import RabbitMQExchangeDelivery, RabbitMQQueueDelivery
 from actionhooks.delivery.rabbitmq import RabbitMQExchangeTransport, RabbitMQQueueTransport
-from actionhooks.errors import TargetRejected, TargetUnreachable
+from actionhooks.errors import TargetForbidden, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 from tests.delivery.brokers_fixtures import Rabbit, closed_loopback_port, rabbit
 from tests.delivery.conformance import Arrival, TransportConformance
 
 __all__ = ["rabbit"]  # the fixture, imported for pytest
 
-SETTINGS = Settings(HOOK_HTTP_TIMEOUT_SEC=5)
+SETTINGS = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=True)  # the brokers are on loopback
 
 HOOK_ID = 17
 
@@ -47,12 +48,12 @@ def batch(*events: dict[str, Any]) -> Batch:
 
 
 def queue_transport(settings: Settings, queue: str = "", **config: Any) -> RabbitMQQueueTransport:
-    cfg = RabbitMQQueueDelivery(type="rabbitmq_queue", host="127.0.0.1", queue=queue, **config)
+    cfg = RabbitMQQueueDelivery(type="rabbitmq_queue", queue=queue, **{"host": "127.0.0.1", **config})
     return RabbitMQQueueTransport(cfg, settings)
 
 
 def exchange_transport(settings: Settings, exchange: str, **config: Any) -> RabbitMQExchangeTransport:
-    cfg = RabbitMQExchangeDelivery(type="rabbitmq_exchange", host="127.0.0.1", exchange=exchange, **config)
+    cfg = RabbitMQExchangeDelivery(type="rabbitmq_exchange", exchange=exchange, **{"host": "127.0.0.1", **config})
     return RabbitMQExchangeTransport(cfg, settings)
 
 
@@ -222,6 +223,39 @@ def test_a_closed_port_is_unreachable_and_retryable() -> None:
     assert failed.value.delivered == frozenset()
     assert f"127.0.0.1:{closed_port}" in failed.value.message
     assert isinstance(failed.value.__cause__, pika.exceptions.AMQPConnectionError)
+
+
+GUARDED = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=False)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "10.0.0.7", "169.254.169.254", "100.64.0.1"])
+@pytest.mark.parametrize("make", [queue_transport, lambda s, **c: exchange_transport(s, "x", **c)],
+                         ids=["queue", "exchange"])
+def test_a_broker_host_on_a_non_public_address_is_refused_before_any_connect_and_never_retried(
+    host: str, make: Any
+) -> None:
+    # Given the SSRF guard is on and something listens where the host points on loopback
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        transport = make(GUARDED, host=host, port=listener.getsockname()[1])
+        # When a batch is sent
+        with transport, pytest.raises(TargetForbidden) as refused:
+            transport.send(batch(event()))
+        # Then it is refused, for good, naming the host and the setting that allows it
+        assert not refused.value.retryable
+        assert host in refused.value.message
+        assert "HOOK_ALLOW_PRIVATE_TARGETS" in refused.value.message
+        assert not transport.is_open
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+
+
+def test_with_the_guard_on_an_unresolvable_host_is_unreachable_and_retryable() -> None:
+    transport = queue_transport(GUARDED, "q", host="no-such-broker.invalid")
+    with transport, pytest.raises(TargetUnreachable) as failed:
+        transport.send(batch(event()))
+    assert failed.value.retryable
+    assert "no-such-broker.invalid" in failed.value.message
 
 
 def test_wrong_credentials_are_a_rejection_not_an_unreachable_target() -> None:
