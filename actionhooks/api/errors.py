@@ -48,7 +48,14 @@ async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
 
 
 async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
-    detail = exc.detail if isinstance(exc.detail, list) else error_body([([], str(exc.detail), "http_error")])["detail"]
+    if isinstance(exc.detail, list):
+        detail = exc.detail
+    elif exc.status_code == 400:
+        # FastAPI's only plain 400: a JSON body it could not decode (invalid UTF-8); name the body.
+        msg = f"request body is not valid JSON: {exc.__cause__}" if exc.__cause__ else str(exc.detail)
+        detail = error_body([(["body"], msg, "body_invalid")])["detail"]
+    else:
+        detail = error_body([([], str(exc.detail), "http_error")])["detail"]
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 

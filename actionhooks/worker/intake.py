@@ -17,6 +17,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from actionhooks.errors import HookValidationError
 from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
 
 
@@ -75,7 +76,7 @@ def accept_events(
     raised = False
     if keep:
         session.execute(
-            insert(Intake).values(account_id=account_id, events=orjson.dumps(keep), n_events=len(keep), created_at=now)
+            insert(Intake).values(account_id=account_id, events=_dump(events, keep), n_events=len(keep), created_at=now)
         )
         stmt = (
             _insert_for(session)(RouteSignal)
@@ -86,6 +87,24 @@ def accept_events(
         raised = session.execute(stmt).first() is not None
     session.commit()
     return Accepted(queued=len(keep), duplicates=duplicates, signal_raised=raised)
+
+
+def _dump(events: list[dict[str, Any]], keep: list[dict[str, Any]]) -> bytes:
+    """`keep` as stored; HookValidationError naming each event (index in `events`) that orjson cannot encode.
+
+    orjson reads 1,024 levels of nesting but writes only 254, so a deeply nested event that parsed
+    can still fail here (before anything is committed): a 422, not a 500.
+    """
+    try:
+        return orjson.dumps(keep)
+    except orjson.JSONEncodeError:
+        errors = []
+        for index, event in enumerate(events):
+            try:
+                orjson.dumps([event])
+            except orjson.JSONEncodeError as exc:
+                errors.append(((index,), f"nested too deeply to be stored ({exc})"))
+        raise HookValidationError(errors) from None
 
 
 def clear_signal(session: Session, account_id: int) -> None:

@@ -89,6 +89,8 @@ def send_test(
             given = {**body.event, "account_id": principal.account_id, "is_test": True}
             try:
                 event = parse_events(orjson.dumps(given), max_events=1)[0]
+            except orjson.JSONEncodeError as exc:  # an integer past 64 bits or nesting orjson cannot write
+                raise HookValidationError([(("body", "event"), f"cannot be encoded: {exc}")]) from None
             except HookValidationError as exc:
                 raise HookValidationError([(("body", "event", *loc[1:]), msg) for loc, msg in exc.errors]) from None
         else:

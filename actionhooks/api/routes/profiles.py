@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from actionhooks.api.auth import Admin
 from actionhooks.errors import HookValidationError
@@ -18,7 +19,26 @@ BULK_MAX = 1000
 _PROFILE_ID = r"^[^\x00-\x1f\x7f]+$"
 ListId = Annotated[int, Path(ge=0, le=2**63 - 1, description="the database (list) id")]
 ProfileId = Annotated[str, Path(min_length=1, max_length=200, pattern=_PROFILE_ID)]
-Fields = Annotated[dict[str, Any], Field(max_length=1000, description="field name -> any JSON value")]
+
+
+def _deliverable(fields: dict[str, Any]) -> dict[str, Any]:
+    """Refuse at save what orjson cannot write into a delivered batch (an integer past 64 bits, deep nesting).
+
+    Accepted, such a field would make every later routing of the account's events fail. The fields
+    are written two containers deep (batch > event > custom_data), hence the wrapping.
+    """
+    try:
+        orjson.dumps([[fields]])
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"cannot be delivered: {exc}") from None
+    return fields
+
+
+Fields = Annotated[
+    dict[str, Any],
+    Field(max_length=1000, description="field name -> any JSON value"),
+    AfterValidator(_deliverable),
+]
 
 
 class ProfileIn(BaseModel):
