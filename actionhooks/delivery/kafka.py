@@ -155,9 +155,23 @@ class KafkaTransport(Transport[KafkaDelivery]):
         )
 
     def close(self) -> None:
+        if self._producer is not None and self._pid == os.getpid():
+            self._producer.flush(min(1.0, self.timeout))
+        self._discard_producer()
+
+    def _discard_producer(self) -> None:
+        """Stop the producer for good: nothing it still holds goes out later, and its threads stop reconnecting.
+
+        Merely forgetting it is not enough: a producer that outlives its attempt keeps reconnecting to
+        a broker that is down, and when the broker comes back it asks for the topic's metadata
+        (which auto-creates topics on many brokers).
+        """
         producer, self._producer = self._producer, None
-        if producer is not None and self._pid == os.getpid():
-            producer.flush(min(1.0, self.timeout))
+        if producer is None or self._pid != os.getpid():
+            return
+        producer.purge()  # queued and in-flight: their reports say failed, so a retry sends them
+        producer.poll(0)
+        producer.close()
 
     def _ready_producer(self) -> Producer:
         if self._producer is not None and self._pid != os.getpid():
@@ -221,7 +235,7 @@ class KafkaTransport(Transport[KafkaDelivery]):
                 break
         if len(reports) < expected or self._client_error is not None:
             # A producer that lived through a broker outage can stay stuck: the next attempt gets a new one.
-            self._producer = None
+            self._discard_producer()
 
     def _on_client_error(self, error: KafkaError) -> None:
         if error.code() in _GIVE_UP or error.fatal():

@@ -35,8 +35,9 @@ def unique(prefix: str) -> str:
 class Rabbit:
     """The test's own RabbitMQ client: unique names, inspection, and deletion of every name it handed out."""
 
-    def __init__(self) -> None:
-        self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    def __init__(self, vhost: str = "/") -> None:
+        self.parameters = pika.ConnectionParameters("127.0.0.1", 5672, vhost)
+        self.connection = pika.BlockingConnection(self.parameters)
         self.channel = self.connection.channel()
         self._queues: list[str] = []
         self._exchanges: list[str] = []
@@ -81,7 +82,7 @@ class Rabbit:
     def reopen(self) -> None:
         """A fresh channel (after a test provoked a channel error), or a fresh connection if it was lost."""
         if not self.connection.is_open:
-            self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+            self.connection = pika.BlockingConnection(self.parameters)
         self.channel = self.connection.channel()
 
     def close(self) -> None:

@@ -50,8 +50,8 @@ def transport(bootstrap: str, topic: str, settings: Settings = SETTINGS, **confi
     return KafkaTransport(KafkaDelivery(type="kafka", bootstrap_servers=bootstrap, topic=topic, **config), settings)
 
 
-def create_topic(bootstrap: str, partitions: int = 1) -> str:
-    name = unique("topic")
+def create_topic(bootstrap: str, partitions: int = 1, name: str | None = None) -> str:
+    name = name or unique("topic")
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=10)
     return name
@@ -177,6 +177,20 @@ def test_a_closed_port_is_unreachable_retryable_and_fails_before_the_deadline() 
     assert failed.value.retryable
     assert failed.value.delivered == frozenset()
     assert isinstance(failed.value.__cause__, KafkaException)
+
+
+def test_a_failed_attempt_leaves_no_producer_behind_that_reconnects_later() -> None:
+    # Given an attempt that failed because nothing listens on the broker's address
+    port = closed_loopback_port()
+    with transport(f"127.0.0.1:{port}", "t") as kafka, pytest.raises(TargetUnreachable) as failed:
+        kafka.send(batch(event()))
+    # When a broker comes up on that address (the error, and its traceback, are still held)
+    assert failed.value.retryable
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        listener.settimeout(3)  # librdkafka retries a refused connect within a second
+        # Then nothing of the failed attempt connects to it
+        with pytest.raises(TimeoutError):
+            listener.accept()
 
 
 GUARDED = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=False)
