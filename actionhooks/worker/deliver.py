@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from actionhooks.delivery import Batch, Receipt
@@ -77,8 +77,7 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
             return attempts
         outcomes = run_attempts(rt, hook, claimed, parallel)
         with rt.sessions() as session:
-            for outcome in outcomes:
-                record(session, rt, hook, outcome)
+            record(session, rt, hook, outcomes)
             session.commit()
         attempts += len(claimed)
     rt.triggers.drain(hook_id)  # budget used up: continue in a fresh task so other hooks get a turn
@@ -86,6 +85,9 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
 
 
 def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> list[Claimed]:
+    """Claim up to `limit` due batches with a fixed number of statements, whatever `limit` is: a
+    statement costs about as much as sending a batch of 100 events, so per-batch statements would
+    make the bookkeeping dearer than the delivery."""
     now = time.time()
     stmt = (
         select(Delivery.id, Delivery.attempts, Delivery.events)
@@ -100,33 +102,44 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
     )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    claimed: list[Claimed] = []
-    for delivery_id, attempts, blob in session.execute(stmt).all():
-        _close_lost_attempts(session, delivery_id)
+    rows = session.execute(stmt).all()
+    if not rows:
+        return []
+    retried = [delivery_id for delivery_id, attempts, _ in rows if attempts > 0]
+    if retried:
+        _close_lost_attempts(session, retried)
+    due = []
+    for delivery_id, attempts, blob in rows:
         if attempts >= rt.policy.max_attempts:
             _fail(session, delivery_id, f"worker lost during attempt {attempts} (the last allowed)", now=now)
-            continue
-        attempt = attempts + 1
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id)
-            .values(attempts=attempt, lease_until=now + lease_seconds(rt, hook))
-        )
-        events = orjson.loads(blob)
-        row = session.execute(
-            insert(Attempt)
-            .values(hook_id=hook.id, delivery_id=delivery_id, attempt=attempt, started_at=now, n_events=len(events))
-            .returning(Attempt.id)
-        ).scalar_one()
-        claimed.append(Claimed(delivery_id, attempt, row, events))
-    return claimed
+        else:
+            due.append((delivery_id, attempts + 1, orjson.loads(blob)))
+    if not due:
+        return []
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_([delivery_id for delivery_id, _, _ in due]))
+        .values(attempts=Delivery.attempts + 1, lease_until=now + lease_seconds(rt, hook))
+    )
+    attempt_ids = session.scalars(
+        insert(Attempt).returning(Attempt.id, sort_by_parameter_order=True),
+        [
+            {"hook_id": hook.id, "delivery_id": delivery_id, "attempt": attempt, "started_at": now,
+             "n_events": len(events)}
+            for delivery_id, attempt, events in due
+        ],
+    ).all()
+    return [
+        Claimed(delivery_id, attempt, row, events)
+        for (delivery_id, attempt, events), row in zip(due, attempt_ids, strict=True)
+    ]
 
 
-def _close_lost_attempts(session: Session, delivery_id: str) -> None:
+def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> None:
     """An attempt still 'started' when its batch is claimed again was cut short by a dead worker."""
     session.execute(
         update(Attempt)
-        .where(Attempt.delivery_id == delivery_id, Attempt.outcome == "started")
+        .where(Attempt.delivery_id.in_(delivery_ids), Attempt.outcome == "started")
         .values(outcome="error", error="worker lost during the attempt")
     )
 
@@ -149,18 +162,27 @@ def run_attempts(rt: Runtime, hook: CompiledHook, claimed: list[Claimed], parall
     return list(rt.executor(parallel).map(attempt, claimed))
 
 
-def record(session: Session, rt: Runtime, hook: CompiledHook, outcome: Outcome) -> None:
+def record(session: Session, rt: Runtime, hook: CompiledHook, outcomes: list[Outcome]) -> None:
+    """Record the outcomes of one round; successes (the common case) in two statements for all."""
+    delivered = [o for o in outcomes if o.error is None]
+    if delivered:
+        session.execute(delete(Delivery).where(Delivery.id.in_([o.claimed.delivery_id for o in delivered])))
+        finished = []
+        for o in delivered:
+            assert o.receipt is not None
+            finished.append({"b_id": o.claimed.attempt_row, "outcome": "ok", "status_code": o.receipt.status_code,
+                             "error": None, "latency_ms": o.receipt.latency_ms})
+        _finish_attempts(session, finished)
+    for outcome in outcomes:
+        if outcome.error is not None:
+            _record_failure(session, rt, outcome.claimed, outcome.error)
+
+
+def _record_failure(session: Session, rt: Runtime, c: Claimed, err: DeliveryError) -> None:
     now = time.time()
-    c = outcome.claimed
-    if outcome.error is None:
-        receipt = outcome.receipt
-        assert receipt is not None
-        session.execute(delete(Delivery).where(Delivery.id == c.delivery_id))
-        _finish_attempt(session, c, "ok", status=receipt.status_code, latency_ms=receipt.latency_ms)
-        return
-    err = outcome.error
     message = f"{type(err).__name__}: {err.message}"[:ERROR_TEXT_LIMIT]
-    _finish_attempt(session, c, "error", status=err.status_code, error=message)
+    _finish_attempts(session, [{"b_id": c.attempt_row, "outcome": "error", "status_code": err.status_code,
+                                "error": message, "latency_ms": None}])
     remaining = [e for i, e in enumerate(c.events) if i not in err.delivered]
     values: dict[str, Any] = {"last_error": message, "last_status_code": err.status_code, "lease_until": 0.0}
     if len(remaining) != len(c.events):
@@ -187,19 +209,15 @@ def _fail(
     session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**extra))
 
 
-def _finish_attempt(
-    session: Session,
-    c: Claimed,
-    outcome: str,
-    *,
-    status: int | None = None,
-    error: str | None = None,
-    latency_ms: float | None = None,
-) -> None:
-    session.execute(
-        update(Attempt)
-        .where(Attempt.id == c.attempt_row)
-        .values(outcome=outcome, status_code=status, error=error, latency_ms=latency_ms)
+def _finish_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Complete attempt rows (one executemany: b_id, outcome, status_code, error, latency_ms each)."""
+    table = Attempt.__table__
+    session.connection().execute(
+        table.update()
+        .where(table.c.id == bindparam("b_id"))
+        .values(outcome=bindparam("outcome"), status_code=bindparam("status_code"), error=bindparam("error"),
+                latency_ms=bindparam("latency_ms")),
+        rows,
     )
 
 
