@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,3 +95,92 @@ def rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+@contextmanager
+def profiled(procs: Mapping[str, subprocess.Popen[bytes]], folder: Path | None, prefix: str) -> Iterator[None]:
+    """py-spy every process of `procs` (children included) while the block runs, if `folder` is given;
+    writes <prefix>-<role>.svg (flame graph) and .txt (the frames most often on CPU, self time)."""
+    if folder is None or not procs:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    spies = {}
+    for role, proc in procs.items():
+        raw = folder / f"{prefix}-{role}.raw"
+        spies[role] = (raw, subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid), "--subprocesses",
+             "--format", "raw", "--rate", "200", "--output", str(raw), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        yield
+    finally:
+        for role, (raw, spy) in spies.items():
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+            if raw.exists():
+                summary = top_frames(raw)
+                (folder / f"{prefix}-{role}.txt").write_text(summary)
+                print(f"--- py-spy {prefix} {role} (self time, top frames):\n{summary}", file=sys.stderr)
+
+
+def top_frames(raw: Path, n: int = 15) -> str:
+    """The leaf frames that held the CPU most often, from py-spy's collapsed-stack output."""
+    leaves: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        leaves[frames[-1]] += int(count)
+        for frame in {f for f in frames if "actionhooks/" in f}:
+            ours[frame] += int(count)
+        total += int(count)
+    if not total:
+        return "(no samples)"
+    self_time = "\n".join(f"{c / total:6.1%}  {frame}" for frame, c in leaves.most_common(n))
+    inclusive = "\n".join(f"{c / total:6.1%}  {frame}" for frame, c in ours.most_common(n))
+    return f"self:\n{self_time}\nactionhooks frames, inclusive:\n{inclusive}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its living children."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except OSError:
+            continue
+    return total / ticks
+
+
+def pids_named(name: str) -> list[int]:
+    """Processes whose command name is `name` (e.g. postgres, redis-server), to account their CPU."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@contextmanager
+def cpu_per_event(procs: Mapping[str, int], events: Callable[[], int], label: str) -> Iterator[None]:
+    """Print the CPU-µs per event each process tree (and this process) spent while the block ran."""
+    before = {role: cpu_seconds(pid) for role, pid in procs.items()}
+    own = os.times()
+    yield
+    after = {role: cpu_seconds(pid) for role, pid in procs.items()}
+    now = os.times()
+    n = max(1, events())
+    parts = {role: (after[role] - before[role]) / n * 1e6 for role in procs}
+    parts["bench client"] = (now.user + now.system - own.user - own.system) / n * 1e6
+    text = ", ".join(f"{role} {us:.0f}" for role, us in parts.items())
+    print(f"  {label}: CPU-µs per event: {text}; total {sum(parts.values()):.0f}", file=sys.stderr, flush=True)

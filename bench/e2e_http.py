@@ -172,7 +172,15 @@ def reference_celery(base: str, events: int) -> Result:
         worker.wait(20)
 
 
-def engine_runs(base: str, config: dict[str, str], args: argparse.Namespace, folder: Path) -> dict[str, list[Result]]:
+def watched(engine: Engine) -> dict[str, int]:
+    """The processes whose CPU the benchmark accounts: the engine's roles, the databases, the receiver."""
+    procs = {role: proc.pid for role, proc in engine.procs.items()}
+    procs.update({name: pid for name in ("postgres", "redis-server") for pid in sorted(common.pids_named(name))[:1]})
+    return procs
+
+
+def engine_runs(base: str, name: str, args: argparse.Namespace, folder: Path) -> dict[str, list[Result]]:
+    config = CONFIGS[name]
     with ExitStack() as stack:
         overrides: dict[str, Any] = {"WORKER_POOL": args.pool, "WORKER_CONCURRENCY": args.concurrency,
                                      "LOG_LEVEL": "INFO", "SCHEDULER_TICK_SEC": 1.0}
@@ -204,12 +212,15 @@ def engine_runs(base: str, config: dict[str, str], args: argparse.Namespace, fol
         measure(base, 10 * BATCH, acked, start, 60)
         seq += 10
         out: dict[str, list[Result]] = {"full": [], "20%": []}
-        for _ in range(args.runs):
+        for run in range(args.runs):
             reset(base)
             payloads = bodies(args.events // BATCH, seq)
-            acked, start, _ = post_all(url, payloads, seq, headers)
+            with (common.profiled(engine.procs if run == 0 else {}, args.profile, prefix=name),
+                  common.cpu_per_event(watched(engine), lambda: args.events, f"{name} full")):
+                acked, start, _ = post_all(url, payloads, seq, headers)
+                result = measure(base, args.events, acked, start, 180)
             seq += len(payloads)
-            out["full"].append(measure(base, args.events, acked, start, 180))
+            out["full"].append(result)
             print(f"  {config} full: {out['full'][-1]}", file=sys.stderr, flush=True)
         light = 0.2 * common.median([r.rate for r in out["full"]])
         for _ in range(args.runs):
@@ -232,6 +243,8 @@ def main() -> None:
     parser.add_argument("--batch-timeout", type=float, default=1.0, help="the hook's batch_timeout_sec")
     parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--profile", type=Path, help="py-spy the API and worker in the first full-load run; "
+                        "writes flame graphs and prints their top frames into this folder")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"any of {', '.join(CONFIGS)}")
     args = parser.parse_args()
     print(common.machine(), file=sys.stderr)
@@ -244,7 +257,7 @@ def main() -> None:
         for name in args.configs.split(","):
             folder = Path(tmp) / name
             folder.mkdir()
-            results = engine_runs(base, CONFIGS[name], args, folder)
+            results = engine_runs(base, name, args, folder)
             full, light = results["full"], results["20%"]
             rate = common.median([r.rate for r in full])
             rows.append([f"engine {name}", rate, f"{rate / ref1:.0%}", f"{rate / ref2:.1f}x",
