@@ -23,6 +23,13 @@ from actionhooks.settings import Settings, load_settings
 ROLES = ("api", "worker", "scheduler")
 
 
+def _account_id(text: str) -> int:
+    """argparse type: an account id is a positive integer (refused before anything is stored)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return int(text)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
@@ -161,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a token; it is printed once, alone on the last line")
-    create.add_argument("--account", type=int, required=True, help="account id the token belongs to")
+    create.add_argument("--account", type=_account_id, required=True, help="account id the token belongs to")
     create.add_argument("--scope", choices=("admin", "ingest"), default="admin")
     create.add_argument("--name", default="", help="a label for the token")
     create.add_argument("--config", default=argparse.SUPPRESS, help="path of main.json")

@@ -7,6 +7,8 @@ loading any transport. Secrets are write-only: `SECRET_FIELDS` lists them per ty
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import secrets
 from typing import Annotated, ClassVar, Literal
@@ -41,12 +43,12 @@ FORBIDDEN_HEADERS = frozenset(
     )
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# What httpx can put on the wire: visible ASCII, space and tab (anything else failed at send time).
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 
 
 def new_signing_secret() -> str:
     """A Standard Webhooks secret: `whsec_` + base64 of 24 random bytes."""
-    import base64
-
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
@@ -68,7 +70,7 @@ class BasicAuth(_Strict):
 
 class BearerAuth(_Strict):
     type: Literal["bearer"]
-    token: str = Field(min_length=1, max_length=4000)
+    token: str = Field(min_length=1, max_length=4000, pattern=r"^[\x21-\x7e]+$")  # sent in a header
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("token",)
 
 
@@ -99,6 +101,8 @@ class HttpDelivery(_Strict):
                 raise ValueError(f"header {name!r} is set by the engine or the connection and cannot be overridden")
             if "\r" in value or "\n" in value:
                 raise ValueError(f"header {name!r} value must not contain line breaks")
+            if not _HEADER_VALUE.match(value):
+                raise ValueError(f"header {name!r} value must be printable ASCII (no control characters)")
         return headers
 
     @field_validator("success_regex")
@@ -114,8 +118,16 @@ class HttpDelivery(_Strict):
     @field_validator("signing_secret")
     @classmethod
     def _whsec(cls, secret: str) -> str:
-        if secret != MASK and not secret.startswith("whsec_"):
+        if secret == MASK:
+            return secret
+        if not secret.startswith("whsec_"):
             raise ValueError("must start with 'whsec_' (Standard Webhooks secret)")
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            raise ValueError("must be 'whsec_' followed by base64 (Standard Webhooks secret)") from None
+        if not key:
+            raise ValueError("the key after 'whsec_' is empty")
         return secret
 
 
