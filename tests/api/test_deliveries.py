@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,6 @@ from actionhooks.api.app import create_app
 from actionhooks.settings import Settings
 from actionhooks.tokens import create_token
 from tests.support.receiver import Receiver, Reply
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -6,22 +6,10 @@ Shared by every transport's tests: append new fixtures at the end, change nothin
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from actionhooks.settings import Settings
-from tests.support.receiver import Receiver
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A fresh recording HTTP receiver on a free loopback port, stopped after the test."""
-    server = Receiver()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -17,13 +17,6 @@ from tests.support.receiver import Receiver, Reply
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
