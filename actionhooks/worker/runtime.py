@@ -6,7 +6,9 @@ connections after the fork (a connection inherited across fork is shared by two 
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
@@ -22,6 +24,9 @@ from actionhooks.worker.transports import TransportCache
 from actionhooks.worker.triggers import Triggers
 
 HTTP_SEND_THREADS = 4
+HOOK_WATCH_SEC = 2.0
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -34,6 +39,7 @@ class Runtime:
         self.hooks = HookCache(settings, on_change=self.transports.drop)
         self.policy = RetryPolicy.from_settings(settings)
         self._executor: ThreadPoolExecutor | None = None
+        self._closed = threading.Event()
 
     def send_parallelism(self, hook: CompiledHook) -> int:
         """HTTP batches of one hook go out on a few threads sharing one keep-alive client; broker
@@ -45,7 +51,19 @@ class Runtime:
             self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actionhooks-send")
         return self._executor
 
+    def watch_hooks(self, every: float = HOOK_WATCH_SEC) -> None:
+        """Refresh the hook cache between tasks too, until close(): a changed or deleted hook's broker
+        connection is closed within seconds (the cache drops its transport) even when no task comes.
+        Costs one indexed query per round."""
+        while not self._closed.wait(every):
+            try:
+                with self.sessions() as session:
+                    self.hooks.refresh(session)
+            except Exception:
+                log.warning("refreshing hooks failed; trying again in %.0f s", every, exc_info=True)
+
     def close(self) -> None:
+        self._closed.set()
         self.transports.close_all()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
@@ -61,4 +79,5 @@ def runtime_for(celery: Celery) -> Runtime:
     rt = _runtimes.get(pid)
     if rt is None:
         rt = _runtimes[pid] = Runtime(celery.actionhooks_settings, celery)  # type: ignore[attr-defined]
+        threading.Thread(target=rt.watch_hooks, name="actionhooks-hook-watch", daemon=True).start()
     return rt

@@ -104,7 +104,8 @@ def consumer(vhost: str) -> Iterator[Rabbit]:
     try:
         yield client
     finally:
-        client.connection.close()
+        if client.connection.is_open:
+            client.connection.close()
 
 
 def amqp(kind: str, vhost: str, **fields: Any) -> dict[str, Any]:
@@ -362,3 +363,45 @@ def test_test_sending_to_a_broker_that_is_down_reports_the_failure_and_what_woul
         assert result["ok"] is False
         assert result["error"].startswith("TargetUnreachable")
         assert result["payload"][0]["is_test"] is True
+
+
+# Connections ------------------------------------------------------------------------------------
+def connections_in(vhost: str) -> list[tuple[str, str]]:
+    """(broker-side pid, client connection name) of each connection open in `vhost`."""
+    rows = rabbitmqctl("list_connections", "vhost", "pid", "client_properties", "-q", "--no-table-headers")
+    found = []
+    for row in rows.splitlines():
+        name, pid, properties = row.split("\t", 2)
+        if name == vhost:
+            marker = '{"connection_name","'
+            found.append((pid, properties.split(marker, 1)[1].split('"', 1)[0] if marker in properties else ""))
+    return found
+
+
+def test_a_worker_reuses_one_connection_per_hook_and_closes_it_when_the_hook_changes_or_is_deleted(
+    engine: Engine, tenant: Tenant, vhost: str, consumer: Rabbit
+) -> None:
+    consumer.connection.close()  # only the engine's connections are left in the vhost
+    first_queue, second_queue = unique("first"), unique("second")
+    hook = tenant.hook(amqp("rabbitmq_queue", vhost, queue=first_queue))
+    # Given two separate deliveries of one hook
+    tenant.send(tenant.event(1))
+    [connection] = poll(lambda: connections_in(vhost), "the worker's connection")
+    assert f"pid {engine.procs['worker'].pid} " in connection[1]
+    poll(lambda: [a for a in tenant.attempts(hook["id"]) if a["outcome"] == "ok"], "the first delivery")
+    tenant.send(tenant.event(2))
+    poll(lambda: len([a for a in tenant.attempts(hook["id"]) if a["outcome"] == "ok"]) == 2, "the second delivery")
+    # Then they shared one connection
+    assert connections_in(vhost) == [connection]
+    # When the hook changes, Then its connection is closed and the next delivery opens another
+    assert tenant.api.patch(f"/hooks/{hook['id']}", json={"delivery": {"queue": second_queue}}).status_code == 200
+    tenant.send(tenant.event(3))
+    [replacement] = poll(lambda: [c for c in connections_in(vhost) if c != connection] == connections_in(vhost)
+                         and connections_in(vhost), "the old connection to close and a new one to open", timeout=15)
+    assert replacement != connection
+    # When the hook is deleted, Then its connection is closed within seconds, with no other traffic
+    assert tenant.api.delete(f"/hooks/{hook['id']}").status_code == 204
+    poll(lambda: connections_in(vhost) == [], "the deleted hook's connection to close", timeout=10, every=0.5)
+    consumer.reopen()
+    assert len(consumer.messages(first_queue, 2)) == 2
+    assert len(consumer.messages(second_queue, 1)) == 1
