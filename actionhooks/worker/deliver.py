@@ -25,6 +25,7 @@ from actionhooks.delivery import Batch, Receipt
 from actionhooks.errors import DeliveryError, TargetUnreachable
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage.tables import Attempt, Delivery
+from actionhooks.worker import shutdown
 from actionhooks.worker.batching import form_batches
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
     attempts = 0
     deadline = time.monotonic() + DRAIN_TIME_BUDGET_SEC
     parallel = rt.send_parallelism(hook)
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
             claimed = claim_due(session, rt, hook, limit=parallel)
             session.commit()
@@ -80,7 +81,7 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
             record(session, rt, hook, outcomes)
             session.commit()
         attempts += len(claimed)
-    rt.triggers.drain(hook_id)  # budget used up: continue in a fresh task so other hooks get a turn
+    rt.triggers.drain(hook_id)  # budget used up (or stopping): continue in a fresh task
     return attempts
 
 

@@ -23,6 +23,7 @@ from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage.tables import Delivery, Intake
 from actionhooks.templating import DictCatalog, build_custom_data
 from actionhooks.worker import content as content_store
+from actionhooks.worker import shutdown
 from actionhooks.worker.batching import form_batches, new_delivery
 from actionhooks.worker.intake import clear_signal
 from actionhooks.worker.lookups import load_catalog, load_profiles
@@ -42,7 +43,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
         clear_signal(session, account_id)
     routed = 0
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
             ids, events = _claim(session, account_id)
             if not ids:

@@ -6,8 +6,13 @@ counter (deliveries.attempts, incremented before sending) is what bounds retries
 
 from __future__ import annotations
 
-from celery import Celery
+import signal
+from types import FrameType
 
+from celery import Celery
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_shutting_down
+
+from actionhooks.worker import shutdown
 from actionhooks.worker.app import DRAIN_TASK, ROUTE_TASK
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.route import route_account
@@ -22,3 +27,42 @@ def register_tasks(celery: Celery) -> None:
     @celery.task(name=DRAIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def drain(hook_id: int) -> int:
         return drain_hook(runtime_for(celery), hook_id)
+
+    worker_shutting_down.connect(lambda **_: shutdown.request(), weak=False)  # threads/solo pools
+    worker_process_init.connect(_finish_the_task_on_sigterm, weak=False)  # prefork children
+
+
+_running = 0
+
+
+def _finish_the_task_on_sigterm(**_: object) -> None:
+    """In a prefork child: SIGTERM ends the task after its current round instead of killing it mid-send.
+
+    Celery resets SIGTERM to its default in pool children, so a SIGTERM sent to the whole process
+    group (systemd's default KillMode, `kill -TERM -<pgid>`) killed children in the middle of a
+    delivery: batches the receiver had taken were never recorded and went out again after their
+    lease (the fault test of a whole-engine SIGTERM counted 60-80 such duplicates of 1,000). Now a
+    busy child finishes its round (worker/shutdown.py) and an idle one exits; the parent's warm
+    shutdown (it got the same SIGTERM) closes the pool as usual. Until the first task SIGTERM is
+    ignored: billiard replaces any other handler after this initializer, SIG_IGN is the one it keeps.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    task_prerun.connect(_started, weak=False)
+    task_postrun.connect(_finished, weak=False)
+
+
+def _started(**_: object) -> None:
+    global _running
+    _running += 1
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _finished(**_: object) -> None:
+    global _running
+    _running -= 1
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    shutdown.request()
+    if not _running:
+        raise SystemExit(0)
