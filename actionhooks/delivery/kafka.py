@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from typing import Any, ClassVar
 
@@ -76,6 +77,9 @@ class KafkaTransport(Transport[KafkaDelivery]):
         self._producer: Producer | None = None
         self._pid = 0
         self._client_error: KafkaError | None = None
+        # One send or close at a time: an attempt's client error and producer replacement are per
+        # transport, and a threads-pool worker can run two drain tasks of one hook at the same moment.
+        self._lock = threading.Lock()
 
     @property
     def is_open(self) -> bool:
@@ -105,6 +109,10 @@ class KafkaTransport(Transport[KafkaDelivery]):
         return conf
 
     def send(self, batch: Batch) -> Receipt:
+        with self._lock:
+            return self._send(batch)
+
+    def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout
         producer = self._ready_producer()
@@ -155,9 +163,10 @@ class KafkaTransport(Transport[KafkaDelivery]):
         )
 
     def close(self) -> None:
-        if self._producer is not None and self._pid == os.getpid():
-            self._producer.flush(min(1.0, self.timeout))
-        self._discard_producer()
+        with self._lock:
+            if self._producer is not None and self._pid == os.getpid():
+                self._producer.flush(min(1.0, self.timeout))
+            self._discard_producer()
 
     def _discard_producer(self) -> None:
         """Stop the producer for good: nothing it still holds goes out later, and its threads stop reconnecting.

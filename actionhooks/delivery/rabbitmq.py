@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import os
 import ssl
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -106,6 +107,9 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         self._acked: set[int] = set()
         self._nacked: set[int] = set()
         self._publishing = False
+        # One send or close at a time: pika is not thread-safe, and a threads-pool worker can run two
+        # drain tasks of one hook (or close a changed hook's transport) at the same moment.
+        self._lock = threading.Lock()
 
     # What the two transports differ in.
     def _route(self, event: dict[str, Any]) -> tuple[str, str]:
@@ -117,6 +121,10 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         raise NotImplementedError
 
     def send(self, batch: Batch) -> Receipt:
+        with self._lock:
+            return self._send(batch)
+
+    def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout
         messages = [self._message(batch.hook_id, event) for event in batch.events]
@@ -144,7 +152,8 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         )
 
     def close(self) -> None:
-        self._drop()
+        with self._lock:
+            self._drop()
 
     @property
     def is_open(self) -> bool:

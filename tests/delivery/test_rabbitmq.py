@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pika
@@ -289,6 +290,20 @@ def test_a_connection_closed_by_the_broker_is_replaced_within_the_next_send(rabb
         assert connections_become(transport.connection_name, 1)
         assert connections_named(transport.connection_name) != [pid]
     assert [json.loads(b)["profile_id"] for _, _, b in rabbit.messages(queue, 2)] == ["profile-0", "profile-1"]
+
+
+def test_sends_from_several_threads_on_one_transport_each_deliver_their_whole_batch(rabbit: Rabbit) -> None:
+    # Given one cached transport that two drain tasks of a threads-pool worker use at the same moment
+    queue = rabbit.name("threads")
+    batches = [[event(i, profile_id=f"t{t}-{i}") for i in range(300)] for t in range(4)]
+    with queue_transport(SETTINGS, queue) as transport, ThreadPoolExecutor(4) as pool:
+        # When each thread sends its batch
+        receipts = list(pool.map(lambda events: transport.send(batch(*events)), batches))
+    # Then every batch is confirmed whole and every event is in the queue once
+    assert [len(r.payload) for r in receipts] == [300] * 4
+    got = sorted(json.loads(body)["profile_id"] for _, _, body in rabbit.messages(queue, 1200, timeout=20))
+    assert got == sorted(e["profile_id"] for events in batches for e in events)
+    assert rabbit.depth(queue) == 0
 
 
 def test_close_is_idempotent_and_a_closed_transport_reconnects_on_the_next_send(rabbit: Rabbit) -> None:
