@@ -97,9 +97,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    from actionhooks.worker.app import prepare_storage
     from actionhooks.worker.scheduler import run_scheduler
 
     settings = _settings(args)
+    prepare_storage(settings)  # a scheduler started first must not tick against an empty database
     run_scheduler(settings)
     return 0
 
