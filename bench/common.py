@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -184,3 +186,33 @@ def cpu_per_event(procs: Mapping[str, int], events: Callable[[], int], label: st
     parts["bench client"] = (now.user + now.system - own.user - own.system) / n * 1e6
     text = ", ".join(f"{role} {us:.0f}" for role, us in parts.items())
     print(f"  {label}: CPU-µs per event: {text}; total {sum(parts.values()):.0f}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def own_redis() -> Iterator[tuple[str, int]]:
+    """A private redis-server on a free loopback port, stopped at the end.
+
+    The shared Redis on 6379 has 16 databases and the test suites of everyone on this machine use
+    them (and flush them): a benchmark's triggers there can be consumed or erased by someone else's
+    worker. Yields (broker URL, pid).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no", "--daemonize", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)

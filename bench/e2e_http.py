@@ -29,7 +29,7 @@ import common
 import httpx
 import orjson
 
-from tests.support.engine import Engine, event, free_port, poll, postgres_database, redis_broker
+from tests.support.engine import Engine, event, free_port, poll, postgres_database
 
 BATCH = 100
 CLIENT_THREADS = 4
@@ -144,11 +144,10 @@ def reference_direct(base: str, events: int) -> Result:
     return measure(base, events, acked, start, 60)
 
 
-def reference_celery(base: str, events: int) -> Result:
+def reference_celery(base: str, events: int, broker: str) -> Result:
     """One Celery task per event posting it with httpx; the worker: threads pool, 8 threads."""
     from celery import Celery
 
-    broker = redis_broker()
     env = {**os.environ, "BENCH_BROKER": broker, "BENCH_URL": f"{base}/hook",
            "PYTHONPATH": str(common.ROOT)}
     worker = subprocess.Popen(
@@ -172,14 +171,19 @@ def reference_celery(base: str, events: int) -> Result:
         worker.wait(20)
 
 
-def watched(engine: Engine) -> dict[str, int]:
-    """The processes whose CPU the benchmark accounts: the engine's roles, the databases, the receiver."""
+def watched(engine: Engine, redis_pid: int) -> dict[str, int]:
+    """The processes whose CPU the benchmark accounts: the engine's roles, PostgreSQL (all of its
+    backends, other users' included) and the benchmark's own Redis."""
     procs = {role: proc.pid for role, proc in engine.procs.items()}
-    procs.update({name: pid for name in ("postgres", "redis-server") for pid in sorted(common.pids_named(name))[:1]})
+    postmaster = min(common.pids_named("postgres"), default=None)
+    if postmaster is not None:
+        procs["postgres"] = postmaster
+    procs["redis"] = redis_pid
     return procs
 
 
-def engine_runs(base: str, name: str, args: argparse.Namespace, folder: Path) -> dict[str, list[Result]]:
+def engine_runs(base: str, name: str, args: argparse.Namespace, folder: Path, redis: tuple[str, int]
+                ) -> dict[str, list[Result]]:
     config = CONFIGS[name]
     with ExitStack() as stack:
         overrides: dict[str, Any] = {"WORKER_POOL": args.pool, "WORKER_CONCURRENCY": args.concurrency,
@@ -187,7 +191,7 @@ def engine_runs(base: str, name: str, args: argparse.Namespace, folder: Path) ->
         if config["database"] == "postgresql":
             overrides["DATABASE_URL"] = stack.enter_context(postgres_database("actionhooks_bench"))
         if config["broker"] == "redis":
-            overrides["BROKER_URL"] = redis_broker()
+            overrides["BROKER_URL"] = redis[0]
         else:
             overrides["BROKER_URL"] = ""
         engine = Engine(folder, **overrides)
@@ -216,7 +220,7 @@ def engine_runs(base: str, name: str, args: argparse.Namespace, folder: Path) ->
             reset(base)
             payloads = bodies(args.events // BATCH, seq)
             with (common.profiled(engine.procs if run == 0 else {}, args.profile, prefix=name),
-                  common.cpu_per_event(watched(engine), lambda: args.events, f"{name} full")):
+                  common.cpu_per_event(watched(engine, redis[1]), lambda: args.events, f"{name} full")):
                 acked, start, _ = post_all(url, payloads, seq, headers)
                 result = measure(base, args.events, acked, start, 180)
             seq += len(payloads)
@@ -251,13 +255,15 @@ def main() -> None:
     rows: list[list[object]] = []
     with receiver() as base, tempfile.TemporaryDirectory(prefix="ah-bench-") as tmp:
         direct = [reference_direct(base, args.events) for _ in range(args.runs)]
-        naive = [reference_celery(base, args.naive_events) for _ in range(args.runs)]
+        with common.own_redis() as (broker, _):
+            naive = [reference_celery(base, args.naive_events, broker) for _ in range(args.runs)]
         ref1 = common.median([r.rate for r in direct])
         ref2 = common.median([r.rate for r in naive])
         for name in args.configs.split(","):
             folder = Path(tmp) / name
             folder.mkdir()
-            results = engine_runs(base, name, args, folder)
+            with common.own_redis() as redis:  # a fresh one: nothing left over from the previous engine
+                results = engine_runs(base, name, args, folder, redis)
             full, light = results["full"], results["20%"]
             rate = common.median([r.rate for r in full])
             rows.append([f"engine {name}", rate, f"{rate / ref1:.0%}", f"{rate / ref2:.1f}x",
