@@ -88,15 +88,20 @@ def tree_pids(pid: int) -> list[int]:
 
 def rss_mb(pid: int) -> float:
     """Resident size of a process and its children, in MB."""
-    total = 0
+    return sum(rss_each_mb(pid))
+
+
+def rss_each_mb(pid: int) -> list[float]:
+    """Resident size of a process and of each of its children, in MB."""
+    sizes = []
     for p in tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    sizes.append(int(line.split()[1]) / 1024)
         except OSError:
             continue
-    return total / 1024
+    return sizes
 
 
 @contextmanager
