@@ -90,7 +90,7 @@ class HookSpec(BaseModel):
     """Everything a user sets on a hook: the body of POST and PUT /hooks."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_HOOK]})
-    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH)
+    name: str = Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")  # no control chars
     active: StrictBool = True
     database_id: Id | None = Field(None, description="null = every database of the account")
     actions: list[ActionCode] = Field(min_length=1, max_length=len(EVENT_TYPES), description="event type codes")

@@ -18,6 +18,7 @@ router = APIRouter(prefix="/catalog", tags=["catalog"])
 Kind = StrEnum("Kind", {kind: kind for kind in CATALOG_KINDS})  # type: ignore[misc]
 EntryId = Annotated[int, Path(alias="id", ge=0, le=2**63 - 1)]
 _TEXT = 10_000
+_NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
 
 class EntryIn(BaseModel):
@@ -27,9 +28,9 @@ class EntryIn(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"name": "Spring sale"}, {"name": "Spring sale", "subid": "spring-24"}]},
     )
-    name: str = Field(max_length=_TEXT)
-    subid: str | None = Field(None, max_length=_TEXT, description="campaigns only")
-    subject: str | None = Field(None, max_length=_TEXT, description="messages only")
+    name: str = Field(max_length=_TEXT, pattern=_NO_NUL)
+    subid: str | None = Field(None, max_length=_TEXT, pattern=_NO_NUL, description="campaigns only")
+    subject: str | None = Field(None, max_length=_TEXT, pattern=_NO_NUL, description="messages only")
 
 
 class EntryOut(BaseModel):
