@@ -185,6 +185,9 @@ def _record_failure(session: Session, rt: Runtime, c: Claimed, err: DeliveryErro
     _finish_attempts(session, [{"b_id": c.attempt_row, "outcome": "error", "status_code": err.status_code,
                                 "error": message, "latency_ms": None}])
     remaining = [e for i, e in enumerate(c.events) if i not in err.delivered]
+    if not remaining:  # the error came after every event was through (e.g. a close): nothing to resend
+        session.execute(delete(Delivery).where(Delivery.id == c.delivery_id))
+        return
     values: dict[str, Any] = {"last_error": message, "last_status_code": err.status_code, "lease_until": 0.0}
     if len(remaining) != len(c.events):
         values.update(events=orjson.dumps(remaining), n_events=len(remaining))
