@@ -1,9 +1,8 @@
-"""The application as a whole: health, metrics, OpenAPI with examples, bounded bodies, one error shape."""
+"""The application as a whole: OpenAPI with examples, bounded bodies, one error shape (health: test_health.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -11,29 +10,6 @@ from sqlalchemy import func, select
 
 from actionhooks.api.app import CONFIG_MAX_BODY_BYTES
 from actionhooks.storage.tables import Hook
-
-
-def test_healthz_answers_without_a_token(client: TestClient) -> None:
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
-
-
-def test_healthz_is_503_when_the_database_is_gone(app: FastAPI, client: TestClient, tmp_path: Any) -> None:
-    app.state.engine.dispose()
-    (tmp_path / "api.db").unlink()
-    (tmp_path / "api.db").mkdir()  # a directory where the database file was: SQLite cannot open it
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["status"] == "error"
-
-
-def test_metrics_are_prometheus_text(client: TestClient) -> None:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    assert "# TYPE" in response.text
-
 
 CONFIG_BODIES = [
     ("post", "/api/v1/hooks"),

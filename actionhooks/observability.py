@@ -1,0 +1,199 @@
+"""Liveness that means progress, and the API's Prometheus metrics.
+
+A worker that silently stopped consuming leaves every process up and the broker connected; only the
+database shows it: intake nobody routes, due batches nobody sends, batch windows nobody cuts. So the
+signal is the age of the oldest such work and the time of the last successful delivery, read from the
+database with indexed min/max queries (or tables that stay small) and cached for CACHE_SEC, so that a
+polled /healthz and a scraped /metrics cost one round of queries per API process every few seconds.
+
+The queries run on the raw DBAPI connection: the engine's SQLite sessions BEGIN IMMEDIATE (the write
+lock), which a probe must never take; in autocommit each SELECT reads its own snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.exc import OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from actionhooks.storage.tables import Attempt, Delivery, Intake, Outbox
+
+__all__ = ["CACHE_SEC", "Liveness", "LivenessCache", "RequestMetrics", "measure", "metrics_registry"]
+
+CACHE_SEC = 2.0
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """What the engine's progress looks like from the database at `measured_at` (Unix seconds)."""
+
+    measured_at: float
+    oldest_queued_age_sec: float  # 0.0 when nothing waits
+    last_delivery_at: float | None  # start of the latest successful attempt; None before the first
+    pending_batches: int
+    failed_batches: int
+    intake_events: int
+
+    def details(self) -> dict[str, Any]:
+        """The /healthz `details` object."""
+        last = self.last_delivery_at
+        return {
+            "oldest_queued_age_sec": round(self.oldest_queued_age_sec, 3),
+            "last_delivery_at": None if last is None else datetime.fromtimestamp(last, UTC).isoformat(),
+            "pending_batches": self.pending_batches,
+            "failed_batches": self.failed_batches,
+            "intake_events": self.intake_events,
+        }
+
+
+def _waiting_since(now: float) -> list[Select[Any]]:
+    """Since when the oldest work of each kind waits: unrouted intake, due batches, overdue windows."""
+    return [
+        select(Intake.created_at).order_by(Intake.id).limit(1),  # ids grow with arrival: the primary key
+        select(func.min(Delivery.next_attempt_at)).where(  # ix_deliveries_due; a leased batch is in flight
+            Delivery.status == "pending", Delivery.next_attempt_at <= now, Delivery.lease_until <= now
+        ),
+        select(func.min(Outbox.due_at)).where(Outbox.due_at <= now),  # indexed; one row per open window
+    ]
+
+
+def measure(engine: Engine, now: float | None = None) -> Liveness:
+    """Read the liveness figures; OperationalError when the database cannot answer."""
+    now = time.time() if now is None else now
+    try:
+        raw = engine.raw_connection()
+        try:
+            since, last, by_status, intake = _read(engine, raw.cursor(), now)
+        finally:
+            raw.close()
+    except engine.dialect.loaded_dbapi.Error as exc:
+        raise OperationalError("liveness queries", None, exc) from exc
+    return Liveness(
+        measured_at=now,
+        oldest_queued_age_sec=max((now - t for t in since), default=0.0),
+        last_delivery_at=last,
+        pending_batches=int(by_status.get("pending", 0)),
+        failed_batches=int(by_status.get("failed", 0)),
+        intake_events=intake,
+    )
+
+
+def _read(engine: Engine, cursor: Any, now: float) -> tuple[list[float], float | None, dict[str, int], int]:
+    def rows(stmt: Select[Any]) -> list[Any]:
+        cursor.execute(str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})))
+        return list(cursor.fetchall())
+
+    def scalar(stmt: Select[Any]) -> Any:
+        found = rows(stmt)
+        return found[0][0] if found else None
+
+    since = [t for t in (scalar(stmt) for stmt in _waiting_since(now)) if t is not None]
+    last_ok = select(Attempt.started_at).where(Attempt.outcome == "ok").order_by(Attempt.id.desc()).limit(1)
+    last = scalar(last_ok)  # newest first by primary key: stops at the first success
+    by_status = dict(rows(select(Delivery.status, func.count()).group_by(Delivery.status)))
+    intake = scalar(select(func.coalesce(func.sum(Intake.n_events), 0)))
+    cursor.close()
+    return since, last, by_status, int(intake or 0)
+
+
+class LivenessCache:
+    """measure() at most once per `ttl` seconds per process; failures are never cached."""
+
+    def __init__(self, engine: Engine, ttl: float = CACHE_SEC) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._value: Liveness | None = None
+        self._expires = 0.0
+
+    def get(self) -> Liveness:
+        with self._lock:  # one measurement at a time; concurrent probes share it
+            now = time.monotonic()
+            if self._value is None or now >= self._expires:
+                self._value = measure(self._engine)
+                self._expires = now + self._ttl
+            return self._value
+
+
+class _LivenessCollector(Collector):
+    """The liveness gauges, read at scrape time (absent while the database cannot answer)."""
+
+    def __init__(self, liveness: LivenessCache) -> None:
+        self._liveness = liveness
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            live = self._liveness.get()
+        except OperationalError:
+            return
+        yield GaugeMetricFamily(
+            "actionhooks_oldest_queued_age_seconds",
+            "Seconds the oldest queued work has waited: unrouted intake, a due batch, an overdue batch window.",
+            value=live.oldest_queued_age_sec,
+        )
+        yield GaugeMetricFamily(
+            "actionhooks_last_delivery_timestamp_seconds",
+            "Unix time the latest successful delivery attempt started (0 before the first).",
+            value=live.last_delivery_at or 0.0,
+        )
+        yield GaugeMetricFamily("actionhooks_pending_batches", "Batches waiting to be sent or retried.",
+                                value=live.pending_batches)
+        yield GaugeMetricFamily("actionhooks_failed_batches", "Batches in the failed lists (every attempt used).",
+                                value=live.failed_batches)
+        yield GaugeMetricFamily("actionhooks_intake_events", "Accepted events not yet routed to their hooks.",
+                                value=live.intake_events)
+
+
+class RequestMetrics:
+    """ASGI middleware counting and timing the requests of one path (POST /events, the hot one)."""
+
+    def __init__(self, app: ASGIApp, path: str, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.path = path
+        self.requests = Counter(
+            "actionhooks_events_requests", "POST /events requests by status code.", ["status"], registry=registry
+        )
+        self.latency = Histogram(
+            "actionhooks_events_request_duration_seconds",
+            "Time to answer POST /events (validation and the durable write included).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless the app starts a response
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self.latency.observe(time.perf_counter() - started)
+            self.requests.labels(status=str(status)).inc()
+
+
+def metrics_registry(liveness: LivenessCache) -> CollectorRegistry:
+    """A registry of one API (not the global one, so two apps in a process never mix their figures)."""
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    registry.register(_LivenessCollector(liveness))
+    return registry
