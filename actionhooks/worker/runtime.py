@@ -6,6 +6,7 @@ connections after the fork (a connection inherited across fork is shared by two 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -80,4 +81,18 @@ def runtime_for(celery: Celery) -> Runtime:
     if rt is None:
         rt = _runtimes[pid] = Runtime(celery.actionhooks_settings, celery)  # type: ignore[attr-defined]
         threading.Thread(target=rt.watch_hooks, name="actionhooks-hook-watch", daemon=True).start()
+        quiet_gc()
     return rt
+
+
+def quiet_gc() -> None:
+    """Keep the cyclic garbage collector off the event path.
+
+    Routing and draining allocate tens of thousands of acyclic dicts per task (decoded events),
+    which refcounting frees; but they trip collections that scan the whole heap of a worker
+    (Celery, SQLAlchemy, compiled hooks), measured at 2.6 µs per event, 70% of decoding and
+    re-encoding it. Freezing what exists after start-up takes it out of every scan; a larger
+    first generation makes collections rarer. Cycles are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 50)
