@@ -61,19 +61,30 @@ def route_account(rt: Runtime, account_id: int) -> int:
 
 
 def _claim(session: Session, account_id: int) -> tuple[list[int], list[tuple[float, dict[str, Any]]]]:
-    """Up to ROUTE_CHUNK_EVENTS events of the oldest intake rows, each with the time it was accepted."""
-    stmt = (
-        select(Intake.id, Intake.events, Intake.n_events, Intake.created_at)
-        .where(Intake.account_id == account_id)
-        .order_by(Intake.id)
-    )
+    """Up to ROUTE_CHUNK_EVENTS events of the oldest intake rows, each with the time it was accepted.
+
+    Two steps, so only the blobs of the chosen rows are ever read: the first row counts pick the
+    rows that fit (reading 1,000 blobs of 1,000 events each would hold ~300 MB in the worker), the
+    second locks and reads just those (rows another router holds are skipped).
+    """
+    sizes = session.execute(
+        select(Intake.id, Intake.n_events).where(Intake.account_id == account_id).order_by(Intake.id).limit(1000)
+    ).all()
+    chosen: list[int] = []
+    total = 0
+    for row_id, n in sizes:
+        if chosen and total + n > ROUTE_CHUNK_EVENTS:
+            break
+        chosen.append(row_id)
+        total += n
+    if not chosen:
+        return [], []
+    stmt = select(Intake.id, Intake.events, Intake.created_at).where(Intake.id.in_(chosen)).order_by(Intake.id)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     ids: list[int] = []
     events: list[tuple[float, dict[str, Any]]] = []
-    for row_id, blob, n, accepted_at in session.execute(stmt.limit(1000)):
-        if events and len(events) + n > ROUTE_CHUNK_EVENTS:
-            break
+    for row_id, blob, accepted_at in session.execute(stmt):
         ids.append(row_id)
         events.extend((accepted_at, event) for event in orjson.loads(blob))
     return ids, events
@@ -118,11 +129,17 @@ def _render(
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Each event as this hook delivers it; events whose templates fail go to one failed batch, not retried."""
     shaped_custom_data = bool(hook.profile_fields or hook.values)
+    changes_events = shaped_custom_data or hook.include_content
     out: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     errors: list[str] = []
     for event in events:
-        delivered = {k: v for k, v in event.items() if k != "content"}
+        # A copy only when this hook changes the event: otherwise it is delivered as captured and
+        # hooks share the dict (nothing mutates it after routing; it is serialised into a batch).
+        if changes_events or "content" in event:
+            delivered = {k: v for k, v in event.items() if k != "content"}
+        else:
+            delivered = event
         if shaped_custom_data:
             profile = profiles.get((event.get("list_id"), event.get("profile_id")))  # type: ignore[arg-type]
             try:
