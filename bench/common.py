@@ -165,6 +165,13 @@ def cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
+def parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except OSError:
+        return 0
+
+
 def pids_named(name: str) -> list[int]:
     """Processes whose command name is `name` (e.g. postgres, redis-server), to account their CPU."""
     found = []

@@ -175,9 +175,10 @@ def watched(engine: Engine, redis_pid: int) -> dict[str, int]:
     """The processes whose CPU the benchmark accounts: the engine's roles, PostgreSQL (all of its
     backends, other users' included) and the benchmark's own Redis."""
     procs = {role: proc.pid for role, proc in engine.procs.items()}
-    postmaster = min(common.pids_named("postgres"), default=None)
-    if postmaster is not None:
-        procs["postgres"] = postmaster
+    postgres = common.pids_named("postgres")
+    for pid in postgres:  # the postmaster: the one postgres process whose parent is not postgres
+        if common.parent(pid) not in postgres:
+            procs["postgres"] = pid
     procs["redis"] = redis_pid
     return procs
 
@@ -235,6 +236,9 @@ def engine_runs(base: str, name: str, args: argparse.Namespace, folder: Path, re
             seq += len(payloads)
             out["20%"].append(measure(base, n, acked, start, 180))
             print(f"  {config} 20% ({light:,.0f}/s): {out['20%'][-1]}", file=sys.stderr, flush=True)
+        log = engine.logs["worker"].read_text()
+        print(f"  {name} worker tasks: route {log.count('actionhooks.route[') // 2:,}, "
+              f"drain {log.count('actionhooks.drain[') // 2:,}", file=sys.stderr, flush=True)
         return out
 
 
