@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,16 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine as SqlEngine
+from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks.api.app import create_app
 from actionhooks.observability import CACHE_SEC, measure
+from actionhooks.settings import Settings
+from actionhooks.storage.db import make_engine, session_factory
+from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Attempt, Delivery, Hook, Intake, Outbox
-from tests.support.engine import Engine, event, http_hook, poll, redis_broker, running_engine
+from tests.support.engine import Engine, event, http_hook, poll, postgres_database, redis_broker, running_engine
 from tests.support.receiver import Receiver
 
 EMPTY_DETAILS = {
@@ -57,13 +64,22 @@ def test_healthz_is_503_when_the_database_is_gone(app: FastAPI, client: TestClie
     assert "actionhooks_oldest_queued_age_seconds" not in client.get("/metrics").text  # no made-up figures
 
 
-@pytest.fixture
-def hook_id(app: FastAPI) -> int:
-    with app.state.sessions() as session:
-        hook = Hook(account_id=1, name="h", actions=["click"], filters={}, custom_data={}, delivery={})
-        session.add(hook)
-        session.commit()
-        return hook.id
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, app: FastAPI) -> Iterator[tuple[SqlEngine, sessionmaker[Session], int]]:
+    """A migrated database (the app's SQLite one, or a fresh PostgreSQL one) and a hook in it."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            engine = app.state.engine
+        else:
+            engine = make_engine(Settings(DATABASE_URL=stack.enter_context(postgres_database())).database_url)
+            stack.callback(engine.dispose)
+            upgrade(engine)
+        sessions = session_factory(engine)
+        with sessions() as session:
+            hook = Hook(account_id=1, name="h", actions=["click"], filters={}, custom_data={}, delivery={})
+            session.add(hook)
+            session.commit()
+        yield engine, sessions, hook.id
 
 
 def _delivery(hook_id: int, **fields: Any) -> Delivery:
@@ -72,9 +88,12 @@ def _delivery(hook_id: int, **fields: Any) -> Delivery:
     return Delivery(**row)
 
 
-def test_the_oldest_queued_age_is_that_of_the_oldest_waiting_work_of_any_kind(app: FastAPI, hook_id: int) -> None:
+def test_the_oldest_queued_age_is_that_of_the_oldest_waiting_work_of_any_kind(
+    store: tuple[SqlEngine, sessionmaker[Session], int],
+) -> None:
+    engine, sessions, hook_id = store
     now = 1_000_000.0
-    with app.state.sessions() as session:
+    with sessions() as session:
         session.add_all([
             Intake(account_id=1, events=b"[]", n_events=3, created_at=now - 30),  # unrouted for 30 s
             Intake(account_id=1, events=b"[]", n_events=2, created_at=now - 5),
@@ -87,19 +106,19 @@ def test_the_oldest_queued_age_is_that_of_the_oldest_waiting_work_of_any_kind(ap
             Attempt(hook_id=hook_id, delivery_id="b", attempt=1, started_at=now - 3, outcome="error", n_events=1),
         ])
         session.commit()
-    live = measure(app.state.engine, now=now)
+    live = measure(engine, now=now)
     assert live.oldest_queued_age_sec == 30
     assert live.last_delivery_at == now - 40  # the latest success, not the latest attempt
     assert (live.pending_batches, live.failed_batches, live.intake_events) == (3, 1, 5)
     # each kind alone drives it
-    with app.state.sessions() as session:
+    with sessions() as session:
         session.query(Intake).delete()
         session.commit()
-    assert measure(app.state.engine, now=now).oldest_queued_age_sec == 20  # the overdue window
-    with app.state.sessions() as session:
+    assert measure(engine, now=now).oldest_queued_age_sec == 20  # the overdue window
+    with sessions() as session:
         session.query(Outbox).delete()
         session.commit()
-    assert measure(app.state.engine, now=now).oldest_queued_age_sec == 10  # the due batch
+    assert measure(engine, now=now).oldest_queued_age_sec == 10  # the due batch
 
 
 def test_healthz_details_are_cached_for_a_couple_of_seconds(app: FastAPI, client: TestClient) -> None:
@@ -137,9 +156,6 @@ def test_metrics_show_the_liveness_gauges_and_count_and_time_event_requests(
 
 
 def test_two_apps_in_one_process_keep_their_own_metrics(app: FastAPI, client: TestClient, tmp_path: Path) -> None:
-    from actionhooks.api.app import create_app
-    from actionhooks.settings import Settings
-
     other = create_app(Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'other.db'}", DATA_DIR=str(tmp_path)))
     client.post("/api/v1/events", json=[], headers={"Authorization": "Bearer nope"})
     with TestClient(other) as other_client:
