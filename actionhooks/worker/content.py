@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from actionhooks.settings import Settings
 from actionhooks.storage.tables import Content
 
-# Send ids per SELECT ... IN (...): well under SQLite's and PostgreSQL's bound-parameter limits.
+# Rows per INSERT and send ids per SELECT ... IN (...): a request of 10,000 sends would otherwise pass
+# SQLite's usual limit of 32,766 bound parameters (4 per stored row).
+STORE_CHUNK = 1000
 LOAD_CHUNK = 1000
 # Rows per cleanup transaction: short enough that a router waiting on the SQLite write lock barely notices.
 EXPIRE_CHUNK = 1000
@@ -35,14 +37,12 @@ def remember(session: Session, account_id: int, events: list[dict[str, Any]], no
     A later event carrying content for the same send replaces it (and restarts its retention).
     """
     carried = {sid: e["content"] for e in events if isinstance(e.get("content"), dict) and (sid := _send_id(e))}
-    if carried:
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(Content).values(
-            [
-                {"account_id": account_id, "send_message_id": sid, "content": c, "stored_at": now}
-                for sid, c in carried.items()
-            ]
-        )
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    rows = [
+        {"account_id": account_id, "send_message_id": sid, "content": c, "stored_at": now} for sid, c in carried.items()
+    ]
+    for start in range(0, len(rows), STORE_CHUNK):
+        stmt = dialect.insert(Content).values(rows[start : start + STORE_CHUNK])
         stmt = stmt.on_conflict_do_update(
             index_elements=[Content.account_id, Content.send_message_id],
             set_={"content": stmt.excluded.content, "stored_at": stmt.excluded.stored_at},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -219,3 +220,17 @@ def test_expire_deletes_only_expired_content_in_bounded_chunks(
     assert sorted(left) == [(23, f"fresh-{i}") for i in range(3)]
     with sessions() as session:
         assert content.expire(session, now, settings, chunk=7) == 0
+
+
+def test_a_request_of_ten_thousand_sends_is_stored_within_sqlites_usual_parameter_limit(tmp_path: Path) -> None:
+    # Debian's SQLite allows 250,000 bound parameters; the upstream default (macOS, Windows builds) is 32,766
+    engine = make_engine(f"sqlite:///{tmp_path / 'limited.db'}")
+    event.listen(engine, "connect", lambda conn, _record: conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766))
+    upgrade(engine)
+    sessions = session_factory(engine)
+    try:
+        store(sessions, 23, [sent(f"send-{i}", {"text": "hi"}) for i in range(10_000)], time.time())
+        with sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Content)) == 10_000
+    finally:
+        engine.dispose()
