@@ -7,8 +7,9 @@ is never attached, even before the scheduler has deleted it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,6 +24,8 @@ STORE_CHUNK = 1000
 LOAD_CHUNK = 1000
 # Rows per cleanup transaction: short enough that a router waiting on the SQLite write lock barely notices.
 EXPIRE_CHUNK = 1000
+# Longest one cleanup run deletes before it lets the scheduler tick on (it resumes on the next tick).
+EXPIRE_BUDGET_SEC = 1.0
 
 
 def _send_id(event: dict[str, Any]) -> str | None:
@@ -89,16 +92,28 @@ class Attacher:
             delivered["content"] = content
 
 
-def expire(session: Session, now: float, settings: Settings, chunk: int = EXPIRE_CHUNK) -> int:
-    """Delete content past its retention, `chunk` rows per transaction so delivery never waits long."""
+class Expired(NamedTuple):
+    removed: int
+    finished: bool  # False: expired content is left because the time budget ran out
+
+
+def expire(
+    session: Session, now: float, settings: Settings, chunk: int = EXPIRE_CHUNK, budget_sec: float = EXPIRE_BUDGET_SEC
+) -> Expired:
+    """Delete content past its retention, `chunk` rows per transaction so delivery never waits long.
+
+    Stops after `budget_sec` (at least one chunk) so a large backlog does not hold up the scheduler's
+    retries and batch windows; the caller continues on its next tick.
+    """
     cutoff = now - settings.HOOK_CONTENT_CLEANUP_HOURS * 3600
+    deadline = time.monotonic() + budget_sec
     removed = 0
     while True:
         keys = session.execute(
             select(Content.account_id, Content.send_message_id).where(Content.stored_at < cutoff).limit(chunk)
         ).all()
         if not keys:
-            return removed
+            return Expired(removed, finished=True)
         # stored_at again: a send whose content was replaced since the select keeps it.
         session.execute(
             delete(Content).where(
@@ -107,3 +122,5 @@ def expire(session: Session, now: float, settings: Settings, chunk: int = EXPIRE
         )
         session.commit()
         removed += len(keys)
+        if time.monotonic() >= deadline:
+            return Expired(removed, finished=len(keys) < chunk)

@@ -68,12 +68,14 @@ class Scheduler:
 
     def cleanup(self, now: float) -> None:
         with self.sessions() as session:
-            removed = content.expire(session, now, self.settings)
+            expired = content.expire(session, now, self.settings)
             session.execute(delete(SeenEvent).where(SeenEvent.seen_at < now - self.settings.EVENT_DEDUP_HOURS * 3600))
             session.commit()
             self._prune_attempts(session)
-        if removed:
-            log.info("expired %d stored message contents", removed)
+        if expired.removed:
+            log.info("expired %d stored message contents", expired.removed)
+        if not expired.finished:  # a backlog: go on next tick, between the triggers
+            self._cleaned_at = now - self.settings.CLEANUP_EVERY_SEC
         self._sent = {k: t for k, t in self._sent.items() if now - t < 60}
 
     def _prune_attempts(self, session: Session) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 import uuid
@@ -18,7 +19,7 @@ from actionhooks.settings import Settings
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Content
-from actionhooks.worker import content
+from actionhooks.worker import content, scheduler
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 HOUR = 3600.0
@@ -211,15 +212,32 @@ def test_expire_deletes_only_expired_content_in_bounded_chunks(
     deletes_before = statements.count("DELETE")
 
     with sessions() as session:
-        removed = content.expire(session, now, settings, chunk=7)
+        expired = content.expire(session, now, settings, chunk=7)
 
-    assert removed == 30
+    assert expired == content.Expired(removed=30, finished=True)
     assert statements.count("DELETE") - deletes_before == 5  # 30 rows, at most 7 per transaction
     with sessions() as session:
         left = session.execute(select(Content.account_id, Content.send_message_id)).all()
     assert sorted(left) == [(23, f"fresh-{i}") for i in range(3)]
     with sessions() as session:
-        assert content.expire(session, now, settings, chunk=7) == 0
+        assert content.expire(session, now, settings, chunk=7) == content.Expired(removed=0, finished=True)
+
+
+def test_expire_stops_at_its_time_budget_and_the_next_run_goes_on(sessions: sessionmaker[Session]) -> None:
+    settings = Settings(HOOK_CONTENT_CLEANUP_HOURS=1)
+    now = time.time()
+    store(sessions, 23, [sent(f"old-{i}", EMAIL) for i in range(12)], now - 2 * HOUR)
+
+    with sessions() as session:
+        first = content.expire(session, now, settings, chunk=5, budget_sec=0)
+        second = content.expire(session, now, settings, chunk=5, budget_sec=0)
+        third = content.expire(session, now, settings, chunk=5, budget_sec=0)
+
+    assert [first, second, third] == [
+        content.Expired(removed=5, finished=False),
+        content.Expired(removed=5, finished=False),
+        content.Expired(removed=2, finished=True),
+    ]
 
 
 def test_a_request_of_ten_thousand_sends_is_stored_within_sqlites_usual_parameter_limit(tmp_path: Path) -> None:
@@ -234,3 +252,33 @@ def test_a_request_of_ten_thousand_sends_is_stored_within_sqlites_usual_paramete
             assert session.scalar(select(func.count()).select_from(Content)) == 10_000
     finally:
         engine.dispose()
+
+
+class NoTriggers:
+    """The scheduler's trigger sender, with no broker: these tests look only at its cleanup."""
+
+    def route(self, account_id: int) -> None: ...
+
+    def drain(self, hook_id: int, countdown: float | None = None) -> None: ...
+
+
+def test_the_scheduler_goes_on_with_a_cleanup_backlog_on_its_next_ticks_not_a_cleanup_period_later(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(HOOK_CONTENT_CLEANUP_HOURS=1, CLEANUP_EVERY_SEC=3600)
+    now = time.time()
+    store(sessions, 23, [sent(f"old-{i}", EMAIL) for i in range(12)], now - 2 * HOUR)
+    # each cleanup run may delete one chunk of 5 before its budget is spent
+    monkeypatch.setattr(scheduler.content, "expire", functools.partial(content.expire, chunk=5, budget_sec=0))
+    ticker = scheduler.Scheduler(settings, sessions, NoTriggers())  # type: ignore[arg-type]
+
+    def left() -> int:
+        with sessions() as session:
+            return session.scalar(select(func.count()).select_from(Content)) or 0
+
+    counts = []
+    for tick in range(4):
+        ticker.tick(now + tick * settings.SCHEDULER_TICK_SEC)
+        counts.append(left())
+
+    assert counts == [7, 2, 0, 0]
