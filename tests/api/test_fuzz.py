@@ -26,23 +26,32 @@ from actionhooks.api.app import create_app
 from actionhooks.settings import Settings
 from actionhooks.storage.tables import Base, Hook
 from actionhooks.tokens import create_token
+from tests.support.engine import postgres_database
 
 # POST /hooks/{id}/test really sends: it is fuzzed only against a hook whose target the SSRF guard refuses.
 TEST_SEND = "POST /api/v1/hooks/{id}/test"
 # Errors not about one input: an unknown route or method (a generated path parameter may contain "/").
 ROUTE_ERRORS = {"Not Found", "Method Not Allowed"}
-EXAMPLES = {"admin": 15, "ingest": 5, "generated": 8}
+EXAMPLES = {"admin": 15, "ingest": 5, "generated": 8, "admin on postgresql": 8}
+
+
+def _fuzzed(url: str, folder: Path) -> Iterator[tuple[FastAPI, schemathesis.BaseSchema]]:
+    app = create_app(Settings(DATABASE_URL=url, DATA_DIR=str(folder), BROKER_URL="memory://"))
+    yield app, schemathesis.openapi.from_asgi("/openapi.json", app)
+    app.state.engine.dispose()
 
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, schemathesis.BaseSchema]]:
     folder: Path = tmp_path_factory.mktemp("fuzz")
-    settings_ = Settings(
-        DATABASE_URL=f"sqlite:///{folder / 'api.db'}", DATA_DIR=str(folder), BROKER_URL="memory://"
-    )
-    app = create_app(settings_)
-    yield app, schemathesis.openapi.from_asgi("/openapi.json", app)
-    app.state.engine.dispose()
+    yield from _fuzzed(f"sqlite:///{folder / 'api.db'}", folder)
+
+
+@pytest.fixture
+def fuzzed_postgresql(tmp_path: Path) -> Iterator[tuple[FastAPI, schemathesis.BaseSchema]]:
+    """PostgreSQL refuses what SQLite stores (NUL in text): storage-specific crashes show only here."""
+    with postgres_database("actionhooks_fuzz") as url:
+        yield from _fuzzed(url, tmp_path)
 
 
 def fingerprint(app: FastAPI) -> tuple[int, ...]:
@@ -105,6 +114,16 @@ def caller(app: FastAPI, authorization: str | None) -> Callable[[Case], tuple[in
 def test_no_generated_request_crashes_the_api_and_every_rejection_names_its_field_and_stores_nothing(
     fuzzed: tuple[FastAPI, schemathesis.BaseSchema], who: str
 ) -> None:
+    fuzz_every_operation(fuzzed, who, EXAMPLES[who])
+
+
+def test_no_generated_admin_request_crashes_the_api_on_postgresql_either(
+    fuzzed_postgresql: tuple[FastAPI, schemathesis.BaseSchema],
+) -> None:
+    fuzz_every_operation(fuzzed_postgresql, "admin", EXAMPLES["admin on postgresql"])
+
+
+def fuzz_every_operation(fuzzed: tuple[FastAPI, schemathesis.BaseSchema], who: str, examples: int) -> None:
     app, schema = fuzzed
     authorization = None if who == "generated" else f"Bearer {create_token(app.state.sessions, 1, who)}"
     call = caller(app, authorization)
@@ -123,7 +142,7 @@ def test_no_generated_request_crashes_the_api_and_every_rejection_names_its_fiel
                 if who == "ingest" and case.path.startswith("/api/v1") and case.path != "/api/v1/events":
                     assert status >= 400, f"an ingest token reached {case.method} {case.formatted_path}"
 
-            fuzz(operation.as_strategy(generation_mode=mode), call, EXAMPLES[who], stored_nothing_when_rejected)
+            fuzz(operation.as_strategy(generation_mode=mode), call, examples, stored_nothing_when_rejected)
 
 
 def test_fuzzed_test_sends_never_crash_and_never_pass_the_ssrf_guard(
