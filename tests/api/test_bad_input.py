@@ -301,3 +301,19 @@ def test_unicode_in_events_is_kept_exactly_as_captured(app: FastAPI, client: Tes
     with app.state.sessions() as session:
         stored = orjson.loads(session.scalars(select(Intake.events)).one())
     assert {k: v for k, v in stored[0].items() if k != "event_id"} == odd
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [b"Bearer \xff\xfe", "Bearer тест".encode(), b"Bearer a\x00b", b"Bearer " + b"a" * 100_000, b"Basic dTpw"],
+    ids=["latin1-bytes", "utf8-bytes", "nul", "100-kb-token", "basic-scheme"],
+)
+def test_an_undecodable_or_absurd_authorization_header_is_401_naming_it_and_stores_nothing(
+    app: FastAPI, client: TestClient, authorization: bytes
+) -> None:
+    before = row_counts(app)
+    for method, path in (("GET", "/api/v1/hooks"), ("POST", "/api/v1/events")):
+        response = client.request(method, path, content=orjson.dumps([event(1)]),
+                                  headers=[(b"authorization", authorization), (b"content-type", b"application/json")])
+        assert_names(response, 401, ["header", "Authorization"])
+    assert row_counts(app) == before
