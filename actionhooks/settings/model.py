@@ -40,6 +40,13 @@ class Settings(BaseModel):
     BROKER_URL: str = Field(
         "", description="Celery broker URL; empty = the embedded durable broker (SQLite file under DATA_DIR)."
     )
+    BROKER_QUEUE: str = Field(
+        "actionhooks",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Celery queue the roles share; engines sharing one broker need different names.",
+    )
     DATA_DIR: str = Field("data", min_length=1, description="Folder for the embedded database and broker files.")
     API_HOST: str = Field("127.0.0.1", min_length=1, description="API listen address.")
     API_PORT: int = Field(8080, ge=0, le=65535, description="API listen port (0 = any free port).")

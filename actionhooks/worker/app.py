@@ -31,7 +31,7 @@ def make_celery(settings: Settings) -> Celery:
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
-        "task_default_queue": "actionhooks",
+        "task_default_queue": settings.BROKER_QUEUE,
     }
     if settings.embedded_broker:
         conf["broker_polling_interval"] = 0.05

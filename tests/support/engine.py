@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -24,9 +25,8 @@ import redis
 
 T = TypeVar("T")
 
-REDIS_URL = "redis://127.0.0.1:6379"
+REDIS_URL = "redis://127.0.0.1:6379/9"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-_redis_db_counter = iter(range(1, 16))
 
 
 def free_port() -> int:
@@ -49,13 +49,9 @@ def poll(check: Callable[[], T | None], what: str, timeout: float = 20.0, every:
 
 
 def redis_broker() -> str:
-    """A Redis database number of its own for one engine (flushed), so tests never see each other's tasks."""
-    try:
-        db = next(_redis_db_counter)
-    except StopIteration:  # more engines than databases in one run: reuse from the top, flushed
-        db = 1
-    redis.Redis.from_url(f"{REDIS_URL}/{db}").flushdb()
-    return f"{REDIS_URL}/{db}"
+    """The shared Redis as broker; each Engine gets a queue of its own (BROKER_QUEUE), so engines of
+    concurrent test runs never take each other's tasks."""
+    return REDIS_URL
 
 
 @contextmanager
@@ -89,6 +85,7 @@ class Engine:
             "WORKER_CONCURRENCY": 4,
             "SCHEDULER_TICK_SEC": 0.2,
             "LOG_LEVEL": "INFO",
+            "BROKER_QUEUE": f"ah-test-{uuid.uuid4().hex[:12]}",
         }
         config.update(overrides)
         self.config = config
@@ -149,15 +146,34 @@ class Engine:
     def stop(self) -> None:
         for role in list(self.procs):
             self.kill(role, signal.SIGTERM)
+        broker = str(self.config.get("BROKER_URL", ""))
+        if broker.startswith("redis://"):
+            queue = self.config["BROKER_QUEUE"]
+            client = redis.Redis.from_url(broker)
+            client.delete(queue, *client.keys(f"_kombu.binding.{queue}*"))
 
     # API -----------------------------------------------------------------------------------
     def token(self, account_id: int = 23, scope: str = "admin") -> str:
         key = (account_id, scope)
         if key not in self._tokens:
             out = subprocess.run(
-                [sys.executable, "-m", "actionhooks", "--config", str(self.config_path), "token", "create",
-                 "--account", str(account_id), "--scope", scope],
-                cwd=self.folder, capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "actionhooks",
+                    "--config",
+                    str(self.config_path),
+                    "token",
+                    "create",
+                    "--account",
+                    str(account_id),
+                    "--scope",
+                    scope,
+                ],
+                cwd=self.folder,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             self._tokens[key] = out.stdout.strip().splitlines()[-1]
         return self._tokens[key]
@@ -189,8 +205,13 @@ def event(n: int = 0, **fields: Any) -> dict[str, Any]:
         "list_id": 111,
         "profile_id": f"profile-{n}",
         "is_test": False,
-        "event_data": {"campaign_id": 973, "message_id": 17, "segment_id": 0, "resource_id": 3,
-                       "send_message_id": f"send-{n}"},
+        "event_data": {
+            "campaign_id": 973,
+            "message_id": 17,
+            "segment_id": 0,
+            "resource_id": 3,
+            "send_message_id": f"send-{n}",
+        },
     }
     base.update(fields)
     return base

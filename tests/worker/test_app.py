@@ -1,0 +1,31 @@
+"""The Celery app is built from Settings: triggers go to the engine's own queue, with late acks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from actionhooks.settings import Settings
+from actionhooks.worker.app import make_celery
+
+
+def test_the_app_uses_the_configured_queue_and_acknowledges_late(tmp_path: Path) -> None:
+    app = make_celery(Settings(BROKER_URL="redis://127.0.0.1:6379/9", BROKER_QUEUE="tenant-a", DATA_DIR=str(tmp_path)))
+    assert app.conf.task_default_queue == "tenant-a"
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_the_embedded_broker_is_a_durable_file_under_data_dir(tmp_path: Path) -> None:
+    app = make_celery(Settings(DATA_DIR=str(tmp_path)))
+    assert app.conf.broker_url == f"sqla+sqlite:///{tmp_path.resolve() / 'broker.sqlite'}"
+
+
+@pytest.mark.parametrize("name", ["", "has space", "a/b"])
+def test_a_queue_name_brokers_would_mangle_is_refused(name: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(BROKER_QUEUE=name)
+    assert caught.value.errors()[0]["loc"] == ("BROKER_QUEUE",)
