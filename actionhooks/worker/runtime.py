@@ -16,12 +16,13 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks.delivery import make_transport
 from actionhooks.delivery.retry import RetryPolicy
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.worker.hook_cache import HookCache
-from actionhooks.worker.transports import TransportCache
+from actionhooks.worker.transports import TransportCache, TransportFactory
 from actionhooks.worker.triggers import Triggers
 
 HTTP_SEND_THREADS = 4
@@ -31,12 +32,18 @@ log = logging.getLogger(__name__)
 
 
 class Runtime:
-    def __init__(self, settings: Settings, celery: Celery, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        celery: Celery,
+        engine: Engine | None = None,
+        transport_factory: TransportFactory = make_transport,
+    ) -> None:
         self.settings = settings
         self.engine = engine or engine_from_settings(settings)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.triggers = Triggers(celery)
-        self.transports = TransportCache(settings)
+        self.transports = TransportCache(settings, transport_factory)
         self.hooks = HookCache(settings, on_change=self.transports.drop)
         self.policy = RetryPolicy.from_settings(settings)
         self._executor: ThreadPoolExecutor | None = None

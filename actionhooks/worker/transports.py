@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from actionhooks.delivery import Transport, make_transport
@@ -16,10 +17,15 @@ from actionhooks.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# How a transport is made for a hook's delivery config: the registry's make_transport, or, in the
+# worker's own tests, one that hands out the shipped StubTransport.
+TransportFactory = Callable[[Any, Settings], Transport[Any]]
+
 
 class TransportCache:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, factory: TransportFactory = make_transport) -> None:
         self.settings = settings
+        self._factory = factory
         self._entries: dict[int, tuple[int, Transport[Any]]] = {}
         self._lock = threading.Lock()
 
@@ -30,7 +36,7 @@ class TransportCache:
                 return entry[1]
             if entry is not None:
                 self._close(entry[1])
-            transport = make_transport(hook.delivery, self.settings)
+            transport = self._factory(hook.delivery, self.settings)
             self._entries[hook.id] = (hook.version, transport)
             return transport
 
