@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.base import Batch, Receipt, Transport, attempt
 from actionhooks.settings import Settings
 
 REGISTRY: dict[str, str] = {
@@ -32,4 +32,4 @@ def make_transport(config: Any, settings: Settings) -> Transport[Any]:
     return transport_class(config.type)(config, settings)
 
 
-__all__ = ["REGISTRY", "Batch", "Receipt", "Transport", "make_transport", "transport_class"]
+__all__ = ["REGISTRY", "Batch", "Receipt", "Transport", "attempt", "make_transport", "transport_class"]

@@ -16,13 +16,17 @@ POST /hooks/{id}/test calls the same `send` with no policy at all.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from actionhooks.errors import DeliveryError, TargetUnreachable
 from actionhooks.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -71,3 +75,15 @@ class Transport(Generic[ConfigT]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def attempt(transport: Transport[Any], batch: Batch) -> Receipt:
+    """`transport.send(batch)`, where an exception the transport failed to translate becomes a
+    retryable TargetUnreachable: a transport bug may cost a retry, never a lost batch or a 500."""
+    try:
+        return transport.send(batch)
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        log.exception("transport %s raised an untranslated error", type(transport).__name__)
+        raise TargetUnreachable(f"unexpected {type(exc).__name__}: {exc}") from exc

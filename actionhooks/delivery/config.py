@@ -63,7 +63,7 @@ class NoAuth(_Strict):
 
 class BasicAuth(_Strict):
     type: Literal["basic"]
-    username: str = Field(min_length=1, max_length=500)
+    username: str = Field(min_length=1, max_length=500, pattern=r"^[^:]*$", description="no ':' (RFC 7617)")
     password: str = Field(max_length=500)
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
 

@@ -12,7 +12,6 @@ Phases (after outpost):
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,8 @@ import orjson
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from actionhooks.delivery import Batch, Receipt
-from actionhooks.errors import DeliveryError, TargetUnreachable
+from actionhooks.delivery import Batch, Receipt, attempt
+from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker import shutdown
@@ -30,8 +29,6 @@ from actionhooks.worker.batching import form_batches
 
 if TYPE_CHECKING:
     from actionhooks.worker.runtime import Runtime
-
-log = logging.getLogger(__name__)
 
 DRAIN_TIME_BUDGET_SEC = 10.0
 ERROR_TEXT_LIMIT = 2000
@@ -148,19 +145,16 @@ def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> None:
 def run_attempts(rt: Runtime, hook: CompiledHook, claimed: list[Claimed], parallel: int) -> list[Outcome]:
     transport = rt.transports.get(hook)
 
-    def attempt(c: Claimed) -> Outcome:
+    def one(c: Claimed) -> Outcome:
         batch = Batch(hook_id=hook.id, batch_id=c.delivery_id, attempt=c.attempt, events=c.events)
         try:
-            return Outcome(c, transport.send(batch), None)
+            return Outcome(c, attempt(transport, batch), None)
         except DeliveryError as exc:
             return Outcome(c, None, exc)
-        except Exception as exc:  # a transport bug must not lose the batch: treat as a retryable failure
-            log.exception("transport %s raised an unexpected error", type(transport).__name__)
-            return Outcome(c, None, TargetUnreachable(f"unexpected {type(exc).__name__}: {exc}"))
 
     if parallel <= 1 or len(claimed) == 1:
-        return [attempt(c) for c in claimed]
-    return list(rt.executor(parallel).map(attempt, claimed))
+        return [one(c) for c in claimed]
+    return list(rt.executor(parallel).map(one, claimed))
 
 
 def record(session: Session, rt: Runtime, hook: CompiledHook, outcomes: list[Outcome]) -> None:

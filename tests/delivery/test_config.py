@@ -57,3 +57,10 @@ def test_defaults_follow_the_contract() -> None:
     assert (exchange.exchange_type, exchange.durable, exchange.auto_delete) == ("direct", True, False)
     kafka = ADAPTER.validate_python({"type": "kafka", "bootstrap_servers": "k:9092", "topic": "t"})
     assert (kafka.key, kafka.security_protocol) == ("{{profile_id}}", "PLAINTEXT")
+
+
+def test_a_basic_auth_username_with_a_colon_is_refused() -> None:
+    errors = _errors(
+        {"type": "http", "url": "https://example.org/", "auth": {"type": "basic", "username": "a:b", "password": "p"}}
+    )
+    assert errors[0][0] == ("http", "auth", "basic", "username")

@@ -158,3 +158,13 @@ def test_a_payload_that_can_never_be_sent_is_failed_at_once(rt: Runtime, stub: S
     assert delivery is not None
     assert (delivery.status, delivery.attempts) == ("failed", 1)
     assert orjson.loads(delivery.events) == [{"n": 1}]
+
+
+def test_a_transport_bug_costs_a_retry_not_the_batch(rt: Runtime, stub: StubTransport) -> None:
+    hook_id, batch_id = _batch_of(rt, [{"n": 1}])
+    stub.fail_next(1, ZeroDivisionError("bug"))  # type: ignore[arg-type]
+    drain_hook(rt, hook_id)
+    delivery = _delivery(rt, batch_id)
+    assert delivery is not None
+    assert delivery.status == "pending"
+    assert "unexpected ZeroDivisionError" in (delivery.last_error or "")

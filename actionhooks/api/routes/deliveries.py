@@ -16,7 +16,7 @@ from sqlalchemy import select
 from actionhooks.api.auth import Principal, admin_principal
 from actionhooks.api.pipeline import load_hook, triggers_of
 from actionhooks.api.routes.hooks import HookId
-from actionhooks.delivery import Batch, make_transport
+from actionhooks.delivery import Batch, attempt, make_transport
 from actionhooks.errors import DeliveryError, HookValidationError, TemplateError
 from actionhooks.events import parse_events
 from actionhooks.storage.tables import Attempt, Delivery
@@ -116,7 +116,7 @@ def send_test(
     started = time.perf_counter()
     with make_transport(hook.delivery, settings) as transport:
         try:
-            receipt = transport.send(batch)
+            receipt = attempt(transport, batch)
         except DeliveryError as exc:
             return TestResult(
                 ok=False,
