@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from actionhooks.worker.runtime import Runtime
 
 DRAIN_TIME_BUDGET_SEC = 10.0
+# Batches each sending thread gets per claim round: the round's claim and record statements are
+# shared by all of them, so two per thread halve that bookkeeping per event (measured in the commit).
+SENDS_PER_THREAD = 2
 ERROR_TEXT_LIMIT = 2000
 
 
@@ -50,9 +53,10 @@ class Outcome:
 
 
 def lease_seconds(rt: Runtime, hook: CompiledHook) -> float:
-    """How long a claimed batch stays hidden: longer than any one attempt can take."""
+    """How long a claimed batch stays hidden: longer than the attempts one sending thread makes in a
+    round (SENDS_PER_THREAD, one after the other) can take."""
     per_request = rt.settings.HOOK_HTTP_TIMEOUT_SEC
-    return per_request * 2 + 5
+    return per_request * 2 * SENDS_PER_THREAD + 5
 
 
 def drain_hook(rt: Runtime, hook_id: int) -> int:
@@ -69,7 +73,7 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
     parallel = rt.send_parallelism(hook)
     while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
-            claimed = claim_due(session, rt, hook, limit=parallel)
+            claimed = claim_due(session, rt, hook, limit=parallel * SENDS_PER_THREAD)
             session.commit()
         if not claimed:
             return attempts
