@@ -1,11 +1,19 @@
-"""Fixtures every test directory may use; directory-specific ones live in that directory's conftest.py."""
+"""Fixtures every test directory may use (a receiver; migrated SQLite and PostgreSQL databases);
+directory-specific ones live in that directory's conftest.py."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy import Engine, MetaData
+from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks.storage.db import make_engine, session_factory
+from actionhooks.storage.migrate import upgrade
 from tests.support.receiver import Receiver
 
 
@@ -17,3 +25,48 @@ def receiver() -> Iterator[Receiver]:
         yield server
     finally:
         server.close()
+
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database created for this test session on the local PostgreSQL, dropped at the end."""
+    name = f"actionhooks_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated database: a new SQLite file, or the session's PostgreSQL database emptied."""
+    if request.param == "sqlite":
+        sqlite = make_engine(f"sqlite:///{tmp_path / 'actionhooks.db'}")
+        upgrade(sqlite)
+        yield sqlite
+        sqlite.dispose()
+        return
+    pg: Engine = request.getfixturevalue("postgres_engine")
+    yield pg
+    tables = MetaData()
+    tables.reflect(pg)
+    names = ", ".join(f'"{t.name}"' for t in tables.sorted_tables if t.name != "alembic_version")
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)

@@ -167,15 +167,6 @@ def test_two_apps_in_one_process_keep_their_own_metrics(app: FastAPI, client: Te
 # --- end to end: a stopped worker is visible ------------------------------------------------------------
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def _details(engine: Engine) -> dict[str, Any]:
     details: dict[str, Any] = httpx.get(f"{engine.base_url}/healthz", timeout=5).json()["details"]
     return details

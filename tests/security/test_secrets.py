@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +72,6 @@ def test_no_response_of_any_hook_endpoint_shows_a_secret(client: TestClient, own
         ]
     assert "***" in seen[0]
     assert leaked("\n".join(seen), secrets) == []
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.mark.slow

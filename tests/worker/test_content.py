@@ -46,15 +46,6 @@ def engine(shared_engine: Engine) -> Iterator[Engine]:
                 api.delete(f"/hooks/{hook['id']}").raise_for_status()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def content_hook(url: str, include_content: bool, name: str = "content hook") -> dict[str, Any]:
     """A hook for the whole life of an email send, delivering each routed event at once."""
     hook = http_hook(url, batch_timeout_sec=0)

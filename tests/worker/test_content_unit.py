@@ -5,14 +5,12 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy import Engine, MetaData, event, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.settings import Settings
@@ -21,46 +19,8 @@ from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Content
 from actionhooks.worker import content, scheduler
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 HOUR = 3600.0
 EMAIL = {"subject": "Spring sale", "html": "<p>hello</p>", "text": "hello"}
-
-
-@pytest.fixture(scope="module")
-def postgres_engine() -> Iterator[Engine]:
-    name = f"actionhooks_content_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'content.db'}")
-        upgrade(engine)
-        yield engine
-        engine.dispose()
-        return
-    pg: Engine = request.getfixturevalue("postgres_engine")
-    yield pg
-    tables = MetaData()
-    tables.reflect(pg)
-    names = ", ".join(f'"{t.name}"' for t in tables.sorted_tables if t.name != "alembic_version")
-    with pg.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-
-
-@pytest.fixture
-def sessions(db: Engine) -> sessionmaker[Session]:
-    return session_factory(db)
 
 
 class Statements:
@@ -82,8 +42,8 @@ class Statements:
 
 
 @pytest.fixture
-def statements(db: Engine) -> Iterator[Statements]:
-    counter = Statements(db)
+def statements(engine: Engine) -> Iterator[Statements]:
+    counter = Statements(engine)
     yield counter
     counter.close()
 
