@@ -120,6 +120,23 @@ def _route_events(
     return to_trigger
 
 
+def custom_data_for(
+    hook: CompiledHook,
+    event: dict[str, Any],
+    profiles: dict[tuple[int, str], dict[str, Any]],
+    catalog: DictCatalog,
+) -> dict[str, Any]:
+    """The custom_data `hook` delivers with `event` (its profile fields, then the event's own custom_data or
+    the hook's rendered values); raises TemplateError. Shared by routing and test sending."""
+    return build_custom_data(
+        event,
+        profile_fields=list(hook.profile_fields),
+        profile=profiles.get((event.get("list_id"), event.get("profile_id"))),  # type: ignore[arg-type]
+        values=hook.values,
+        catalog=catalog,
+    )
+
+
 def _render(
     hook: CompiledHook,
     events: list[dict[str, Any]],
@@ -141,15 +158,8 @@ def _render(
         else:
             delivered = event
         if shaped_custom_data:
-            profile = profiles.get((event.get("list_id"), event.get("profile_id")))  # type: ignore[arg-type]
             try:
-                delivered["custom_data"] = build_custom_data(
-                    event,
-                    profile_fields=list(hook.profile_fields),
-                    profile=profile,
-                    values=hook.values,
-                    catalog=catalog,
-                )
+                delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog)
             except TemplateError as exc:
                 failed.append(delivered)
                 errors.append(str(exc))

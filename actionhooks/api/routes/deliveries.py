@@ -20,9 +20,10 @@ from actionhooks.delivery import Batch, attempt, make_transport
 from actionhooks.errors import DeliveryError, HookValidationError, TemplateError
 from actionhooks.events import parse_events
 from actionhooks.storage.tables import Attempt, Delivery
-from actionhooks.templating import DictCatalog, build_custom_data
+from actionhooks.templating import DictCatalog
 from actionhooks.worker.deliver import replay
 from actionhooks.worker.lookups import load_catalog, load_profiles
+from actionhooks.worker.route import custom_data_for
 
 router = APIRouter(tags=["delivery"])
 
@@ -101,13 +102,7 @@ def send_test(
     delivered = {k: v for k, v in event.items() if k != "content"}
     try:
         if hook.profile_fields or hook.values:
-            delivered["custom_data"] = build_custom_data(
-                event,
-                profile_fields=list(hook.profile_fields),
-                profile=profiles.get((event.get("list_id"), event.get("profile_id"))),  # type: ignore[arg-type]
-                values=hook.values,
-                catalog=catalog,
-            )
+            delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog)
     except TemplateError as exc:
         return TestResult(
             ok=False, status_code=None, error=f"rendering failed: {exc}", latency_ms=None, payload=[delivered]
