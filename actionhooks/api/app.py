@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actionhooks import __version__
+from actionhooks import __version__, console
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
 from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles
@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.include_router(health.router)
     for module in (hooks, catalog, profiles, events, deliveries):
         app.include_router(module.router, prefix=API_PREFIX)
+    console.mount(app)
     return app
 
 
