@@ -82,6 +82,16 @@ class FormField:
         return "f-" + self.name.replace(".", "-").replace("_", "-")
 
 
+_WORDS = {"url": "URL", "tls": "TLS", "sasl": "SASL", "sec": "(seconds)", "vhost": "Virtual host", "regex": "regex"}
+
+
+def _label(name: str) -> str:
+    """A field's visible label: "batch_timeout_sec" -> "Batch timeout (seconds)", "url" -> "URL"."""
+    words = [_WORDS.get(word, word) for word in name.split("_")]
+    text = " ".join(words)
+    return text[0].upper() + text[1:]
+
+
 def _literal_choices(annotation: Any) -> tuple[str, ...] | None:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is Literal:
@@ -101,7 +111,7 @@ def _fields_of(model: type[BaseModel], prefix: str) -> list[FormField]:
         if name in ("type", "auth"):
             continue
         annotation = info.annotation
-        label = name.replace("_", " ").capitalize()
+        label = _label(name)
         placeholder = "" if info.default is None or info.default_factory else str(info.default)
         help_text = info.description or ""
         choices = _literal_choices(annotation)
