@@ -13,8 +13,9 @@ from actionhooks.storage.activity import Activity
 
 __all__ = ["Bar", "Chart", "chart"]
 
-WIDTH, HEIGHT = 720, 180
-LEFT, BOTTOM, TOP = 44, 22, 10
+WIDTH, HEIGHT = 1000, 200
+LEFT, BOTTOM, TOP = 48, 22, 10
+TICKS = 4  # horizontal grid lines above zero
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,14 @@ class Chart:
     summary: str
 
 
-def _nice_max(peak: int) -> int:
-    """The smallest 1/2/5 x 10^n at or above `peak` (at least 5), so axis labels are round numbers."""
-    top, step = 5, 1
-    while top < peak:
+def _nice_step(peak: int) -> int:
+    """The smallest 1/2/5 x 10^n step whose TICKS steps reach `peak`, so axis labels are round numbers."""
+    magnitude = 1
+    while True:
         for factor in (1, 2, 5):
-            top = factor * step * 10
-            if top >= peak:
-                break
-        step *= 10
-    return top
+            if factor * magnitude * TICKS >= peak:
+                return factor * magnitude
+        magnitude *= 10
 
 
 def chart(data: Activity) -> Chart:
@@ -59,7 +58,8 @@ def chart(data: Activity) -> Chart:
     plot_w = WIDTH - LEFT - 8
     plot_h = HEIGHT - BOTTOM - TOP
     bottom = TOP + plot_h
-    top_value = _nice_max(max((d + f for d, f in zip(data.delivered, data.failed, strict=True)), default=0))
+    step = _nice_step(max((d + f for d, f in zip(data.delivered, data.failed, strict=True)), default=0))
+    top_value = step * TICKS
     slot = plot_w / max(minutes, 1)
     bars = []
     for i, (ok, bad) in enumerate(zip(data.delivered, data.failed, strict=True)):
@@ -68,8 +68,8 @@ def chart(data: Activity) -> Chart:
         when = datetime.fromtimestamp(data.start + 60 * i, UTC).strftime("%H:%M")
         bars.append(
             Bar(
-                x=round(LEFT + i * slot + 1, 2),
-                width=round(max(slot - 2, 1), 2),
+                x=round(LEFT + i * slot + slot * 0.15, 2),
+                width=round(max(slot * 0.7, 1), 2),
                 delivered_y=round(bottom - ok_h, 2),
                 delivered_h=round(ok_h, 2),
                 failed_y=round(bottom - ok_h - bad_h, 2),
@@ -77,7 +77,7 @@ def chart(data: Activity) -> Chart:
                 title=f"{when} UTC: {ok} delivered, {bad} failed",
             )
         )
-    y_ticks = [(round(bottom - plot_h * k / 4, 2), f"{top_value * k // 4:,}") for k in range(5)]
+    y_ticks = [(round(bottom - plot_h * k / TICKS, 2), f"{step * k:,}") for k in range(TICKS + 1)]
     x_ticks = []
     for i in range(0, minutes + 1, 15):
         label = datetime.fromtimestamp(data.start + 60 * i, UTC).strftime("%H:%M")
