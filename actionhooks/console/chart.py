@@ -55,7 +55,7 @@ def _nice_step(peak: int) -> int:
 
 def chart(data: Activity) -> Chart:
     minutes = len(data.delivered)
-    plot_w = WIDTH - LEFT - 8
+    plot_w = WIDTH - LEFT - 24  # room for the last time label
     plot_h = HEIGHT - BOTTOM - TOP
     bottom = TOP + plot_h
     step = _nice_step(max((d + f for d, f in zip(data.delivered, data.failed, strict=True)), default=0))

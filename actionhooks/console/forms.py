@@ -127,7 +127,7 @@ def _fields_of(model: type[BaseModel], prefix: str) -> list[FormField]:
         elif annotation is HttpUrl:
             widget = "url"
         elif typing.get_origin(annotation) is dict:
-            widget, help_text = "headers", "one 'Name: value' per line"
+            widget, help_text = "headers", "One header per line, as Name: value"
         else:
             widget = "text"
         if choices and info.default is None:

@@ -128,7 +128,8 @@ def test_a_master_user_configures_tests_and_repairs_a_hook(page: Page, engine: E
     expect(preview(page)).to_contain_text('"ref": "lead-open"')  # the sample is the hook's first action
     page.get_by_label("Sample event").select_option("click")
     expect(preview(page)).to_contain_text('"ref": "lead-click"')
-    page.screenshot(path=SHOTS / "editor.png", full_page=True)
+    page.get_by_role("heading", name="Custom data").evaluate("heading => heading.scrollIntoView()")
+    page.screenshot(path=SHOTS / "editor.png")
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_role("status")).to_have_text("Saved.")
     assert api.get(f"/hooks/{hook_id}").json()["custom_data"]["values"] == {"ref": "lead-{{event_type}}"}
