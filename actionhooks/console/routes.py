@@ -299,7 +299,7 @@ def failed_page(request: Request, hook_id: HookId) -> Response:
     hook = hook_service(request).get(principal.account_id, hook_id)
     rows = failed_of(request, principal.account_id, hook_id, FAILED_SHOWN)
     with request.app.state.sessions() as session:
-        figures = hook_figures(session, principal.account_id).get(hook_id, HookFigures())
+        figures = hook_figures(session, principal.account_id, hook_id).get(hook_id, HookFigures())
     replayed = request.query_params.get("replayed")
     context = {
         **_base(principal.account_id, token),

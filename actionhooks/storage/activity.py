@@ -40,10 +40,13 @@ class Activity:
     failed: list[int] = field(default_factory=list)
 
 
-def hook_figures(session: Session, account_id: int, now: float | None = None) -> dict[int, HookFigures]:
-    """HookFigures of each of the account's hooks that has any (others get the zero default)."""
+def hook_figures(
+    session: Session, account_id: int, hook_id: int | None = None, now: float | None = None
+) -> dict[int, HookFigures]:
+    """HookFigures of each of the account's hooks (or of `hook_id` only) that has any; others get the default."""
     since = (now or time.time()) - WINDOW_MINUTES * 60
-    mine = select(Hook.id).where(Hook.account_id == account_id).scalar_subquery()
+    hooks = select(Hook.id).where(Hook.account_id == account_id)
+    mine = (hooks.where(Hook.id == hook_id) if hook_id is not None else hooks).scalar_subquery()
     delivered = dict(
         session.execute(
             select(Attempt.hook_id, func.sum(Attempt.n_events))
@@ -59,20 +62,20 @@ def hook_figures(session: Session, account_id: int, now: float | None = None) ->
         ).all()
     )
     batches: dict[int, dict[str, int]] = {}
-    for hook_id, status, count in session.execute(
+    for owner, status, count in session.execute(
         select(Delivery.hook_id, Delivery.status, func.count())
-        .where(Delivery.account_id == account_id)
+        .where(Delivery.account_id == account_id, Delivery.hook_id.in_(mine))
         .group_by(Delivery.hook_id, Delivery.status)
     ):
-        batches.setdefault(hook_id, {})[status] = count
+        batches.setdefault(owner, {})[status] = count
     out = {}
-    for hook_id in set(delivered) | set(last_ok) | set(batches):
-        counts = batches.get(hook_id, {})
-        out[hook_id] = HookFigures(
-            delivered_last_hour=int(delivered.get(hook_id) or 0),
+    for owner in set(delivered) | set(last_ok) | set(batches):
+        counts = batches.get(owner, {})
+        out[owner] = HookFigures(
+            delivered_last_hour=int(delivered.get(owner) or 0),
             pending_batches=counts.get("pending", 0),
             failed_batches=counts.get("failed", 0),
-            last_success=last_ok.get(hook_id),
+            last_success=last_ok.get(owner),
         )
     return out
 
