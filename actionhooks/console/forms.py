@@ -76,6 +76,7 @@ class FormField:
     required: bool = False
     placeholder: str = ""
     help: str = ""
+    default: Any = None  # what a new hook's form starts with (checkboxes and selects)
 
     @property
     def id(self) -> str:
@@ -141,6 +142,7 @@ def _fields_of(model: type[BaseModel], prefix: str) -> list[FormField]:
                 required=info.is_required(),
                 placeholder=placeholder,
                 help=help_text,
+                default=None if info.default_factory or widget in ("secret", "headers") else info.default,
             )
         )
     return out
@@ -172,6 +174,7 @@ def hook_to_form(spec: HookSpec | None) -> dict[str, Any]:
             "delivery_type": "http",
             "http.auth.type": "none",
             **{f"filter_{kind}": "" for kind in FILTER_KINDS},
+            **{f.name: f.default for fields in FIELDS.values() for f in fields if f.widget in ("checkbox", "select")},
         }
     data = spec.model_dump(mode="json")
     form: dict[str, Any] = {

@@ -52,6 +52,7 @@ def test_test_sending_posts_a_generated_sample_once_and_returns_exactly_what_was
     assert result["status_code"] == 200
     assert result["error"] is None
     assert result["latency_ms"] >= 0
+    assert result["response_excerpt"] == "ok"  # the start of the receiver's answer
     (request,) = receiver.wait_for(1)
     assert orjson.loads(request.body) == result["payload"]
     (sample,) = result["payload"]

@@ -237,6 +237,44 @@ def test_create_from_the_form_stores_what_the_api_would(console: TestClient, api
     assert stored["delivery"]["signing_secret"] == "***"  # generated, as over the API
 
 
+def test_a_new_hooks_form_starts_from_the_models_defaults(console: TestClient) -> None:
+    page = console.get("/console/hooks/new").text
+    assert re.search(r'name="rabbitmq_exchange.durable" checked', page)
+    assert not re.search(r'name="rabbitmq_exchange.auto_delete" checked', page)
+    assert re.search(r'<option value="direct" selected>', page)
+    assert re.search(r'name="http.max_batch_size" value="" placeholder="100"', page)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"delivery_type": "kafka", "kafka.bootstrap_servers": "k1:9092,k2:9092", "kafka.topic": "events",
+             "kafka.compression": "zstd", "kafka.sasl_mechanism": ""},
+            {"type": "kafka", "bootstrap_servers": "k1:9092,k2:9092", "topic": "events", "compression": "zstd",
+             "sasl_mechanism": None, "key": "{{profile_id}}"},
+        ),
+        (
+            {"delivery_type": "rabbitmq_exchange", "rabbitmq_exchange.host": "mq.example.com",
+             "rabbitmq_exchange.port": "5671", "rabbitmq_exchange.tls": "on", "rabbitmq_exchange.exchange": "ev",
+             "rabbitmq_exchange.password": "pw"},
+            {"type": "rabbitmq_exchange", "host": "mq.example.com", "port": 5671, "tls": True, "exchange": "ev",
+             "durable": False, "password": "***"},
+        ),
+    ],
+)
+def test_every_delivery_type_is_edited_through_fields_derived_from_its_model(
+    console: TestClient, api: TestClient, fields: dict[str, str], expected: dict[str, Any]
+) -> None:
+    answer = console.post("/console/hooks/new", data=editor_form(csrf_of(console), **fields), follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    hook_id = int(answer.headers["location"].split("/")[-1].split("?")[0])
+    delivery = api.get(f"/api/v1/hooks/{hook_id}").json()["delivery"]
+    assert {key: delivery[key] for key in expected} == expected
+    page = console.get(f"/console/hooks/{hook_id}").text
+    assert "pw" not in re.findall(r'name="rabbitmq_exchange.password"[^>]*>', page)[0]
+
+
 def test_validation_errors_are_shown_next_to_their_fields_and_nothing_is_saved(
     console: TestClient, api: TestClient
 ) -> None:
@@ -361,3 +399,11 @@ def test_the_list_shows_state_target_and_an_activity_chart(console: TestClient, 
     assert page.count('class="badge on">Active') == 1
     assert page.count('class="badge off">Stopped') == 1
     assert re.search(r'<svg role="img" aria-label="Last hour: 0 events delivered, 0 failed"', page)
+
+
+def test_replay_selected_without_a_selection_says_so(console: TestClient, api: TestClient) -> None:
+    mine = hook(api)
+    form = {"csrf": csrf_of(console), "scope": "selected"}
+    answer = console.post(f"/console/hooks/{mine['id']}/failed/replay", data=form)
+    assert answer.status_code == 200
+    assert "Nothing was replayed" in answer.text
