@@ -71,8 +71,10 @@ class ConsoleRoute(APIRoute):
                     return Response(status_code=401, headers={"HX-Redirect": "/console/login"})
                 return RedirectResponse("/console/login", status_code=303)
             except CsrfRejected:
+                request.app.state.console_refused.labels("csrf").inc()
                 return _page(request, "error.html", {"title": "Request refused", "message": _REFUSED}, status=403)
             except NotFound:
+                request.app.state.console_refused.labels("not_found").inc()
                 message = "There is no such hook in this account."
                 return _page(request, "error.html", {"title": "Not found", "message": message}, status=404)
 
@@ -129,6 +131,7 @@ async def login(request: Request) -> Response:
     token = form.get("token", "").strip()
     principal = await run_in_threadpool(request.app.state.tokens.principal, token) if 0 < len(token) <= 200 else None
     if principal is None or principal.scope != "admin":
+        request.app.state.console_refused.labels("login").inc()
         error = "This token is not an admin token of any account." if principal is None else (
             "This is an ingest token: the console needs an admin token."
         )

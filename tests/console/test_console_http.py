@@ -201,6 +201,7 @@ def test_a_forged_post_changes_nothing(
     assert answer.status_code == 403
     hooks = api.get("/api/v1/hooks").json()
     assert [(h["id"], h["active"]) for h in hooks] == [(mine["id"], True)]
+    assert 'actionhooks_console_refused_total{reason="csrf"} 4.0' in api.get("/metrics").text
 
 
 def test_the_csrf_token_of_one_session_does_not_work_in_another(app: FastAPI, console: TestClient) -> None:
