@@ -79,9 +79,10 @@ def chart(data: Activity) -> Chart:
         )
     y_ticks = [(round(bottom - plot_h * k / TICKS, 2), f"{step * k:,}") for k in range(TICKS + 1)]
     x_ticks = []
-    for i in range(0, minutes + 1, 15):
-        label = datetime.fromtimestamp(data.start + 60 * i, UTC).strftime("%H:%M")
-        x_ticks.append((round(LEFT + i * slot, 2), label))
+    for i in range(minutes + 1):  # labels on the quarter hours
+        moment = datetime.fromtimestamp(data.start + 60 * i, UTC)
+        if moment.minute % 15 == 0:
+            x_ticks.append((round(LEFT + i * slot, 2), moment.strftime("%H:%M")))
     delivered_total, failed_total = sum(data.delivered), sum(data.failed)
     return Chart(
         width=WIDTH,

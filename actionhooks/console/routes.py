@@ -292,7 +292,7 @@ def attempts_page(request: Request, hook_id: HookId) -> Response:
     rows = attempts_of(request, principal.account_id, hook_id, ATTEMPTS_SHOWN)
     with request.app.state.sessions() as session:
         picture = chart(activity(session, principal.account_id, hook_id))
-    context = {**_base(principal.account_id, token), "hook": hook, "rows": rows, "chart": picture}
+    context = {**_base(principal.account_id, token), "hook": hook, "rows": rows, "chart": picture, "when": _when}
     return _page(request, "attempts.html", context)
 
 
@@ -357,12 +357,12 @@ def _target(hook: Hook) -> str:
     return f"{d['host']}:{d['port']}{d['vhost'] if d['vhost'] != '/' else ''} → {where}"
 
 
-def _when(moment: float | str | None) -> str:
+def _when(moment: float | str | None, *, utc: bool = True) -> str:
     if moment is None:
         return "never"
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S" + (" UTC" if utc else ""))
 
 
 def _confirm(action: str, hook: Hook) -> str:

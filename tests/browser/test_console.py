@@ -163,6 +163,13 @@ def test_a_master_user_configures_tests_and_repairs_a_hook(page: Page, engine: E
     assert api.get(f"/hooks/{hook_id}/failed").json() == []
     receiver.wait_until(lambda got: any(b"console-1" in r.body for r in got[before + ATTEMPTS :]), "the replay")
 
+    # Attempts shows the two failures and the replay's success, newest first
+    page.get_by_role("link", name="Attempts").click()
+    outcomes = page.get_by_role("row").filter(has_text=re.compile(r"\b(ok|error)\b"))
+    expect(outcomes).to_have_count(ATTEMPTS + 1)
+    expect(outcomes.first).to_contain_text("ok")
+    page.screenshot(path=SHOTS / "attempts.png", full_page=True)
+
     # The list and its chart show delivered and failed events
     page.get_by_role("link", name="Hooks", exact=True).first.click()
     expect(row).to_contain_text("Active")
