@@ -28,7 +28,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actionhooks.storage.tables import Attempt, Delivery, Intake, Outbox
 
-__all__ = ["CACHE_SEC", "Liveness", "LivenessCache", "RequestMetrics", "measure", "metrics_registry"]
+__all__ = [
+    "CACHE_SEC",
+    "Liveness",
+    "LivenessCache",
+    "RequestMetrics",
+    "measure",
+    "metrics_registry",
+    "rejections_counter",
+]
 
 CACHE_SEC = 2.0
 
@@ -188,6 +196,17 @@ class RequestMetrics:
         finally:
             self.latency.observe(time.perf_counter() - started)
             self.requests.labels(status=str(status)).inc()
+
+
+def rejections_counter(registry: CollectorRegistry) -> Counter:
+    """POST /events requests refused for breaking an event rule, by reason (a fixed set: see EventsRejected)."""
+    return Counter(
+        "actionhooks_events_rejected_requests",
+        "POST /events requests refused with 422 because an event broke a rule, by reason "
+        "(too_long, nul_character, integer_range, invalid).",
+        ["reason"],
+        registry=registry,
+    )
 
 
 def metrics_registry(liveness: LivenessCache) -> CollectorRegistry:
