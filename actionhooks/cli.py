@@ -70,15 +70,11 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from actionhooks.api.app import create_app
+    from actionhooks.api.server import serve
 
     settings = _settings(args)
-    app = create_app(settings)
-    uvicorn.run(
-        app, host=settings.API_HOST, port=settings.API_PORT, log_level=settings.LOG_LEVEL.lower(), access_log=False
-    )
+    serve(create_app(settings), settings)
     return 0
 
 

@@ -34,7 +34,7 @@ from tests.support.receiver import Receiver
 
 EMPTY_DETAILS = {
     "oldest_queued_age_sec": 0.0, "last_delivery_at": None, "pending_batches": 0, "failed_batches": 0,
-    "intake_events": 0,
+    "intake_events": 0, "quarantined_events": 0,
 }
 
 
@@ -98,7 +98,7 @@ def test_the_oldest_queued_age_is_that_of_the_oldest_waiting_work_of_any_kind(
             Intake(account_id=1, events=b"[]", n_events=3, created_at=now - 30),  # unrouted for 30 s
             Intake(account_id=1, events=b"[]", n_events=2, created_at=now - 5),
             _delivery(hook_id, next_attempt_at=now - 10),  # due for 10 s
-            _delivery(hook_id, next_attempt_at=now - 500, lease_until=now + 5),  # in flight: not waiting
+            _delivery(hook_id, next_attempt_at=now - 15, lease_until=now + 40),  # leased (a dead worker's?): waits
             _delivery(hook_id, next_attempt_at=now + 60),  # a retry later: not due
             _delivery(hook_id, next_attempt_at=now - 900, status="failed"),  # the failed list is not a queue
             Outbox(hook_id=hook_id, events=b"[]", n_events=1, created_at=now - 70, due_at=now - 20),  # overdue 20 s
@@ -117,6 +117,10 @@ def test_the_oldest_queued_age_is_that_of_the_oldest_waiting_work_of_any_kind(
     assert measure(engine, now=now).oldest_queued_age_sec == 20  # the overdue window
     with sessions() as session:
         session.query(Outbox).delete()
+        session.commit()
+    assert measure(engine, now=now).oldest_queued_age_sec == 15  # the leased batch: waiting whoever leased it
+    with sessions() as session:
+        session.query(Delivery).filter(Delivery.lease_until > now).delete()
         session.commit()
     assert measure(engine, now=now).oldest_queued_age_sec == 10  # the due batch
 

@@ -120,11 +120,15 @@ _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def _store(request: Request, account_id: int, events: list[dict[str, Any]], supplied: list[str]) -> Any:
+    """Store the request (a database failure propagates to the 503 handler of api/errors.py, which also
+    tells /healthz when it means the database cannot write)."""
     with request.app.state.sessions() as session:
-        return accept_events(
+        accepted = accept_events(
             session,
             account_id,
             events,
             supplied_ids=supplied,
             dedup_window_sec=request.app.state.settings.EVENT_DEDUP_HOURS * 3600,
         )
+    request.app.state.write_health.succeeded()
+    return accepted
