@@ -32,7 +32,7 @@ def test_a_backlog_caught_up_while_8_clients_post_gets_no_5xx_and_delivers_every
     tmp_path: Path, receiver: Receiver
 ) -> None:
     with running_engine(tmp_path, "api", "scheduler", BROKER_URL=redis_broker(), WORKER_POOL="prefork",
-                        WORKER_CONCURRENCY=2) as engine, engine.client(scope="ingest") as ingest:
+                        WORKER_CONCURRENCY=2) as engine:
         with engine.client() as admin:
             admin.post("/hooks", json=http_hook(receiver.url, max_batch_size=1000, batch_timeout_sec=0.5))
         statuses: Counter[int] = Counter()

@@ -49,6 +49,8 @@ def test_a_poison_event_is_quarantined_the_account_flows_on_and_an_admin_replays
             one = event(n, event_id=f"ev-{n}", content={"subject": f"s{n}"})
             if n == 20:
                 one["event_data"]["send_message_id"] = POISON_SEND
+            if n == 5:  # a field of a newer platform: delivered as sent
+                one["field_added_by_a_newer_platform"] = {"v": [1, "two", None], "big": 2**64 - 1}
             batch.append(one)
         assert ingest.post("/events", json=batch).status_code == 202
         # Then every other event arrives, and so do those accepted after the poison
@@ -56,6 +58,8 @@ def test_a_poison_event_is_quarantined_the_account_flows_on_and_an_admin_replays
         assert ingest.post("/events", json=[event(99, event_id="ev-99")]).status_code == 202
         poll(lambda: "ev-99" in _delivered(receiver), "an event accepted after the poison", timeout=30)
         assert "ev-20" not in _delivered(receiver)
+        [newer] = [e for r in receiver.requests for e in orjson.loads(r.body) if e["event_id"] == "ev-5"]
+        assert newer["field_added_by_a_newer_platform"] == {"v": [1, "two", None], "big": 2**64 - 1}
         # The poison is visible: to the account's admin, in /metrics, not to others or to ingest tokens
         [held] = api.get("/quarantine").json()
         assert held["event_id"] == "ev-20"
