@@ -140,3 +140,4 @@ def test_rejections_are_counted_in_metrics_by_reason(client: TestClient, app: Fa
     for reason in ("nul_character", "too_long", "integer_range"):
         assert f'actionhooks_events_rejected_requests_total{{reason="{reason}"}} 1.0' in text
     assert _stored(app) == []
+

@@ -48,7 +48,7 @@ def list_quarantine(
 
 class QuarantineReplay(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"ids": [12, 13]}]})
-    ids: list[Annotated[int, Field(ge=1)]] | None = Field(
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(
         None, max_length=10_000, description="quarantine ids; all of the account's when absent"
     )
 
