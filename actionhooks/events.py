@@ -81,7 +81,9 @@ MAX_LENGTHS: dict[str, int] = {
 }
 # Integers orjson keeps as integers; beyond them it returns a float (a 20-digit id would arrive rounded).
 _INT_RANGE = (-(2**63), 2**64 - 1)
-_LONG_DIGITS = re.compile(rb"\d{19,}")  # every integer outside _INT_RANGE has at least 19 digits
+# Every integer outside _INT_RANGE has at least 19 digits; as a JSON value it follows "[", ":" or ",".
+# (Digits inside strings rarely match, and a match only costs a second, exact look: _big_int_paths.)
+_LONG_DIGITS = re.compile(rb"[\[:,]\s*-?\d{19,}")
 
 
 def _text(field: str) -> Any:
