@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -48,11 +49,19 @@ KUBERNETES = {
 
 @contextmanager
 def served(tmp_path: Path, base: type[Any] | None = None, **settings: Any) -> Iterator[int]:
-    """A real uvicorn server for the app in a thread on a free port; yields the port."""
+    """A real uvicorn server for the app in a thread on a free port; yields the port.
+
+    The app gets one extra route, GET /slow, answering after SLOW_SEC (longer than the tests' deadline).
+    """
     port = free_port()
     config = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}", DATA_DIR=str(tmp_path), API_PORT=port,
                       **settings)
     app = create_app(config)
+
+    @app.get("/slow")
+    async def slow() -> dict[str, bool]:
+        await asyncio.sleep(SLOW_SEC)
+        return {"slow": True}
     extra = {"http": bounded_protocol(config.API_REQUEST_TIMEOUT_SEC, config.API_MAX_CONNECTIONS, base)} if base else {}
     server = uvicorn.Server(uvicorn_config(app, config, log_level="warning", **extra))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -110,6 +119,7 @@ def http(method: str, path: str, body: bytes = b"", token: str | None = None) ->
     ).encode() + body
 
 
+SLOW_SEC = 2.5
 PROTOCOLS = pytest.mark.parametrize("base", [HttpToolsProtocol, H11Protocol], ids=["httptools", "h11"])
 
 
@@ -137,6 +147,14 @@ def test_the_deadline_restarts_for_each_request_of_a_keep_alive_connection(tmp_p
             time.sleep(0.4)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
         assert closed_by_server(sock, within=15)
+
+
+@PROTOCOLS
+def test_a_request_that_arrived_is_answered_however_long_the_app_takes(tmp_path: Path, base: type) -> None:
+    with served(tmp_path, base, API_REQUEST_TIMEOUT_SEC=1) as port, closing(connect(port)) as sock:
+        status, _, body = exchange(sock, http("GET", "/slow"))
+        assert (status, json.loads(body)) == (200, {"slow": True})
+        assert exchange(sock, http("GET", "/healthz"))[0] == 200  # and the connection goes on
 
 
 def test_connections_beyond_the_bound_get_503_and_are_closed(tmp_path: Path) -> None:
