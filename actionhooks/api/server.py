@@ -3,7 +3,9 @@
 uvicorn closes a keep-alive connection that stays idle after a response (`timeout_keep_alive`), but
 nothing closes one whose client sent part of a request and stopped: its keep-alive timer is
 cancelled by the first byte and only re-armed after a response, and `h11_max_incomplete_event_size`
-bounds the header's size, not its time. A few thousand such clients would hold the server's sockets
+bounds the header's size, not its time (uvicorn 0.54 source: `data_received` starts with
+`_unset_keepalive_if_required()`, and `connection_made` arms nothing; uvicorn issue/PR #1192 on
+silent connections). A few thousand such clients would hold the server's sockets
 for ever (slowloris). So each connection gets a deadline, API_REQUEST_TIMEOUT_SEC from the moment it
 can send a request (accepted, or its last response sent), to have sent that request completely,
 headers and body, as reverse proxies do (nginx `client_header_timeout`/`client_body_timeout`);
