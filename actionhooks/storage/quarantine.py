@@ -25,17 +25,26 @@ ERROR_TEXT_LIMIT = 2000
 
 
 def quarantine(session: Session, account_id: int, event: dict[str, Any], accepted_at: float, error: str) -> None:
-    """Set `event` aside with `error` (in the caller's transaction, which also removes it from the intake)."""
+    """Set `event` aside with `error` (in the caller's transaction, which also removes it from the intake).
+
+    The texts are made storable whatever the event held (the event itself is kept as bytes): a
+    quarantine that failed to store would block the account again.
+    """
     session.execute(
         insert(QuarantinedEvent).values(
             account_id=account_id,
-            event_id=str(event.get("event_id", ""))[:100],
+            event_id=_storable(str(event.get("event_id", "")))[:100],
             event=orjson.dumps(event),
             accepted_at=accepted_at,
             quarantined_at=time.time(),
-            error=error[:ERROR_TEXT_LIMIT],
+            error=_storable(error)[:ERROR_TEXT_LIMIT],
         )
     )
+
+
+def _storable(text: str) -> str:
+    """`text` without the NUL characters PostgreSQL text refuses (shown as \\0)."""
+    return text.replace("\x00", "\\0")
 
 
 def listed(session: Session, account_id: int, limit: int) -> list[QuarantinedEvent]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from actionhooks.errors import TemplateError
@@ -128,7 +128,7 @@ def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: A
                 parts += [part[middle:], part[:middle]]  # the first half next: events keep their order
                 continue
             accepted_at, event = part[0]
-            error = f"{type(exc).__name__}: {exc}"
+            error = _describe(exc)
             log.warning("account %s: event %s quarantined, routing it failed: %s",
                         account_id, event.get("event_id"), error.splitlines()[0])
             quarantine.quarantine(session, account_id, event, accepted_at, error)
@@ -136,6 +136,12 @@ def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: A
         for hook_id, due_in in routed.items():
             windows[hook_id] = min(due_in, windows.get(hook_id, due_in))
     return windows
+
+
+def _describe(exc: Exception) -> str:
+    """The error as its admin reads it: the database's own message, not our SQL and its parameters."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return f"{type(cause).__name__}: {cause}".strip()
 
 
 def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, float]:
