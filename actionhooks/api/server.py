@@ -10,7 +10,8 @@ for ever (slowloris). So each connection gets a deadline, API_REQUEST_TIMEOUT_SE
 can send a request (accepted, or its last response sent), to have sent that request completely,
 headers and body, as reverse proxies do (nginx `client_header_timeout`/`client_body_timeout`);
 a request that is in is never cut while the app answers it. Connections beyond API_MAX_CONNECTIONS
-get a 503 and are closed at once, before anything of theirs is read.
+get a 503 and are closed at once, before anything of theirs is read (uvicorn's own
+`limit_concurrency` answers 503 only once a request's headers have arrived, so it bounds no socket).
 """
 
 from __future__ import annotations
