@@ -126,7 +126,7 @@ def test_a_get_url_over_8_kb_fails_clearly_without_truncating(
         "event_date": "2023-03-17T15:07:00Z",
         "account_id": 1,
         "is_test": True,
-        "event_data": {"user_agent": "x" * 9000},
+        "event_data": {"link_url": "x" * 9000},
     }
     result = client.post(f"/api/v1/hooks/{hook['id']}/test", json={"event": given}, headers=admin).json()
     assert result["ok"] is False
