@@ -1,0 +1,130 @@
+"""Group commit: the events of concurrent capture requests become durable in one transaction.
+
+A pixel in a mass send is hit by thousands of strangers a second; one transaction per hit would make
+the database's commit (an fsync) the limit. Instead each request hands its events to the committer
+and awaits a future; one writer thread takes everything that queued while the previous transaction
+ran and writes it in one go, then resolves every future. Under light load a batch is one request
+(no added wait); under heavy load batches grow by themselves, which is what keeps latency bounded.
+
+The write reuses the intake path of POST /events (`accept_events`: one intake row per account and
+batch, the route signal, one trigger per burst), so captured events are matched, rendered and
+delivered exactly like the platform's. Visitor identities are read and written in the same
+transaction: an event accepted after an `identify` was durable always carries its profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from actionhooks.storage.sources import Identity, identities_for, put_identities
+from actionhooks.worker.intake import accept_events  # the one intake write path (storage/ after issue 16)
+
+__all__ = ["GroupCommitter"]
+
+MAX_BATCH_EVENTS = 20_000  # one transaction's upper bound; the rest waits for the next
+
+
+@dataclass
+class _Pending:
+    account_id: int
+    events: list[dict[str, Any]]
+    identities: dict[str, Identity]
+    future: asyncio.Future[None] = field(repr=False)
+
+
+class GroupCommitter:
+    """Owns one writer thread; `submit` returns once the events are committed (or raises what failed)."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, dedup_window_sec: float,
+                 on_signal: Callable[[int], None], on_batch: Callable[[int], None] = lambda n: None) -> None:
+        self._sessions = sessions
+        self._dedup_window_sec = dedup_window_sec
+        self._on_signal = on_signal
+        self._on_batch = on_batch
+        self._queue: list[_Pending] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-commit")
+        self._signaller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-trigger")
+        self._draining: asyncio.Task[None] | None = None
+
+    async def submit(self, account_id: int, events: list[dict[str, Any]],
+                     identities: dict[str, Identity] | None = None) -> None:
+        """Durably accept `events` of `account_id` (and record `identities`: visitor id -> profile)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(account_id, events, identities or {}, future))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = self._take()
+            try:
+                signals = await loop.run_in_executor(self._writer, self._write, batch)
+            except Exception as exc:  # every request of the batch learns it failed; none was stored
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(None)
+            for account_id in signals:
+                loop.run_in_executor(self._signaller, self._on_signal, account_id)
+
+    def _take(self) -> list[_Pending]:
+        taken, size = 0, 0
+        for item in self._queue:
+            if taken and size + len(item.events) > MAX_BATCH_EVENTS:
+                break
+            taken += 1
+            size += len(item.events)
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        return batch
+
+    def _write(self, batch: list[_Pending]) -> list[int]:
+        """One transaction per account of the batch (usually one); returns the accounts to trigger."""
+        by_account: dict[int, list[_Pending]] = {}
+        for item in batch:
+            by_account.setdefault(item.account_id, []).append(item)
+        signals = []
+        now = time.time()
+        with self._sessions() as session:
+            for account_id, items in by_account.items():
+                events = _join_visitors(session, account_id, items)
+                learned = {v: who for item in items for v, who in item.identities.items()}
+                put_identities(session, account_id, learned, now)
+                accepted = accept_events(session, account_id, events, supplied_ids=[],
+                                         dedup_window_sec=self._dedup_window_sec)
+                if accepted.signal_raised:
+                    signals.append(account_id)
+        self._on_batch(sum(len(item.events) for item in batch))
+        return signals
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._signaller.shutdown(wait=True)
+
+
+def _join_visitors(session: Session, account_id: int, items: list[_Pending]) -> list[dict[str, Any]]:
+    """The batch's events in arrival order, each anonymous event of an identified visitor given its profile."""
+    visitors = {e["event_data"].get("visitor_id") for item in items for e in item.events} - {None}
+    known = identities_for(session, account_id, visitors) if visitors else {}
+    events = []
+    for item in items:
+        for event in item.events:
+            who = known.get(event["event_data"].get("visitor_id") or "")
+            if who is not None and event.get("profile_id") is None:
+                event["profile_id"], list_id = who
+                if list_id is not None:
+                    event["list_id"] = list_id
+            events.append(event)
+        known.update(item.identities)  # later requests of this batch see this request's identify
+    return events
