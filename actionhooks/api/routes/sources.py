@@ -68,18 +68,19 @@ def _validate(raw: Any, stored: Source | None) -> SourceSpec:
     try:
         spec = SourceSpec.model_validate(raw)
     except ValidationError as exc:
-        raise HookValidationError([(_loc(err), err["msg"]) for err in exc.errors()]) from None
+        raise HookValidationError([_problem(err) for err in exc.errors()]) from None
     if stored is not None and spec.kind != stored.spec.kind:
         raise HookValidationError([(("body", "kind"), "a source's kind cannot change; create a new source")])
     return spec
 
 
-def _loc(err: Any) -> tuple[str | int, ...]:
-    """pydantic's loc, with a model-level rule's field name taken from its message ("event_types: ...")."""
-    loc = tuple(part for part in err["loc"] if part not in ("function-after[_known_code()]",))
-    if not loc and ":" in err["msg"]:
-        loc = (err["msg"].split(":", 1)[0].removeprefix("Value error, "),)
-    return ("body", *loc)
+def _problem(err: Any) -> tuple[tuple[str | int, ...], str]:
+    """pydantic's error as (loc, msg); a model-level rule names its field first ("event_types: ...")."""
+    loc, msg = tuple(err["loc"]), str(err["msg"]).removeprefix("Value error, ")
+    if not loc and ": " in msg:
+        field, msg = msg.split(": ", 1)
+        loc = (field,)
+    return ("body", *loc), msg
 
 
 @router.post("", status_code=201, response_model=SourceOut, summary="Create a capture source")
