@@ -34,7 +34,10 @@ def check_target(to: str) -> str:
         raise UnsafeTarget(f"the target is longer than {MAX_TARGET} characters")
     if _BAD_CHARS.search(to):
         raise UnsafeTarget("the target contains spaces, control characters or backslashes")
-    parts = urlsplit(to)
+    try:
+        parts = urlsplit(to)
+    except ValueError:  # an unbalanced IPv6 bracket
+        raise UnsafeTarget("the target is not a valid URL") from None
     if parts.scheme.lower() not in ("http", "https") or not to.lower().startswith(("http://", "https://")):
         raise UnsafeTarget("only http and https targets are followed")
     if "@" in parts.netloc:
