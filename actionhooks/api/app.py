@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     for module in (hooks, catalog, profiles, events, deliveries, sources):
         app.include_router(module.router, prefix=API_PREFIX)
     app.state.capture = _capture_context(app, settings)
-    app.mount(capture.PREFIX, capture.router)
+    app.add_middleware(capture.CaptureEndpoints)  # outermost: public capture skips the API's stack
     return app
 
 

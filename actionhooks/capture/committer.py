@@ -36,6 +36,7 @@ class _Pending:
     account_id: int
     events: list[dict[str, Any]]
     identities: dict[str, Identity]
+    returning: frozenset[str]  # visitor ids that may have identified before (they came from a cookie)
     future: asyncio.Future[None] = field(repr=False)
 
 
@@ -54,10 +55,11 @@ class GroupCommitter:
         self._draining: asyncio.Task[None] | None = None
 
     async def submit(self, account_id: int, events: list[dict[str, Any]],
-                     identities: dict[str, Identity] | None = None) -> None:
-        """Durably accept `events` of `account_id` (and record `identities`: visitor id -> profile)."""
+                     identities: dict[str, Identity] | None = None, returning: frozenset[str] = frozenset()) -> None:
+        """Durably accept `events` of `account_id`, recording `identities` (visitor id -> profile) and
+        giving events of the `returning` visitors the profile they identified as."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(account_id, events, identities or {}, future))
+        self._queue.append(_Pending(account_id, events, identities or {}, returning, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
         await future
@@ -67,14 +69,15 @@ class GroupCommitter:
         while self._queue:
             batch = self._take()
             try:
-                signals = await loop.run_in_executor(self._writer, self._write, batch)
-            except Exception as exc:  # every request of the batch learns it failed; none was stored
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
+                signals, failed = await loop.run_in_executor(self._writer, self._write, batch)
+            except Exception as exc:  # e.g. no connection: every request of the batch learns it failed
+                signals, failed = [], {item.account_id: exc for item in batch}
             for item in batch:
-                if not item.future.done():
+                if item.future.done():
+                    continue
+                if item.account_id in failed:
+                    item.future.set_exception(failed[item.account_id])
+                else:
                     item.future.set_result(None)
             for account_id in signals:
                 loop.run_in_executor(self._signaller, self._on_signal, account_id)
@@ -89,24 +92,30 @@ class GroupCommitter:
         batch, self._queue = self._queue[:taken], self._queue[taken:]
         return batch
 
-    def _write(self, batch: list[_Pending]) -> list[int]:
-        """One transaction per account of the batch (usually one); returns the accounts to trigger."""
+    def _write(self, batch: list[_Pending]) -> tuple[list[int], dict[int, Exception]]:
+        """One transaction per account of the batch (usually one), so one account's failure never
+        fails another's events; returns the accounts to trigger and the accounts that failed."""
         by_account: dict[int, list[_Pending]] = {}
         for item in batch:
             by_account.setdefault(item.account_id, []).append(item)
-        signals = []
+        signals: list[int] = []
+        failed: dict[int, Exception] = {}
         now = time.time()
-        with self._sessions() as session:
-            for account_id, items in by_account.items():
-                events = _join_visitors(session, account_id, items)
-                learned = {v: who for item in items for v, who in item.identities.items()}
-                put_identities(session, account_id, learned, now)
-                accepted = accept_events(session, account_id, events, supplied_ids=[],
-                                         dedup_window_sec=self._dedup_window_sec)
-                if accepted.signal_raised:
-                    signals.append(account_id)
-        self._on_batch(sum(len(item.events) for item in batch))
-        return signals
+        for account_id, items in by_account.items():
+            try:
+                with self._sessions() as session:
+                    events = _join_visitors(session, account_id, items)
+                    learned = {v: who for item in items for v, who in item.identities.items()}
+                    put_identities(session, account_id, learned, now)
+                    accepted = accept_events(session, account_id, events, supplied_ids=[],
+                                             dedup_window_sec=self._dedup_window_sec)
+            except Exception as exc:  # reported to this account's requests; nothing of it was committed
+                failed[account_id] = exc
+                continue
+            if accepted.signal_raised:
+                signals.append(account_id)
+            self._on_batch(len(events))
+        return signals, failed
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -115,7 +124,7 @@ class GroupCommitter:
 
 def _join_visitors(session: Session, account_id: int, items: list[_Pending]) -> list[dict[str, Any]]:
     """The batch's events in arrival order, each anonymous event of an identified visitor given its profile."""
-    visitors = {e["event_data"].get("visitor_id") for item in items for e in item.events} - {None}
+    visitors = {visitor for item in items for visitor in item.returning}
     known = identities_for(session, account_id, visitors) if visitors else {}
     events = []
     for item in items:

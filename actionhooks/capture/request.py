@@ -55,6 +55,7 @@ class Env:
     referer: str | None
     visitor_id: str | None
     set_cookie: str | None  # the Set-Cookie header value to answer with, None under Do Not Track
+    returning: bool = False  # the visitor id came from the request's cookie (it may have identified)
 
     def headers(self) -> dict[str, str]:
         return {"set-cookie": self.set_cookie} if self.set_cookie else {}
@@ -72,11 +73,12 @@ def request_env(source: Source, request: Request) -> Env:
     host = request.client.host if request.client else None
     ip = anonymize(host) if host and spec.anonymize_ip else host
     visitor_id = request.cookies.get(spec.cookie_name, "")
-    if not _VISITOR_ID.match(visitor_id):
+    returning = bool(_VISITOR_ID.match(visitor_id))
+    if not returning:
         visitor_id = os.urandom(16).hex()
     site = "SameSite=None; Secure" if request.url.scheme == "https" else "SameSite=Lax"
     cookie = f"{spec.cookie_name}={visitor_id}; Max-Age={COOKIE_MAX_AGE}; Path=/; {site}; HttpOnly"
-    return Env(time.time_ns(), ip, user_agent, referer, visitor_id, cookie)
+    return Env(time.time_ns(), ip, user_agent, referer, visitor_id, cookie, returning)
 
 
 def anonymize(ip: str) -> str | None:

@@ -47,32 +47,37 @@ def test_concurrent_requests_are_written_in_one_transaction(sessions: sessionmak
     assert signals == [23]  # one route trigger for the burst
 
 
-def test_a_failed_transaction_fails_every_request_of_it_and_stores_nothing(sessions: sessionmaker[Session]) -> None:
+def test_a_failed_transaction_fails_only_its_accounts_requests(sessions: sessionmaker[Session]) -> None:
     async def scenario(committer: GroupCommitter) -> None:
         deep: dict[str, Any] = {}
         for _ in range(300):
             deep = {"x": deep}
         bad = event(1) | {"event_data": {"visitor_id": None, "x": deep}}  # orjson writes 254 levels at most
+        other = event(2) | {"account_id": 24}
         results = await asyncio.gather(committer.submit(23, [event(0)]), committer.submit(23, [bad]),
-                                       return_exceptions=True)
-        assert all(isinstance(r, Exception) for r in results)
+                                       committer.submit(24, [other]), return_exceptions=True)
+        assert [isinstance(r, Exception) for r in results] == [True, True, False]
 
     run(sessions, scenario)
-    assert stored(sessions) == []
+    assert [[e["event_id"] for e in row] for row in stored(sessions)] == [["e-2"]]  # the other account's
+
+
+V1 = frozenset({"v1"})
 
 
 @pytest.mark.parametrize("same_batch", [True, False])
 def test_after_identify_a_visitors_events_carry_the_profile(sessions: sessionmaker[Session], same_batch: bool) -> None:
     async def scenario(committer: GroupCommitter) -> None:
         before = committer.submit(23, [event(0, visitor="v1")])
-        identify = committer.submit(23, [event(1, visitor="v1", profile="p-9")], {"v1": ("p-9", 42)})
+        identify = committer.submit(23, [event(1, visitor="v1", profile="p-9")], {"v1": ("p-9", 42)}, V1)
         if same_batch:
             await asyncio.gather(before, identify)
         else:
             await before
             await identify
-        await committer.submit(23, [event(2, visitor="v1"), event(3, visitor="v2"), event(4, "v1", "explicit")])
-        await committer.submit(24, [event(5, visitor="v1")])  # another account never sees it
+        await committer.submit(23, [event(2, visitor="v1"), event(3, visitor="v2"), event(4, "v1", "explicit")],
+                               returning=frozenset({"v1", "v2"}))
+        await committer.submit(24, [event(5, visitor="v1")], returning=V1)  # another account never sees it
 
     run(sessions, scenario)
     events = {e["event_id"]: e for row in stored(sessions) for e in row}

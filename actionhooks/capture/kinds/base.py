@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from actionhooks.capture.context import CaptureContext
 from actionhooks.capture.model import Source
-from actionhooks.capture.request import Refused
+from actionhooks.capture.request import Env, Refused
 from actionhooks.storage.sources import Identity
 
 __all__ = ["Call", "CaptureKind", "TooLarge", "problem", "read_body"]
@@ -37,12 +37,17 @@ class Call:
         """Count why this request (or part of it) is not captured."""
         self.ctx.metrics.refused.labels(kind=kind, reason=reason).inc()
 
-    async def capture(self, kind: str, events: list[dict[str, Any]],
+    async def capture(self, kind: str, env: Env, events: list[dict[str, Any]],
                       identities: dict[str, Identity] | None = None) -> bool:
-        """Make `events` durable (group commit); False, counted, when the database refused."""
+        """Make `events` durable (group commit); False, counted, when the database refused.
+
+        Only a visitor id that came from the request's cookie can have identified before, so only
+        then does the committer look it up (a mass send's first opens cost no identity query).
+        """
         assert self.source is not None
+        returning = frozenset({env.visitor_id}) if env.returning and env.visitor_id else frozenset()
         try:
-            await self.ctx.committer.submit(self.source.account_id, events, identities)
+            await self.ctx.committer.submit(self.source.account_id, events, identities, returning)
         except Exception:
             self.refuse(kind, "store_failed")
             return False

@@ -52,7 +52,7 @@ class Pixel:
             except Refused as refused:
                 call.refuse(self.name, refused.reason)
             else:
-                await call.capture(self.name, [event])
+                await call.capture(self.name, env, [event])
         return Response(GIF, 200, headers=headers, media_type="image/gif")
 
 

@@ -58,7 +58,7 @@ class Redirect:
             except Refused as refused:
                 call.refuse(self.name, refused.reason)
             else:
-                await call.capture(self.name, [event])
+                await call.capture(self.name, env, [event])
         return RedirectResponse(to, 302, headers=headers)
 
     def _bad(self, call: Call, reason: str, why: str) -> Response:

@@ -82,7 +82,7 @@ class Site:
         except Refused as refused:
             call.refuse(self.name, refused.reason)
             return refused_problem(refused, ["body"])
-        if not await call.capture(self.name, [event], identities):
+        if not await call.capture(self.name, env, [event], identities):
             return problem(503, [], "not stored; try again", "unavailable", cors)
         return Response(None, 204, headers=cors)
 

@@ -60,7 +60,7 @@ class Webhook:
                 errors.append({"loc": [index, refused.field], "msg": refused.msg, "type": refused.reason})
         if errors:
             return JSONResponse({"detail": errors}, 422)
-        if not await call.capture(self.name, events):
+        if not await call.capture(self.name, env, events):
             return problem(503, [], "the events could not be stored; send them again", "unavailable",
                            {"retry-after": "5"})
         return JSONResponse({"accepted": len(events), "ids": [e["event_id"] for e in events]}, 202,
