@@ -30,6 +30,7 @@ _DEFAULT_EVENT_TYPES: dict[str, list[str]] = {
 }
 # RFC 6265 cookie-name token characters; BpmTrackingId (Creatio) and ah_vid both fit.
 _COOKIE_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}$"
+_NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"  # PostgreSQL text refuses NUL; names are shown in consoles
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOST = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
 _ORIGIN = re.compile(rf"^https?://{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?$")
@@ -93,7 +94,7 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("secret",)
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_CONTROL_CHARS)]
     kind: Literal["pixel", "redirect", "webhook", "site"]
     active: bool = True
     list_id: Id | None = None
@@ -110,7 +111,7 @@ class SourceSpec(BaseModel):
     anonymize_ip: bool = True
     respect_do_not_track: bool = True
     auth: Auth = Field(default_factory=NoAuth)
-    secret: Annotated[str, StringConstraints(min_length=16, max_length=200)] | None = None
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=200, pattern=_NO_CONTROL_CHARS)] | None = None
 
     @model_validator(mode="after")
     def _event_types_of_kind(self) -> SourceSpec:

@@ -34,6 +34,7 @@ COOKIE_MAX_AGE = 2 * 365 * 86_400
 ID_FIELDS = ("campaign_id", "message_id", "resource_id", "segment_id", "pixel_id", "link_id")
 _MAX_ID = 2**63 - 1
 # A visitor id we accept from a cookie: ours are 32 hex digits; Creatio's BpmTrackingId is a GUID.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
@@ -164,8 +165,10 @@ def event_from_params(source: Source, env: Env, items: Iterable[tuple[str, Any]]
 
 
 def _text(name: str, value: Any, limit: int) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise Refused("bad_param", name, f"must be a non-empty string of at most {limit} characters")
+    """A non-empty string of at most `limit` characters without control characters (ids that reach
+    SQL look-ups: PostgreSQL refuses NUL)."""
+    if not isinstance(value, str) or not value or len(value) > limit or _CONTROL.search(value):
+        raise Refused("bad_param", name, f"must be 1..{limit} characters without control characters")
     return value
 
 

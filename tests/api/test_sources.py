@@ -60,6 +60,8 @@ def test_a_new_source_has_the_contract_defaults_an_unguessable_key_and_its_kinds
         ({"auth": {"type": "standard_webhooks", "secret": "no"}}, ["body", "auth", "standard_webhooks", "secret"]),
         ({"auth": {"type": "basic", "username": "a:b", "password": "p"}}, ["body", "auth", "basic", "username"]),
         ({"name": ""}, ["body", "name"]),
+        ({"name": "a\x00b"}, ["body", "name"]),
+        ({"secret": "s" * 20 + "\x00"}, ["body", "secret"]),
         ({"surprise": 1}, ["body", "surprise"]),
         ({"allowed_hosts": ["h.example"] * 101}, ["body", "allowed_hosts"]),
     ],

@@ -64,6 +64,7 @@ def test_parameters_map_to_the_event_and_the_event_is_valid_for_the_pipeline() -
         ([("campaign_id", "١٢")], "bad_param"),  # Arabic-Indic digits are digits to Python, not to us
         ([("list_id", "")], "bad_param"),
         ([("profile_id", "p" * 201)], "bad_param"),
+        ([("profile_id", "p\x00")], "bad_param"),
         ([("event", "click")], "event_not_allowed"),
         ([("a", "1"), ("a", "2")], "duplicate_param"),
     ],
