@@ -4,7 +4,8 @@ In one run, with `wrk` as the load generator (it reaches ~80,000 req/s on a raw 
 not the limit):
   1. reference: a raw asyncio server answering the same 1x1 GIF (what the machine and client allow);
   2. the engine on its embedded defaults (`actionhooks run`: SQLite, embedded broker, prefork worker
-     with 2 processes), one pixel source (event_types ["open"]) and one HTTP hook to a raw receiver:
+     with 2 processes), one pixel source (event_types ["open"]) and one HTTP hook to a raw receiver
+     (batches of 100, a 1 s batch window so the last partial batch does not pad the figure):
      full load for --seconds, then wait until every captured hit is delivered -> hits/s answered,
      hits/s delivered (captured hits / time from the first request to the last delivery), p99 answer;
   3. the same at a paced rate (--half-rate, default 2,500 hits/s: half the 5,000/s target): p99 answer.
@@ -184,9 +185,12 @@ def main() -> None:
             with engine.client() as admin:
                 source = admin.post("/sources", json={"name": "bench", "kind": "pixel", "event_types": ["open"]}).json()
                 admin.post("/hooks", json={"name": "bench", "actions": ["open"], "delivery": {
-                    "type": "http", "url": f"http://127.0.0.1:{receiver_port}/hook"}}).raise_for_status()
+                    "type": "http", "url": f"http://127.0.0.1:{receiver_port}/hook", "batch_timeout_sec": 1,
+                }}).raise_for_status()
             url = f"{engine.base_url}/t/{source['key']}/p.gif{QUERY}"
-            wrk(url, 3, 8)  # warm up (imports, caches, SQLite file growth)
+            wrk(url, 3, 8)  # warm up (imports, caches, SQLite file growth), then let it drain
+            warm = captured(engine)
+            poll(lambda: stats(receiver_port)["events"] >= warm, "the warm-up delivered", timeout=300, every=0.5)
             full = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=args.connections, rate=None)
             print(f"full: {full}", file=sys.stderr)
             paced = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=50, rate=args.half_rate)
