@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 
 from actionhooks.capture.agents import is_bot, mail_proxy
 from actionhooks.capture.model import Source
@@ -34,6 +34,7 @@ COOKIE_MAX_AGE = 2 * 365 * 86_400
 ID_FIELDS = ("campaign_id", "message_id", "resource_id", "segment_id", "pixel_id", "link_id")
 _MAX_ID = 2**63 - 1
 # A visitor id we accept from a cookie: ours are 32 hex digits; Creatio's BpmTrackingId is a GUID.
+_READ = frozenset({b"user-agent", b"referer", b"dnt", b"sec-gpc", b"cookie"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -63,27 +64,39 @@ class Env:
 
 
 def request_env(source: Source, request: Request) -> Env:
-    """The request's client facts: DNT/Sec-GPC drop ip, cookie and visitor id; anonymize_ip masks the ip."""
-    headers = request.headers
+    """The request's client facts: DNT/Sec-GPC drop ip, cookie and visitor id; anonymize_ip masks the ip.
+
+    Reads the ASGI scope directly (one pass over the raw headers, no URL object): this runs for every
+    pixel hit.
+    """
+    scope = request.scope
+    headers: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _READ and name not in headers:
+            headers[name] = value.decode("latin-1")
     spec = source.spec
-    quiet = spec.respect_do_not_track and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1")
-    user_agent = headers.get("user-agent", "")[:MAX_HEADER_KEPT]
-    referer = headers.get("referer", "")[:MAX_HEADER_KEPT] or None
+    quiet = spec.respect_do_not_track and (headers.get(b"dnt") == "1" or headers.get(b"sec-gpc") == "1")
+    user_agent = headers.get(b"user-agent", "")[:MAX_HEADER_KEPT]
+    referer = headers.get(b"referer", "")[:MAX_HEADER_KEPT] or None
     if quiet:
         return Env(time.time_ns(), None, user_agent, referer, None, None)
-    host = request.client.host if request.client else None
+    client = scope.get("client")
+    host = client[0] if client else None
     ip = anonymize(host) if host and spec.anonymize_ip else host
-    visitor_id = request.cookies.get(spec.cookie_name, "")
+    visitor_id = cookie_parser(headers[b"cookie"]).get(spec.cookie_name, "") if b"cookie" in headers else ""
     returning = bool(_VISITOR_ID.match(visitor_id))
     if not returning:
         visitor_id = os.urandom(16).hex()
-    site = "SameSite=None; Secure" if request.url.scheme == "https" else "SameSite=Lax"
+    site = "SameSite=None; Secure" if scope.get("scheme") == "https" else "SameSite=Lax"
     cookie = f"{spec.cookie_name}={visitor_id}; Max-Age={COOKIE_MAX_AGE}; Path=/; {site}; HttpOnly"
     return Env(time.time_ns(), ip, user_agent, referer, visitor_id, cookie, returning)
 
 
 def anonymize(ip: str) -> str | None:
     """IPv4 without its last octet, IPv6 without its last 80 bits; None for what is not an address."""
+    octets = ip.split(".")
+    if len(octets) == 4 and all(o.isascii() and o.isdigit() and int(o) <= 255 and o == str(int(o)) for o in octets):
+        return f"{octets[0]}.{octets[1]}.{octets[2]}.0"  # the common case, without ipaddress's cost
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
