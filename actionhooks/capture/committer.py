@@ -26,9 +26,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from actionhooks.storage.sources import Identity, identities_for, put_identities
 from actionhooks.worker.intake import accept_events  # the one intake write path (storage/ after issue 16)
 
-__all__ = ["GroupCommitter"]
+__all__ = ["Busy", "GroupCommitter"]
 
 MAX_BATCH_EVENTS = 20_000  # one transaction's upper bound; the rest waits for the next
+MAX_WAITING = 20_000  # requests waiting for a commit; beyond it new ones are refused at once (Busy)
+
+
+class Busy(Exception):
+    """The database falls behind: this many requests already wait for a commit."""
 
 
 @dataclass
@@ -58,6 +63,8 @@ class GroupCommitter:
                      identities: dict[str, Identity] | None = None, returning: frozenset[str] = frozenset()) -> None:
         """Durably accept `events` of `account_id`, recording `identities` (visitor id -> profile) and
         giving events of the `returning` visitors the profile they identified as."""
+        if len(self._queue) >= MAX_WAITING:
+            raise Busy(f"{len(self._queue)} capture requests are waiting for the database")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(account_id, events, identities or {}, returning, future))
         if self._draining is None or self._draining.done():

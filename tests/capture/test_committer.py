@@ -88,3 +88,16 @@ def test_after_identify_a_visitors_events_carry_the_profile(sessions: sessionmak
     assert events["e-5"]["profile_id"] is None
     with sessions() as session:
         assert identities_for(session, 23, ["v1", "v2"]) == {"v1": ("p-9", 42)}
+
+
+def test_requests_beyond_the_waiting_bound_are_refused_at_once(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actionhooks.capture.committer.MAX_WAITING", 3)
+
+    async def scenario(committer: GroupCommitter) -> None:
+        results = await asyncio.gather(*(committer.submit(23, [event(n)]) for n in range(5)), return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["Busy"] * 2
+
+    run(sessions, scenario)
+    assert sum(len(r) for r in stored(sessions)) == 3

@@ -16,6 +16,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actionhooks.capture.committer import Busy
 from actionhooks.capture.context import CaptureContext
 from actionhooks.capture.model import Source
 from actionhooks.capture.request import Env, Refused
@@ -48,6 +49,9 @@ class Call:
         returning = frozenset({env.visitor_id}) if env.returning and env.visitor_id else frozenset()
         try:
             await self.ctx.committer.submit(self.source.account_id, events, identities, returning)
+        except Busy:
+            self.refuse(kind, "overloaded")
+            return False
         except Exception:
             self.refuse(kind, "store_failed")
             return False
