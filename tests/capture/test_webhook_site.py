@@ -202,3 +202,19 @@ def test_the_script_is_served_cacheable_and_small(capture_engine: Engine, hook_r
     assert httpx.get(pixel.url("s.js")).status_code == 404  # each kind serves its own endpoints
     assert httpx.get(pixel.url("nope")).status_code == 404
     assert httpx.post(pixel.url("p.gif")).status_code == 405
+
+
+def test_a_webhook_cannot_choose_its_account_type_date_or_test_flag(
+    capture_engine: Engine, hook_receiver: Receiver
+) -> None:
+    src = make_source(capture_engine, hook_receiver, kind="webhook", event_types=["deliv"])
+    forged = {"account_id": 24, "event_type": "click", "is_test": True, "event_date": "2000-01-01T00:00:00Z",
+              "event_id": "chosen", "custom_data": {"x": 1}}
+    reply = httpx.post(src.url("wh"), json=forged)
+    assert reply.status_code == 202
+    [event] = src.wait_events(1)
+    assert (event["account_id"], event["event_type"], event["is_test"]) == (23, "deliv", False)
+    assert event["event_id"] == reply.json()["ids"][0] != "chosen"
+    assert not event["event_date"].startswith("2000")
+    assert event["event_data"]["params"]["account_id"] == "24"
+    assert "custom_data" not in event or event["custom_data"] != {"x": 1}
