@@ -19,9 +19,8 @@ from actionhooks.delivery.signing import sign
 from actionhooks.events import EVENT_TYPES
 from actionhooks.hooks.models import masked_delivery
 
-__all__ = ["KINDS", "MASK", "Source", "SourceOut", "SourceSpec", "default_event_types"]
+__all__ = ["MASK", "Source", "SourceOut", "SourceSpec", "default_event_types"]
 
-KINDS = ("pixel", "redirect", "webhook", "site")
 Id = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
 _DEFAULT_EVENT_TYPES: dict[str, list[str]] = {
     "pixel": ["pixel"],
@@ -140,10 +139,6 @@ class Source:
         data["auth"] = masked_delivery(self.spec.auth)
         return SourceOut(id=self.id, account_id=self.account_id, key=self.key, urls=urls,
                          created_at=self.created_at, updated_at=self.updated_at, **data)
-
-    @property
-    def cookie_name(self) -> str:
-        return self.spec.cookie_name
 
 
 class SourceOut(BaseModel):

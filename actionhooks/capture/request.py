@@ -155,18 +155,18 @@ def event_from_params(source: Source, env: Env, items: Iterable[tuple[str, Any]]
             raise Refused("duplicate_param", name, "given more than once")
         seen.add(name)
         if name == "event":
-            event_type = _text(name, value, 100)
+            event_type = text_param(name, value, 100)
             if event_type not in source.spec.event_types:
                 allowed = source.spec.event_types
                 raise Refused("event_not_allowed", name, f"must be one of the source's event_types {allowed}")
         elif name == "profile_id":
-            profile_id = _text(name, value, MAX_PROFILE_ID)
+            profile_id = text_param(name, value, MAX_PROFILE_ID)
         elif name == "list_id":
             list_id = _id(name, value)
         elif name in ID_FIELDS:
             data[name] = _id(name, value)
         elif name == "send_message_id":
-            data[name] = _text(name, value, MAX_PROFILE_ID)
+            data[name] = text_param(name, value, MAX_PROFILE_ID)
         else:
             if len(params) >= MAX_PARAMS:
                 raise Refused("too_many_params", name, f"at most {MAX_PARAMS} parameters are kept")
@@ -177,7 +177,7 @@ def event_from_params(source: Source, env: Env, items: Iterable[tuple[str, Any]]
     return new_event(source, env, event_type, data, profile_id=profile_id, list_id=list_id)
 
 
-def _text(name: str, value: Any, limit: int) -> str:
+def text_param(name: str, value: Any, limit: int) -> str:
     """A non-empty string of at most `limit` characters without control characters (ids that reach
     SQL look-ups: PostgreSQL refuses NUL)."""
     if not isinstance(value, str) or not value or len(value) > limit or _CONTROL.search(value):
@@ -222,7 +222,3 @@ def bounded_text(name: str, value: Any, limit: int = MAX_PARAM_VALUE) -> str | N
         raise Refused("param_value_too_long" if isinstance(value, str) else "bad_param", name,
                       f"must be a string of at most {limit} characters")
     return value
-
-
-def required_text(name: str, value: Any, limit: int) -> str:
-    return _text(name, value, limit)

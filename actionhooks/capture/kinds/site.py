@@ -25,7 +25,7 @@ from actionhooks.capture.request import (
     bounded_text,
     new_event,
     request_env,
-    required_text,
+    text_param,
 )
 from actionhooks.storage.sources import Identity
 
@@ -106,11 +106,11 @@ def beacon_event(source: Source, env: Env, beacon: Any) -> tuple[dict[str, Any],
         data["utm"] = {name: bounded_text(f"utm.{name}", utm.get(name)) for name in UTM_FIELDS if utm.get(name)}
         return new_event(source, env, kind, data), {}
     if kind == "site_event":
-        data["name"] = required_text("name", beacon.get("name"), 200)
+        data["name"] = text_param("name", beacon.get("name"), 200)
         data["props"] = bounded_object("props", beacon.get("props"))
         return new_event(source, env, kind, data), {}
     traits = dict(bounded_object("traits", beacon.get("traits")))
-    profile_id = required_text("traits.profile_id", traits.pop("profile_id", None), MAX_PROFILE_ID)
+    profile_id = text_param("traits.profile_id", traits.pop("profile_id", None), MAX_PROFILE_ID)
     data["traits"] = traits
     event = new_event(source, env, kind, data, profile_id=profile_id)
     identities = {env.visitor_id: (profile_id, source.spec.list_id)} if env.visitor_id else {}
