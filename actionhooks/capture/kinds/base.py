@@ -92,5 +92,5 @@ def problem(status: int, loc: list[Any], msg: str, kind: str, headers: Mapping[s
     return Response(body, status, headers=dict(headers or {}), media_type="application/json")
 
 
-def refused_problem(refused: Refused, loc_prefix: list[Any]) -> Response:
-    return problem(422, [*loc_prefix, refused.field], refused.msg, refused.reason)
+def refused_problem(refused: Refused, loc_prefix: list[Any], headers: Mapping[str, str] | None = None) -> Response:
+    return problem(422, [*loc_prefix, refused.field], refused.msg, refused.reason, headers)

@@ -81,7 +81,7 @@ class Site:
             event, identities = beacon_event(source, env, beacon)
         except Refused as refused:
             call.refuse(self.name, refused.reason)
-            return refused_problem(refused, ["body"])
+            return refused_problem(refused, ["body"], cors)
         if not await call.capture(self.name, env, [event], identities):
             return problem(503, [], "not stored; try again", "unavailable", cors)
         return Response(None, 204, headers=cors)
