@@ -151,6 +151,7 @@ def test_bad_beacons_are_422_naming_the_field(
     reply = beacon(src, body)
     assert reply.status_code == 422
     assert reply.json()["detail"][0]["loc"] == ["body", field]
+    assert reply.headers["access-control-allow-origin"] == SHOP  # the page may read why
 
 
 def test_a_beacon_over_16_kib_is_413(capture_engine: Engine, hook_receiver: Receiver) -> None:
