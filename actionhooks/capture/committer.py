@@ -42,6 +42,7 @@ class _Pending:
     events: list[dict[str, Any]]
     identities: dict[str, Identity]
     returning: frozenset[str]  # visitor ids that may have identified before (they came from a cookie)
+    supplied: bool  # the events' ids came from the sender: a repeat within the dedup window is dropped
     future: asyncio.Future[None] = field(repr=False)
 
 
@@ -60,13 +61,15 @@ class GroupCommitter:
         self._draining: asyncio.Task[None] | None = None
 
     async def submit(self, account_id: int, events: list[dict[str, Any]],
-                     identities: dict[str, Identity] | None = None, returning: frozenset[str] = frozenset()) -> None:
+                     identities: dict[str, Identity] | None = None, returning: frozenset[str] = frozenset(),
+                     *, supplied_ids: bool = False) -> None:
         """Durably accept `events` of `account_id`, recording `identities` (visitor id -> profile) and
-        giving events of the `returning` visitors the profile they identified as."""
+        giving events of the `returning` visitors the profile they identified as. With `supplied_ids`
+        the events' ids are the sender's, deduplicated like POST /events (EVENT_DEDUP_HOURS)."""
         if len(self._queue) >= MAX_WAITING:
             raise Busy(f"{len(self._queue)} capture requests are waiting for the database")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(account_id, events, identities or {}, returning, future))
+        self._queue.append(_Pending(account_id, events, identities or {}, returning, supplied_ids, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
         await future
@@ -114,7 +117,8 @@ class GroupCommitter:
                     events = _join_visitors(session, account_id, items)
                     learned = {v: who for item in items for v, who in item.identities.items()}
                     put_identities(session, account_id, learned, now)
-                    accepted = accept_events(session, account_id, events, supplied_ids=[],
+                    supplied = [e["event_id"] for item in items if item.supplied for e in item.events]
+                    accepted = accept_events(session, account_id, events, supplied_ids=supplied,
                                              dedup_window_sec=self._dedup_window_sec)
             except Exception as exc:  # reported to this account's requests; nothing of it was committed
                 failed[account_id] = exc

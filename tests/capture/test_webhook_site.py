@@ -87,12 +87,20 @@ def test_webhook_auth_basic_and_standard_webhooks(capture_engine: Engine, hook_r
     now = int(time.time())
     headers = {"webhook-id": "msg_1", "webhook-timestamp": str(now), "content-type": "application/json",
                "webhook-signature": StandardWebhook(WHSEC).sign("msg_1", _dt(now), body.decode())}
-    assert httpx.post(signed.url("wh"), content=body, headers=headers).status_code == 202
+    first = httpx.post(signed.url("wh"), content=body, headers=headers)
+    assert first.status_code == 202
+    assert first.json()["ids"] == ["msg_1.0"]
+    retry = httpx.post(signed.url("wh"), content=body, headers=headers)  # the sender's retry of msg_1
+    assert (retry.status_code, retry.json()["ids"]) == (202, ["msg_1.0"])
     assert httpx.post(signed.url("wh"), content=orjson.dumps({"message_id": 4}), headers=headers).status_code == 401
     stale = headers | {"webhook-timestamp": str(now - 3600)}
     assert httpx.post(signed.url("wh"), content=body, headers=stale).status_code == 401
     assert httpx.post(signed.url("wh"), content=body, headers={"content-type": "application/json"}).status_code == 401
-    assert [e["event_data"]["message_id"] for e in signed.wait_events(1)] == [3]
+    body = orjson.dumps({"message_id": 5})
+    signature = StandardWebhook(WHSEC).sign("msg_2", _dt(now), body.decode())
+    headers |= {"webhook-id": "msg_2", "webhook-signature": signature}
+    assert httpx.post(signed.url("wh"), content=body, headers=headers).status_code == 202
+    assert [e["event_data"]["message_id"] for e in signed.wait_events(2)] == [3, 5]  # msg_1 once
     assert httpx.post(f"{capture_engine.base_url}/t/src_{'c' * 26}/wh", json={}).status_code == 404
 
 

@@ -39,7 +39,7 @@ class Call:
         self.ctx.metrics.refused.labels(kind=kind, reason=reason).inc()
 
     async def capture(self, kind: str, env: Env, events: list[dict[str, Any]],
-                      identities: dict[str, Identity] | None = None) -> bool:
+                      identities: dict[str, Identity] | None = None, *, supplied_ids: bool = False) -> bool:
         """Make `events` durable (group commit); False, counted, when the database refused.
 
         Only a visitor id that came from the request's cookie can have identified before, so only
@@ -48,7 +48,8 @@ class Call:
         assert self.source is not None
         returning = frozenset({env.visitor_id}) if env.returning and env.visitor_id else frozenset()
         try:
-            await self.ctx.committer.submit(self.source.account_id, events, identities, returning)
+            await self.ctx.committer.submit(self.source.account_id, events, identities, returning,
+                                            supplied_ids=supplied_ids)
         except Busy:
             self.refuse(kind, "overloaded")
             return False

@@ -2,13 +2,16 @@
 
 Authenticated per the source's `auth` (none, basic, Standard Webhooks), then the whole request is
 validated (every object; 422 naming `[index, field]`) before anything is stored, and 202 is answered
-only once the events are durable, as POST /events does.
+only once the events are durable, as POST /events does. A `webhook-id` header (Standard Webhooks
+senders send one, stable across their retries) makes the event ids `{webhook-id}.{index}`, so a
+retried message within EVENT_DEDUP_HOURS is not captured twice.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import re
 import time
 from typing import Any
 
@@ -20,6 +23,7 @@ from actionhooks.capture.model import BasicAuth, Source, StandardWebhooksAuth
 from actionhooks.capture.request import Refused, event_from_params, request_env
 from actionhooks.delivery.signing import sign
 
+_MSG_ID = re.compile(r"^[\x21-\x7e]{1,90}$")  # webhook-id: printable ASCII, room for ".index" in 100
 TOLERANCE_SEC = 300  # Standard Webhooks: a timestamp further than this from now is refused (replays)
 
 
@@ -60,7 +64,12 @@ class Webhook:
                 errors.append({"loc": [index, refused.field], "msg": refused.msg, "type": refused.reason})
         if errors:
             return JSONResponse({"detail": errors}, 422)
-        if not await call.capture(self.name, env, events):
+        msg_id = call.request.headers.get("webhook-id", "")
+        supplied = bool(_MSG_ID.match(msg_id))
+        if supplied:  # a sender's retry of the same message is not captured twice
+            for index, event in enumerate(events):
+                event["event_id"] = f"{msg_id}.{index}"
+        if not await call.capture(self.name, env, events, supplied_ids=supplied):
             return problem(503, [], "the events could not be stored; send them again", "unavailable",
                            {"retry-after": "5"})
         return JSONResponse({"accepted": len(events), "ids": [e["event_id"] for e in events]}, 202,
