@@ -15,6 +15,7 @@ transaction: an event accepted after an `identify` was durable always carries it
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ __all__ = ["Busy", "GroupCommitter"]
 
 MAX_BATCH_EVENTS = 20_000  # one transaction's upper bound; the rest waits for the next
 MAX_WAITING = 20_000  # requests waiting for a commit; beyond it new ones are refused at once (Busy)
+MAX_WAITING_PER_ACCOUNT = 10_000  # so one account's flood leaves room for the others
 
 
 class Busy(Exception):
@@ -56,6 +58,7 @@ class GroupCommitter:
         self._on_signal = on_signal
         self._on_batch = on_batch
         self._queue: list[_Pending] = []
+        self._waiting: collections.Counter[int] = collections.Counter()  # account -> requests queued
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-commit")
         self._signaller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-trigger")
         self._draining: asyncio.Task[None] | None = None
@@ -66,8 +69,9 @@ class GroupCommitter:
         """Durably accept `events` of `account_id`, recording `identities` (visitor id -> profile) and
         giving events of the `returning` visitors the profile they identified as. With `supplied_ids`
         the events' ids are the sender's, deduplicated like POST /events (EVENT_DEDUP_HOURS)."""
-        if len(self._queue) >= MAX_WAITING:
-            raise Busy(f"{len(self._queue)} capture requests are waiting for the database")
+        if len(self._queue) >= MAX_WAITING or self._waiting[account_id] >= MAX_WAITING_PER_ACCOUNT:
+            raise Busy(f"{len(self._queue)} capture requests ({self._waiting[account_id]} of this account) wait")
+        self._waiting[account_id] += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(account_id, events, identities or {}, returning, supplied_ids, future))
         if self._draining is None or self._draining.done():
@@ -100,6 +104,10 @@ class GroupCommitter:
             taken += 1
             size += len(item.events)
         batch, self._queue = self._queue[:taken], self._queue[taken:]
+        for item in batch:
+            self._waiting[item.account_id] -= 1
+            if not self._waiting[item.account_id]:
+                del self._waiting[item.account_id]
         return batch
 
     def _write(self, batch: list[_Pending]) -> tuple[list[int], dict[int, Exception]]:

@@ -101,3 +101,19 @@ def test_requests_beyond_the_waiting_bound_are_refused_at_once(
 
     run(sessions, scenario)
     assert sum(len(r) for r in stored(sessions)) == 3
+
+
+def test_one_account_cannot_take_all_the_waiting_room(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actionhooks.capture.committer.MAX_WAITING_PER_ACCOUNT", 2)
+
+    async def scenario(committer: GroupCommitter) -> None:
+        flood = [committer.submit(23, [event(n)]) for n in range(4)]
+        other = committer.submit(24, [event(9) | {"account_id": 24}])
+        results = await asyncio.gather(*flood, other, return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["NoneType", "NoneType", "Busy", "Busy", "NoneType"]
+        await committer.submit(23, [event(10)])  # room again once the batch is taken
+
+    run(sessions, scenario)
+    assert sorted(e["event_id"] for r in stored(sessions) for e in r) == ["e-0", "e-1", "e-10", "e-9"]
