@@ -1,4 +1,5 @@
-"""Transports, by delivery `type`, imported on first use so the API never loads pika, confluent-kafka, nats-py, paho-mqtt or boto3.
+"""Transports, by delivery `type`, imported on first use so the API never loads a client library
+(pika, confluent-kafka, redis-py's pipelines, nats-py, paho-mqtt, boto3).
 
 Adding a transport: a config model in config.py (joined to the union), a module with the class,
 and one line here.

@@ -12,7 +12,6 @@ import binascii
 import re
 import secrets
 from typing import Annotated, ClassVar, Literal
-
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
@@ -200,7 +199,7 @@ class KafkaDelivery(_Strict):
 
 
 def _split_server(entry: str, default_port: int = 9092) -> tuple[str, int]:
-    """(host, port) of "host:port", "[v6]:port" or "host" (default port), with an optional "proto://"; port -1 if bad."""
+    """(host, port) of "host:port", "[v6]:port" or "host" (default port), optionally after "proto://"; -1 if bad."""
     address = entry.strip().rpartition("://")[2]
     host, colon, port = address.rpartition(":")
     if not colon or address.endswith("]") or (":" in host and not host.startswith("[")):

@@ -37,7 +37,6 @@ from actionhooks.delivery.wire import dumps
 from actionhooks.errors import (
     DeliveryError,
     PayloadError,
-    TargetForbidden,
     TargetRejected,
     TargetUnreachable,
 )

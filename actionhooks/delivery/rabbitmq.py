@@ -45,7 +45,7 @@ from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import RabbitMQExchangeDelivery, RabbitMQQueueDelivery
 from actionhooks.delivery.ssrf import vet_target
 from actionhooks.delivery.wire import dumps
-from actionhooks.errors import DeliveryError, PayloadError, TargetForbidden, TargetRejected, TargetUnreachable
+from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 
 __all__ = ["RabbitMQExchangeTransport", "RabbitMQQueueTransport"]
