@@ -90,7 +90,7 @@ def bad(kind: str, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("delivery", "loc"),
+    "case",
     [
         (bad("redis_stream", url="http://redis.example.com"), ["body", "delivery", "redis_stream", "url"]),
         (bad("redis_stream", url="redis://:pw@redis.example.com"), ["body", "delivery", "redis_stream", "url"]),
@@ -121,9 +121,9 @@ def bad(kind: str, **changes: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_settings_are_422_naming_the_field_and_nothing_is_stored(
-    app: FastAPI, client: TestClient, admin: dict[str, str], hook_body: Body, delivery: dict[str, Any],
-    loc: list[Any],
+    app: FastAPI, client: TestClient, admin: dict[str, str], hook_body: Body, case: tuple[dict[str, Any], list[Any]]
 ) -> None:
+    delivery, loc = case
     response = client.post("/api/v1/hooks", json=hook_body(delivery=delivery), headers=admin)
     assert response.status_code == 422, response.text
     assert loc in [error["loc"] for error in response.json()["detail"]]
