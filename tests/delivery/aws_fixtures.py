@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 from tests.delivery.servers import free_port, wait_for
 
-__all__ = ["CREDENTIALS", "REGION", "aws", "moto"]
+__all__ = ["CREDENTIALS", "REGION", "aws", "moto", "moto_server"]
 
 REGION = "us-east-1"
 CREDENTIALS = {"access_key_id": "AKIDTEST", "secret_access_key": "moto-secret"}
@@ -33,9 +34,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def moto() -> Iterator[str]:
-    """Endpoint URL of a moto server (http://127.0.0.1:<port>) for this test session."""
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """Endpoint URL of a moto server (http://127.0.0.1:<port>) started here and stopped by its pid on exit."""
     binary = Path(sys.executable).with_name("moto_server")
     if not binary.exists():
         pytest.fail("moto_server is missing: install the test extras (pip install -e '.[test]')")
@@ -55,6 +56,13 @@ def moto() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[str]:
+    """Endpoint URL of a moto server for this test session."""
+    with moto_server() as url:
+        yield url
 
 
 def aws(service: str, endpoint: str) -> Any:

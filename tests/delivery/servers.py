@@ -7,6 +7,7 @@ it by its pid.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ import pytest
 from actionhooks.delivery.base import Batch, Transport
 from actionhooks.errors import DeliveryError
 
-__all__ = ["PrivateServer", "RetryingSender", "free_port", "private_server", "wait_for"]
+__all__ = ["PrivateServer", "RetryingSender", "free_port", "mosquitto_command", "private_server", "wait_for"]
 
 
 def free_port() -> int:
@@ -104,6 +105,21 @@ def private_server(
         yield server
     finally:
         server.stop()
+
+
+def mosquitto_command(extra: str = "allow_anonymous true\n") -> Callable[[int, Path], list[str]]:
+    """The command of a private mosquitto: persistent (saved on SIGTERM), no limit on queued messages."""
+
+    def command(port: int, workdir: Path) -> list[str]:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            # `user`: run as root, mosquitto would switch to "mosquitto", who cannot use the folder.
+            f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\npersistence true\n"
+            f"persistence_location {workdir}/\nmax_queued_messages 0\n{extra}"
+        )
+        return ["mosquitto", "-c", str(conf)]
+
+    return command
 
 
 class RetryingSender:

@@ -3,7 +3,6 @@ mosquitto for the restart and credentials tests."""
 
 from __future__ import annotations
 
-import getpass
 import json
 import socket
 import threading
@@ -25,7 +24,7 @@ from actionhooks.errors import PayloadError, TargetForbidden, TargetRejected, Ta
 from actionhooks.settings import Settings
 from tests.delivery.brokers_fixtures import closed_loopback_port
 from tests.delivery.conformance import HOOK_ID, Arrival, TransportConformance, sample_batch, sample_events
-from tests.delivery.servers import RetryingSender, private_server, wait_for
+from tests.delivery.servers import RetryingSender, mosquitto_command, private_server, wait_for
 
 SETTINGS = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=True)
 GUARDED = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=False)
@@ -148,19 +147,6 @@ def test_the_connection_is_reused_and_replaced_when_the_broker_closed_it(topic: 
         assert mqtt_transport._client is not first
     assert not mqtt_transport.is_open
     assert len(subscriber.received(3)) == 3
-
-
-def mosquitto_command(extra: str = "") -> Any:
-    def command(port: int, workdir: Path) -> list[str]:
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(
-            # `user`: run as root, mosquitto would switch to "mosquitto", who cannot read the test's folder.
-            f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\npersistence true\npersistence_location {workdir}/\n"
-            "max_queued_messages 0\n" + (extra or "allow_anonymous true\n")
-        )
-        return ["mosquitto", "-c", str(conf)]
-
-    return command
 
 
 def test_wrong_credentials_are_a_rejection(tmp_path: Path) -> None:
