@@ -10,8 +10,11 @@ listens on is a TargetRejected (retryable: the user may add the stream).
 
 nats-py is asyncio; workers are not. The transport owns a private event loop on its own daemon
 thread, created on the first `send` (after a prefork fork) and stopped by `close()`; `send` submits
-one coroutine that publishes the whole batch concurrently (one request per event, all in flight
-at once) and waits for every ack until the attempt's deadline (HOOK_HTTP_TIMEOUT_SEC). Outcome per
+one coroutine that publishes the whole batch at once, each message with its own reply subject
+under one inbox subscription per connection (what nats-py's `publish_async` does; its reply
+handler loses every API error, nats-py 2.16, so the transport reads the replies itself), and
+waits for every ack until the attempt's deadline (HOOK_HTTP_TIMEOUT_SEC) or until the connection
+drops. Outcome per
 event: acked events are delivered, the raised error's `delivered` names them.
 
 nats-py's own reconnect is off (a publish buffered during its reconnect could outlive the attempt
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import re
 import ssl
@@ -37,6 +41,7 @@ import nats
 import nats.errors as nerr
 import nats.js.errors as jserr
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
 from actionhooks.delivery.base import Batch, Receipt, Transport
@@ -86,6 +91,9 @@ class NatsTransport(Transport[NatsDelivery]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._nc: Client | None = None
+        self._inbox = ""
+        self._tokens = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[PubAck]] = {}  # reply token -> ack of this attempt
         self._pid = 0
         self._lock = threading.Lock()  # one send or close at a time
 
@@ -184,29 +192,54 @@ class NatsTransport(Transport[NatsDelivery]):
         self, batch: Batch, published: list[_Published], pending: list[int], deadline: float
     ) -> None:
         nc = await self._connection(deadline)
-        js = nc.jetstream()
-
-        async def one(index: int) -> None:
+        loop = asyncio.get_running_loop()
+        futures: dict[int, asyncio.Future[PubAck]] = {}
+        for index in pending:
             message = published[index]
+            if message.ack is not None:
+                continue
             message.error = None
+            token = str(next(self._tokens))
+            future: asyncio.Future[PubAck] = loop.create_future()
+            self._waiting[token] = future
             try:
-                message.ack = await js.publish(
-                    message.subject, dumps(batch.events[index]), timeout=max(0.001, deadline - time.monotonic()),
-                    headers=dict(message.headers),
-                )
+                await nc.publish(message.subject, dumps(batch.events[index]), reply=f"{self._inbox}.{token}",
+                                 headers=dict(message.headers))
             except (nerr.Error, OSError) as exc:
                 message.error = exc
-            except asyncio.CancelledError:  # the connection was lost: this publish has no ack to wait for
-                message.error = nerr.ConnectionClosedError()
+                del self._waiting[token]
+                continue
+            futures[index] = future
+        # Wait for the acks until the deadline; when the connection drops, nothing more will come.
+        waiting: set[asyncio.Future[PubAck]] = set(futures.values())
+        while waiting and time.monotonic() < deadline and nc.is_connected:
+            _done, waiting = await asyncio.wait(waiting, timeout=min(_WATCH_SEC, deadline - time.monotonic()))
+        self._waiting.clear()  # a late ack of this attempt finds nothing to resolve
+        for index, future in futures.items():
+            message = published[index]
+            if not future.done():
+                message.error = nerr.TimeoutError() if nc.is_connected else nerr.ConnectionClosedError()
+            elif future.exception() is not None:
+                message.error = future.exception()
+            else:
+                message.ack = future.result()
 
-        work = asyncio.gather(*(one(i) for i in pending if published[i].ack is None))
-        # nats-py leaves a request waiting for its full timeout when the connection drops under it:
-        # watch the connection, and give up on what is unacked as soon as it is gone.
-        while not work.done():
-            await asyncio.wait([work], timeout=_WATCH_SEC)
-            if not work.done() and not nc.is_connected:
-                work.cancel()
-                await asyncio.wait([work])
+    async def _on_ack(self, msg: Msg) -> None:
+        """A JetStream publish's reply: a PubAck, an API error, or "no responders" (no stream)."""
+        future = self._waiting.pop(msg.subject.rpartition(".")[2], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(jserr.NoStreamResponseError())
+            return
+        try:
+            answer = json.loads(msg.data)
+            if "error" in answer:
+                # nats-py's APIError.from_error raises the specific error instead of returning it.
+                jserr.APIError.from_error(answer["error"])
+            future.set_result(PubAck.from_response(answer))
+        except (jserr.APIError, ValueError, TypeError, KeyError) as exc:
+            future.set_exception(exc)
 
     async def _connection(self, deadline: float) -> Client:
         if self._nc is not None and self._nc.is_connected:
@@ -239,6 +272,9 @@ class NatsTransport(Transport[NatsDelivery]):
             closed_cb=_noop,
             disconnected_cb=_noop,
         )
+        # One reply subscription per connection serves the acks of every later publish.
+        self._inbox = self._nc.new_inbox()
+        await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
         return self._nc
 
     async def _close_connection(self) -> None:

@@ -12,7 +12,8 @@ refuses a whole call for one message's content (too large for the queue, charact
 take), the call's entries are sent one by one so that message fails alone. An entry
 failed by the sender's fault (SenderFault: a body SQS refuses) fails as a PayloadError when every
 failure is of that kind; otherwise the attempt is retried. Calls carry at most 10 entries and at
-most 256 KiB together (a larger single message goes alone and SQS decides).
+most 256 KiB together (a larger single message goes alone and SQS decides), one after the other; no
+new call starts once the attempt's HOOK_HTTP_TIMEOUT_SEC has passed (the rest is retried).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import SqsDelivery
 from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
-from actionhooks.errors import DeliveryError, PayloadError, TargetRejected
+from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 
 __all__ = ["SqsTransport"]
@@ -78,7 +79,12 @@ class SqsTransport(Transport[SqsDelivery]):
         sent: dict[int, str] = {}  # event index -> SQS MessageId
         failed: dict[int, dict[str, Any]] = {}
         calls = _chunks(entries)
+        deadline = time.monotonic() + self.settings.HOOK_HTTP_TIMEOUT_SEC
         while calls:
+            if time.monotonic() > deadline:  # one attempt stays within its lease however slow each call is
+                raise TargetUnreachable(
+                    f"{self._where()}: {len(sent)} of {len(entries)} sent when the attempt's "
+                    f"{self.settings.HOOK_HTTP_TIMEOUT_SEC:g} s ran out", delivered=frozenset(sent))
             chunk = calls.pop(0)
             try:
                 answer = client.send_message_batch(QueueUrl=str(self.config.queue_url), Entries=chunk)

@@ -6,6 +6,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import SqsDelivery
 from actionhooks.delivery.sqs import SqsTransport
-from actionhooks.errors import PayloadError, TargetForbidden, TargetRejected
+from actionhooks.errors import PayloadError, TargetForbidden, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 from tests.delivery.aws_fixtures import CREDENTIALS, REGION, aws, moto
 from tests.delivery.brokers_fixtures import closed_loopback_port
@@ -140,11 +141,12 @@ def test_a_message_sqs_refuses_fails_alone(queues: Queues) -> None:
     assert [json.loads(m["Body"])["event_id"] for m in got] == [events[0]["event_id"], events[2]["event_id"]]
 
 
-class PartlyFailingSqs:
-    """A loopback HTTP server speaking SQS's JSON protocol: the first SendMessageBatch fails entry "1"
-    (a server-side error), later ones succeed; every request's entries are recorded."""
+class FakeSqs:
+    """A loopback HTTP server speaking SQS's JSON protocol: the first SendMessageBatch fails the entries
+    `fail_first` (a server-side error), later ones succeed, each answer `delay` s late; every request's
+    entries are recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_first: frozenset[str] = frozenset(), delay: float = 0.0) -> None:
         self.requests: list[list[dict[str, Any]]] = []
         owner = self
 
@@ -152,7 +154,8 @@ class PartlyFailingSqs:
             def do_POST(self) -> None:
                 entries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["Entries"]
                 owner.requests.append(entries)
-                fail = {"1"} if len(owner.requests) == 1 else set()
+                fail = fail_first if len(owner.requests) == 1 else frozenset()
+                time.sleep(delay)  # a slow SQS
                 body = json.dumps({
                     "Successful": [{"Id": e["Id"], "MessageId": uuid.uuid4().hex, "MD5OfMessageBody": "x"}
                                    for e in entries if e["Id"] not in fail],
@@ -179,7 +182,7 @@ class PartlyFailingSqs:
 
 
 def test_entries_sqs_failed_are_not_delivered_and_the_retry_sends_only_them() -> None:
-    fake = PartlyFailingSqs()
+    fake = FakeSqs(fail_first=frozenset({"1"}))
     try:
         events = sample_events(3)
         with transport(fake.endpoint, f"{fake.endpoint}/123456789012/q") as sqs:
@@ -192,6 +195,24 @@ def test_entries_sqs_failed_are_not_delivered_and_the_retry_sends_only_them() ->
             rest = [e for i, e in enumerate(events) if i not in failed.value.delivered]
             sqs.send(Batch(HOOK_ID, "b", 2, rest))
         assert [json.loads(e["MessageBody"])["event_id"] for e in fake.requests[1]] == [events[1]["event_id"]]
+    finally:
+        fake.close()
+
+
+def test_no_call_starts_after_the_attempts_time_ran_out() -> None:
+    # Given an SQS answering each call in 0.3 s and an attempt of 1 s
+    fake = FakeSqs(delay=0.3)
+    try:
+        events = sample_events(100)  # 10 calls: 3 s if nothing stopped them
+        settings = Settings(HOOK_HTTP_TIMEOUT_SEC=1, HOOK_ALLOW_PRIVATE_TARGETS=True)
+        with transport(fake.endpoint, f"{fake.endpoint}/123456789012/q", settings) as sqs, pytest.raises(
+            TargetUnreachable
+        ) as failed:
+            sqs.send(Batch(HOOK_ID, "b", 1, events))
+        # Then the calls made before the deadline count, and no other call was started
+        assert 1 <= len(fake.requests) < 10
+        assert failed.value.delivered == frozenset(range(10 * len(fake.requests)))
+        assert failed.value.retryable
     finally:
         fake.close()
 
