@@ -25,6 +25,7 @@ the host name. Proxies from the environment are never used.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import socket
@@ -55,6 +56,8 @@ _LOOP_SLICE_SEC = 0.1
 _TOPIC_MAX_BYTES = 65_535
 _MQTT_MAX_INFLIGHT = 65_535  # the protocol's Receive Maximum when a broker announces none
 _client_numbers = itertools.count(1)
+_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)
+_PUBLISH_PROPERTIES.ContentType = "application/json"
 
 
 class _Lost(Exception):
@@ -157,8 +160,7 @@ class MqttTransport(Transport[MqttDelivery]):
             topic = self._topic.render(event)
             props = None
             if self.v5:
-                props = Properties(PacketTypes.PUBLISH)
-                props.ContentType = "application/json"
+                props = copy.copy(_PUBLISH_PROPERTIES)  # Properties() itself costs ~0.15 ms (its name tables)
                 props.UserProperty = [
                     ("event_id", str(event.get("event_id", ""))),
                     ("hook_id", str(batch.hook_id)),
