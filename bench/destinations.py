@@ -41,7 +41,7 @@ class Destination:
     name: str
     raw_label: str
     # moto's SQS slows down as a queue grows (0.4 s per SendMessageBatch past ~1,000 messages here),
-    # so an SQS run measures moto, not the engine: 500 events, and no engine run.
+    # so an SQS run measures moto, not the engine: 100 events, and no engine run.
     max_events: int | None = None
     engine: bool = True
 
@@ -194,7 +194,7 @@ class _Aws:
 
 class SqsQueue(Destination, _Aws):
     name, raw_label = "SQS (moto server)", "boto3 send_message_batch of 10"
-    max_events, engine = 500, False
+    max_events, engine = 100, False
 
     def __init__(self, env: Env) -> None:
         _Aws.__init__(self, env, "sqs")

@@ -13,18 +13,23 @@ a name that re-resolves between the check and the connect can slip through (the 
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions as bex
 from botocore.config import Config
 
+from actionhooks.delivery.base import SerialTransport
+from actionhooks.delivery.config import S3Delivery, SqsDelivery
 from actionhooks.delivery.ssrf import vet_target
 from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 
-__all__ = ["AWS_ERRORS", "aws_client", "translate", "vet_endpoint"]
+__all__ = ["AWS_ERRORS", "AwsTransport", "aws_client", "translate", "vet_endpoint"]
+
+AwsConfigT = TypeVar("AwsConfigT", SqsDelivery, S3Delivery)
 
 # Everything botocore raises for one call (ClientError: the service answered with an error).
 AWS_ERRORS = (bex.BotoCoreError, bex.ClientError)
@@ -33,6 +38,42 @@ _UNREACHABLE = (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTi
                 bex.ConnectionClosedError, bex.ProxyConnectionError, bex.SSLError, bex.HTTPClientError)
 _THROTTLED = frozenset({"Throttling", "ThrottlingException", "RequestThrottled", "SlowDown",
                         "ServiceUnavailable", "InternalError", "RequestTimeout"})
+
+
+class AwsTransport(SerialTransport[AwsConfigT]):
+    """A transport with one boto3 client per worker process, vetted by the SSRF guard before each attempt."""
+
+    service: ClassVar[str]  # "sqs", "s3"
+    what: ClassVar[str]  # how errors name the endpoint
+
+    def __init__(self, config: AwsConfigT, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self._client: Any = None
+        self._pid = 0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the transport holds a client (False before the first send and after close)."""
+        return self._client is not None
+
+    def client_options(self) -> dict[str, Any]:
+        """Extra botocore Config options of this service."""
+        return {}
+
+    def _release(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            client.close()
+
+    def _ready_client(self) -> Any:
+        if self._client is not None and self._pid != os.getpid():
+            self._client = None  # inherited over fork: urllib3 pools are not fork-safe
+        if self._client is None:
+            self._client = aws_client(self.service, self.config, self.settings, **self.client_options())
+            self._pid = os.getpid()
+        if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
+            vet_endpoint(self._client, self.what)
+        return self._client
 
 
 def aws_client(service: str, config: Any, settings: Settings, **extra: Any) -> Any:

@@ -30,7 +30,6 @@ import itertools
 import os
 import socket
 import ssl
-import threading
 import time
 import uuid
 from typing import Any, ClassVar
@@ -41,7 +40,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.base import Batch, Receipt, SerialTransport
 from actionhooks.delivery.config import MqttDelivery
 from actionhooks.delivery.ssrf import vet_target
 from actionhooks.delivery.templates import FieldTemplate
@@ -82,7 +81,7 @@ class _PinnedClient(mqtt.Client):
         return socket.create_connection((address, self._port), timeout=self._connect_timeout)
 
 
-class MqttTransport(Transport[MqttDelivery]):
+class MqttTransport(SerialTransport[MqttDelivery]):
     """To `topic` at QoS 1; MQTT 5 user properties event_id, hook_id, event_type."""
 
     type: ClassVar[str] = "mqtt"
@@ -99,7 +98,6 @@ class MqttTransport(Transport[MqttDelivery]):
         self._outstanding: dict[int, int] = {}  # message id -> event index
         self._acked: set[int] = set()
         self._rejected: dict[int, ReasonCode] = {}
-        self._lock = threading.Lock()  # one send or close at a time: paho's client is driven from one thread
 
     @property
     def v5(self) -> bool:
@@ -110,13 +108,8 @@ class MqttTransport(Transport[MqttDelivery]):
         """Whether the transport holds a connected client (False before the first send and after close)."""
         return self._client is not None
 
-    def send(self, batch: Batch) -> Receipt:
-        with self._lock:
-            return self._send(batch)
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
+    def _release(self) -> None:
+        self._drop()
 
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()

@@ -44,7 +44,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
-from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.base import Batch, Receipt, SerialTransport
 from actionhooks.delivery.config import NatsDelivery
 from actionhooks.delivery.ssrf import vet_target
 from actionhooks.delivery.templates import FieldTemplate
@@ -77,7 +77,7 @@ class _Published:
         self.error: BaseException | None = None
 
 
-class NatsTransport(Transport[NatsDelivery]):
+class NatsTransport(SerialTransport[NatsDelivery]):
     """To `subject` on a JetStream stream, header Nats-Msg-Id = event_id, every publish acked."""
 
     type: ClassVar[str] = "nats"
@@ -95,30 +95,25 @@ class NatsTransport(Transport[NatsDelivery]):
         self._tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[PubAck]] = {}  # reply token -> ack of this attempt
         self._pid = 0
-        self._lock = threading.Lock()  # one send or close at a time
 
     @property
     def is_open(self) -> bool:
         """Whether the transport holds a connection or its loop thread (False before the first send and after close)."""
         return self._nc is not None or self._thread is not None
 
-    def send(self, batch: Batch) -> Receipt:
-        with self._lock:
-            return self._send(batch)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._forget()  # inherited over fork: the parent's loop thread does not exist here
-                return
-            loop, thread = self._loop, self._thread
-            if loop is not None and thread is not None:
-                self._drop()
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(5)
-                if not thread.is_alive():
-                    loop.close()
-            self._forget()
+    def _release(self) -> None:
+        """Close the connection, stop the loop thread and close the loop."""
+        if self._pid != os.getpid():
+            self._forget()  # inherited over fork: the parent's loop thread does not exist here
+            return
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None:
+            self._drop()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            if not thread.is_alive():
+                loop.close()
+        self._forget()
 
     def _forget(self) -> None:
         self._loop, self._thread, self._nc = None, None, None

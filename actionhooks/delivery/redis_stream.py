@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
 from typing import Any, ClassVar
 
@@ -32,7 +31,7 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.base import Batch, Receipt, SerialTransport
 from actionhooks.delivery.config import RedisStreamDelivery
 from actionhooks.delivery.ssrf import vet_target
 from actionhooks.delivery.templates import FieldTemplate
@@ -46,7 +45,7 @@ _client_numbers = itertools.count(1)
 _REFUSED = (rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError)
 
 
-class RedisStreamTransport(Transport[RedisStreamDelivery]):
+class RedisStreamTransport(SerialTransport[RedisStreamDelivery]):
     """XADD <stream> [MAXLEN ~ n] * event <json> event_id <id> hook_id <id> event_type <type>."""
 
     type: ClassVar[str] = "redis_stream"
@@ -59,20 +58,14 @@ class RedisStreamTransport(Transport[RedisStreamDelivery]):
         self.client_name = f"actionhooks-pid{os.getpid()}-{next(_client_numbers)}"
         self._client: redis.Redis | None = None
         self._pid = 0
-        self._lock = threading.Lock()  # one send or close at a time (threads-pool workers share transports)
 
     @property
     def is_open(self) -> bool:
         """Whether the transport holds a client (False before the first send and after close)."""
         return self._client is not None
 
-    def send(self, batch: Batch) -> Receipt:
-        with self._lock:
-            return self._send(batch)
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
+    def _release(self) -> None:
+        self._drop()
 
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import datetime
 import gzip
-import os
-import threading
 import time
 from typing import Any, ClassVar
 
-from actionhooks.delivery.aws import AWS_ERRORS, aws_client, translate, vet_endpoint
-from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.aws import AWS_ERRORS, AwsTransport, translate
+from actionhooks.delivery.base import Batch, Receipt
 from actionhooks.delivery.config import S3Delivery
 from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
@@ -36,32 +34,20 @@ _KEY_MAX_BYTES = 1024
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
-class S3Transport(Transport[S3Delivery]):
+class S3Transport(AwsTransport[S3Delivery]):
     """PutObject of `<prefix>/<yyyy>/<mm>/<dd>/<batch id>.jsonl.gz` into `bucket`."""
 
     type: ClassVar[str] = "s3"
+    service, what = "s3", "S3 endpoint"
 
     def __init__(self, config: S3Delivery, settings: Settings) -> None:
         super().__init__(config, settings)
         self._prefix = FieldTemplate(config, "prefix", settings)
-        self._client: Any = None
-        self._pid = 0
-        self._lock = threading.Lock()  # one send or close at a time
 
-    @property
-    def is_open(self) -> bool:
-        """Whether the transport holds a client (False before the first send and after close)."""
-        return self._client is not None
-
-    def send(self, batch: Batch) -> Receipt:
-        with self._lock:
-            return self._send(batch)
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-            if client is not None and self._pid == os.getpid():
-                client.close()
+    def client_options(self) -> dict[str, Any]:
+        # AWS wants virtual-hosted addressing (bucket.s3.<region>.amazonaws.com); other endpoints
+        # (MinIO, moto...) mostly serve path-style only, and then the host is exactly the one vetted.
+        return {"s3": {"addressing_style": "path" if self.config.endpoint_url else "virtual"}}
 
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
@@ -97,19 +83,6 @@ class S3Transport(Transport[S3Delivery]):
             key = f"{prefix}/{day}/{batch.batch_id}.jsonl.gz" if prefix else f"{day}/{batch.batch_id}.jsonl.gz"
             objects.setdefault(key, []).append(index)
         return objects
-
-    def _ready_client(self) -> Any:
-        if self._client is not None and self._pid != os.getpid():
-            self._client = None  # inherited over fork: urllib3 pools are not fork-safe
-        if self._client is None:
-            # AWS wants virtual-hosted addressing (bucket.s3.<region>.amazonaws.com); other endpoints
-            # (MinIO, moto...) mostly serve path-style only, and then the host is exactly the one vetted.
-            style = "path" if self.config.endpoint_url else "virtual"
-            self._client = aws_client("s3", self.config, self.settings, s3={"addressing_style": style})
-            self._pid = os.getpid()
-        if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
-            vet_endpoint(self._client, "S3 endpoint")
-        return self._client
 
     def _where(self) -> str:
         return f"S3 bucket {self.config.bucket!r}"

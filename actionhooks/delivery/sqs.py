@@ -19,16 +19,14 @@ new call starts once the attempt's HOOK_HTTP_TIMEOUT_SEC has passed (the rest is
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import threading
 import time
 from typing import Any, ClassVar
 
 import botocore.exceptions as bex
 
-from actionhooks.delivery.aws import AWS_ERRORS, aws_client, translate, vet_endpoint
-from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.aws import AWS_ERRORS, AwsTransport, translate
+from actionhooks.delivery.base import Batch, Receipt
 from actionhooks.delivery.config import SqsDelivery
 from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
@@ -45,32 +43,15 @@ _CONTENT_CODES = frozenset({"InvalidParameterValue", "BatchRequestTooLong", "Inv
 _VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]*$")
 
 
-class SqsTransport(Transport[SqsDelivery]):
+class SqsTransport(AwsTransport[SqsDelivery]):
     """SendMessageBatch to `queue_url`; FIFO: dedup id = event_id, group id = rendered template."""
 
     type: ClassVar[str] = "sqs"
+    service, what = "sqs", "SQS endpoint"
 
     def __init__(self, config: SqsDelivery, settings: Settings) -> None:
         super().__init__(config, settings)
         self._group = FieldTemplate(config, "message_group_id", settings)
-        self._client: Any = None
-        self._pid = 0
-        self._lock = threading.Lock()  # one send or close at a time
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the transport holds a client (False before the first send and after close)."""
-        return self._client is not None
-
-    def send(self, batch: Batch) -> Receipt:
-        with self._lock:
-            return self._send(batch)
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-            if client is not None and self._pid == os.getpid():
-                client.close()
 
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
@@ -130,16 +111,6 @@ class SqsTransport(Transport[SqsDelivery]):
             entry["MessageDeduplicationId"] = _bounded_id(str(event.get("event_id", "")))
             entry["MessageGroupId"] = _bounded_id(self._group.render(event)) or _DEFAULT_GROUP
         return entry
-
-    def _ready_client(self) -> Any:
-        if self._client is not None and self._pid != os.getpid():
-            self._client = None  # inherited over fork: urllib3 pools are not fork-safe
-        if self._client is None:
-            self._client = aws_client("sqs", self.config, self.settings)
-            self._pid = os.getpid()
-        if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
-            vet_endpoint(self._client, "SQS endpoint")
-        return self._client
 
     def _where(self) -> str:
         return f"SQS {self.config.queue_url}"
