@@ -6,8 +6,6 @@ Import the fixtures you use into your test module (`from tests.delivery.aws_fixt
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.delivery.servers import free_port, wait_for
+from tests.delivery.servers import free_port, stop_process, wait_for
 
 __all__ = ["CREDENTIALS", "REGION", "aws", "moto", "moto_server"]
 
@@ -49,13 +47,7 @@ def moto_server() -> Iterator[str]:
         assert process.poll() is None, "moto_server exited at start"
         yield url
     finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_process(process, grace=10)
 
 
 @pytest.fixture(scope="session")

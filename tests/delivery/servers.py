@@ -25,7 +25,9 @@ import pytest
 from actionhooks.delivery.base import Batch, Transport
 from actionhooks.errors import DeliveryError
 
-__all__ = ["PrivateServer", "RetryingSender", "free_port", "mosquitto_command", "private_server", "wait_for"]
+__all__ = [
+    "PrivateServer", "RetryingSender", "free_port", "mosquitto_command", "private_server", "stop_process", "wait_for",
+]
 
 
 def free_port() -> int:
@@ -52,6 +54,18 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM `process` by its pid, SIGKILL it if it is still there after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
 class PrivateServer:
     """One server process on its own port; `restart()` stops it (SIGTERM, by pid) and starts it again."""
 
@@ -74,14 +88,8 @@ class PrivateServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
+        if process is not None:
+            stop_process(process)
 
     def restart(self, down_for: float = 0.5) -> None:
         self.stop()
