@@ -338,6 +338,9 @@ class S3Delivery(_AwsTarget):
     type: Literal["s3"]
     bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
     prefix: str = Field("actionhooks", max_length=_TEMPLATE, description="template; '' = the bucket's root")
+    # An archive wants few large objects: events wait up to batch_timeout_sec for others, as for HTTP.
+    max_batch_size: int = Field(1000, ge=1, le=10_000, description="events per object at most")
+    batch_timeout_sec: float = Field(60, ge=0, le=3600, description="how long the first event waits for others")
     TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("bucket", "region", "endpoint_url")
     TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ("prefix",)
 

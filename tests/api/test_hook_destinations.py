@@ -52,7 +52,7 @@ def test_each_destination_saves_with_its_defaults_and_its_secrets_masked(
         "nats": {"subject": "actionhooks.{{list_id}}.{{event_type}}", "jetstream": True, "tls": False},
         "mqtt": {"port": 1883, "qos": 1, "protocol": "5", "topic": "actionhooks/{{list_id}}/{{event_type}}"},
         "sqs": {"message_group_id": "{{profile_id}}", "endpoint_url": None},
-        "s3": {"prefix": "actionhooks", "endpoint_url": None},
+        "s3": {"prefix": "actionhooks", "endpoint_url": None, "max_batch_size": 1000, "batch_timeout_sec": 60},
     }[kind]
     assert {k: delivery[k] for k in defaults} == defaults
 
@@ -117,6 +117,8 @@ def bad(kind: str, **changes: Any) -> dict[str, Any]:
         (bad("s3", bucket="Upper_Case"), ["body", "delivery", "s3", "bucket"]),
         (bad("s3", endpoint_url="ftp://minio"), ["body", "delivery", "s3", "endpoint_url"]),
         (bad("s3", prefix="{{ nope }}"), ["body", "delivery", "prefix"]),
+        (bad("s3", max_batch_size=0), ["body", "delivery", "s3", "max_batch_size"]),
+        (bad("s3", batch_timeout_sec=-1), ["body", "delivery", "s3", "batch_timeout_sec"]),
         ({k: v for k, v in VALID["s3"].items() if k != "access_key_id"}, ["body", "delivery", "s3", "access_key_id"]),
     ],
 )

@@ -72,7 +72,9 @@ def s3_target(cleanup: list[Callable[[], None]], endpoint: str) -> Target:
         events = [json.loads(line) for line in gzip.decompress(body).decode().splitlines()]
         return [(e, key) for e in events]
 
-    return {"type": "s3", "bucket": bucket, "region": REGION, "endpoint_url": endpoint, **CREDENTIALS}, read
+    # batch_timeout_sec 0: each routing round is written at once (the window has its own test)
+    return ({"type": "s3", "bucket": bucket, "region": REGION, "endpoint_url": endpoint, "batch_timeout_sec": 0,
+             **CREDENTIALS}, read)
 
 
 TARGETS = {"redis_stream": redis_target, "nats": nats_target, "mqtt": mqtt_target, "sqs": sqs_target,
@@ -103,6 +105,17 @@ def test_events_posted_to_the_api_arrive_at_the_destination_with_their_identity(
     else:
         assert [identity for _, identity in arrived] == [e["event_id"] for e in events]
     assert [e["event_type"] for e, _ in arrived] == ["click"] * 3
+
+
+def test_an_s3_hook_collects_events_of_several_requests_into_one_object_per_batch_window(
+    tenant: Tenant, moto: str, cleanup: list[Callable[[], None]]
+) -> None:
+    delivery, read = s3_target(cleanup, moto)
+    tenant.hook({**delivery, "batch_timeout_sec": 5})
+    events = [tenant.event(n, event_type="click") for n in range(6)]
+    for pair in (events[0:2], events[2:4], events[4:6]):
+        tenant.send(*pair)  # three requests within the window
+    assert [e["event_id"] for e, _ in read(6)] == [e["event_id"] for e in events]  # read() wants exactly one object
 
 
 @pytest.mark.parametrize("kind", sorted(TARGETS))
