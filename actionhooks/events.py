@@ -34,15 +34,18 @@ from actionhooks.errors import EventsRejected, HookValidationError
 __all__ = [
     "EVENT_TYPES",
     "MAX_LENGTHS",
+    "OPERATIONAL_EVENTS",
     "Content",
     "Event",
     "EventData",
     "event_timestamp",
+    "operational_event",
     "parse_event_date",
     "parse_events",
 ]
 
 _DELIVERY, _TRACKING, _IMPORT, _SUBSCRIPTION = "delivery", "tracking", "import", "subscription"
+_OPERATIONAL = "operational"
 
 EVENT_TYPES: dict[str, str] = {
     # email (altcraft-action-hooks.md §2.1)
@@ -61,7 +64,11 @@ EVENT_TYPES: dict[str, str] = {
     # ours, where Altcraft's code is unknown (contract.md "Events")
     "deliv_push": _DELIVERY, "undeliv_push": _DELIVERY, "pixel": _TRACKING, "sub_status": _SUBSCRIPTION,
     "page_view": _TRACKING, "site_event": _TRACKING, "identify": _TRACKING,  # capture.md (site script)
+    # the engine about the account's own hooks (delivery-control.md "Operational events")
+    "hook_paused": _OPERATIONAL, "hook_resumed": _OPERATIONAL, "hook_stopped_gone": _OPERATIONAL,
+    "batch_failed": _OPERATIONAL,
 }
+OPERATIONAL_EVENTS = frozenset(code for code, kind in EVENT_TYPES.items() if kind == _OPERATIONAL)
 
 _MAX_ID = 2**63 - 1  # ids land in BIGINT columns
 Id = Annotated[int, Field(ge=0, le=_MAX_ID)]
@@ -128,6 +135,25 @@ def parse_event_date(value: str) -> tuple[int, int]:
     if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
         raise ValueError("date out of range once converted to UTC")
     return seconds, nanos
+
+
+def operational_event(
+    event_type: str, *, account_id: int, hook_id: int, hook_name: str, error: str | None, now: float,
+    **details: Any,
+) -> dict[str, Any]:
+    """An event the engine captures about one of the account's hooks, shaped like any captured event
+    (so templates, filters and every transport treat it alike); `event_data` carries the hook's id
+    and name, the error that caused it (None for hook_resumed) and `details`."""
+    assert event_type in OPERATIONAL_EVENTS, event_type
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    return {
+        "event_type": event_type,
+        "event_date": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "account_id": account_id,
+        "is_test": False,
+        "event_id": str(uuid.uuid4()),
+        "event_data": {"hook_id": hook_id, "hook_name": hook_name, "error": error, **details},
+    }
 
 
 def event_timestamp(event: Mapping[str, Any]) -> tuple[int, int]:

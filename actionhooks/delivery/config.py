@@ -68,6 +68,53 @@ class _Strict(BaseModel):
     TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
 
+# How much of its limit a rate-limited hook may spend at once, in seconds of its rate: a token bucket
+# this deep keeps every 10-second window within 2% of the limit (the contract allows 10%), which
+# leaves room for the spread of send times between claim and receiver. It also bounds the batches
+# of an events_per_sec hook (worker/batching.py), since a batch is sent whole.
+RATE_BURST_SEC = 0.2
+
+
+class EventRate(_Strict):
+    """`{"events_per_sec": N}`: events per second across all of the hook's batches and workers."""
+
+    events_per_sec: float = Field(ge=1, le=1_000_000)
+
+    @property
+    def per_sec(self) -> float:
+        return self.events_per_sec
+
+    def cost(self, n_events: int) -> float:
+        return float(n_events)
+
+    @property
+    def burst(self) -> float:
+        return max(1.0, self.per_sec * RATE_BURST_SEC)
+
+
+class RequestRate(_Strict):
+    """`{"requests_per_sec": N}` (HTTP only): requests, whatever each batch holds."""
+
+    requests_per_sec: float = Field(ge=1, le=100_000)
+
+    @property
+    def per_sec(self) -> float:
+        return self.requests_per_sec
+
+    def cost(self, n_events: int) -> float:
+        return 1.0
+
+    @property
+    def burst(self) -> float:
+        return max(1.0, self.per_sec * RATE_BURST_SEC)
+
+
+class _Limited(_Strict):
+    """A delivery that takes `rate_limit` (delivery-control.md): every type but HTTP counts events."""
+
+    rate_limit: EventRate | None = None
+
+
 class NoAuth(_Strict):
     type: Literal["none"] = "none"
 
@@ -88,7 +135,7 @@ class BearerAuth(_Strict):
 HttpAuth = Annotated[NoAuth | BasicAuth | BearerAuth, Field(discriminator="type")]
 
 
-class HttpDelivery(_Strict):
+class HttpDelivery(_Limited):
     """JSON batches over HTTP POST, or one event per GET with query parameters."""
 
     type: Literal["http"]
@@ -100,6 +147,7 @@ class HttpDelivery(_Strict):
     success_regex: str | None = Field(None, max_length=1000)
     signing_secret: str = Field(default_factory=new_signing_secret, max_length=200)
     auth: HttpAuth = Field(default_factory=NoAuth)
+    rate_limit: EventRate | RequestRate | None = None
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("signing_secret",)
 
     @field_validator("headers")
@@ -142,7 +190,7 @@ class HttpDelivery(_Strict):
         return secret
 
 
-class _AmqpTarget(_Strict):
+class _AmqpTarget(_Limited):
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(5672, ge=1, le=65535)
     username: str = Field("guest", max_length=255)
@@ -169,7 +217,7 @@ class RabbitMQExchangeDelivery(_AmqpTarget):
     auto_delete: bool = False
 
 
-class KafkaDelivery(_Strict):
+class KafkaDelivery(_Limited):
     """One message per event to a Kafka topic from an idempotent producer (acks=all)."""
 
     type: Literal["kafka"]
@@ -217,7 +265,7 @@ _TEMPLATE = 1000
 _HOST = r"^([0-9A-Fa-f:]+:[0-9A-Fa-f:.]*|[A-Za-z0-9._-]+)$"  # a name, an IPv4 or a bare IPv6 address
 
 
-class RedisStreamDelivery(_Strict):
+class RedisStreamDelivery(_Limited):
     """One XADD per event to a Redis stream: fields event (JSON), event_id, hook_id, event_type."""
 
     type: Literal["redis_stream"]
@@ -257,7 +305,7 @@ class RedisStreamDelivery(_Strict):
         return parts.hostname or "", parts.port or 6379, db, parts.scheme == "rediss"
 
 
-class NatsDelivery(_Strict):
+class NatsDelivery(_Limited):
     """JetStream publish per event, Nats-Msg-Id = event id, each acknowledged by the stream."""
 
     type: Literal["nats"]
@@ -290,7 +338,7 @@ class NatsDelivery(_Strict):
         return [_split_server(entry.rpartition("://")[2], 4222) for entry in self.servers]
 
 
-class MqttDelivery(_Strict):
+class MqttDelivery(_Limited):
     """One PUBLISH per event at QoS 1 (MQTT 5 user properties event_id, hook_id, event_type), PUBACK awaited."""
 
     type: Literal["mqtt"]
@@ -310,7 +358,7 @@ class MqttDelivery(_Strict):
 _AWS_REGION = r"^[a-z]{2}(-[a-z0-9]+)+-\d+$"
 
 
-class _AwsTarget(_Strict):
+class _AwsTarget(_Limited):
     region: str = Field(min_length=1, max_length=50, pattern=_AWS_REGION, description="e.g. eu-west-1")
     access_key_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9]+$")
     secret_access_key: str = Field(min_length=1, max_length=500)

@@ -5,8 +5,11 @@
 fails the wait is `periods[min(n-1, len-1)]`, so the last period repeats (outpost's
 ScheduledBackoff). A receiver's Retry-After (only ever set from a 429 or 503) replaces that period
 but is clamped into `[min(periods), max(periods)]`: the contract's "within the period list's
-bounds", so a receiver can neither hammer us with 0 nor park a batch for a day. There is no jitter,
-because the contract fixes the period.
+bounds", so a receiver can neither hammer us with 0 nor park a batch for a day.
+
+`next_delay` spreads a period by ±JITTER (delivery-control.md: retries get ±10% jitter), so the
+batches that failed together when a receiver went down do not all come back in the same second;
+a receiver's Retry-After is only ever lengthened (up to +10%), never brought forward.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from dataclasses import dataclass
 from actionhooks.errors import DeliveryError
 from actionhooks.settings import Settings
 
-__all__ = ["RetryPolicy"]
+__all__ = ["JITTER", "RetryPolicy"]
+
+JITTER = 0.1
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,12 @@ class RetryPolicy:
         if error.retry_after is not None:
             return min(max(error.retry_after, min(self.periods)), max(self.periods))
         return self.periods[min(attempt - 1, len(self.periods) - 1)]
+
+    def next_delay(self, attempt: int, error: DeliveryError, u: float) -> float | None:
+        """`delay_after` with jitter; `u` is uniform in [0, 1) (random.random() in the worker)."""
+        delay = self.delay_after(attempt, error)
+        if delay is None:
+            return None
+        if error.retry_after is not None:
+            return delay * (1 + JITTER * u)
+        return delay * (1 - JITTER + 2 * JITTER * u)

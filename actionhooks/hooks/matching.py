@@ -22,7 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from actionhooks.delivery.config import DeliveryConfig
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
-from actionhooks.events import EVENT_TYPES
+from actionhooks.events import EVENT_TYPES, OPERATIONAL_EVENTS
 from actionhooks.settings import Settings
 from actionhooks.templating import CompiledValues, compile_values
 
@@ -65,6 +65,8 @@ class CompiledHook:
             return False
         if self.database_id is not None and _id(event.get("list_id")) != self.database_id:
             return False
+        if event.get("event_type") in OPERATIONAL_EVENTS and (event.get("event_data") or {}).get("hook_id") == self.id:
+            return False  # a hook never hears about itself (a dead receiver would be told it is dead)
         if self.filters:
             data = event.get("event_data") or {}
             for kind, allowed in self.filters.items():

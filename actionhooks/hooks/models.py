@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
@@ -115,13 +115,22 @@ class Hook:
     created_at: datetime
     updated_at: datetime
     spec: HookSpec
+    paused_since: float | None = None  # Unix time its receiver was found dead (delivery-control.md)
+
+    @property
+    def state(self) -> Literal["active", "paused", "stopped"]:
+        if not self.spec.active:
+            return "stopped"
+        return "paused" if self.paused_since is not None else "active"
 
     def public(self) -> HookOut:
         """The API view: the contract's hook shape with every secret shown as "***"."""
         data = self.spec.model_dump(mode="json")
         data["delivery"] = masked_delivery(self.spec.delivery)
+        paused = None if self.paused_since is None else datetime.fromtimestamp(self.paused_since, UTC)
         return HookOut(
-            id=self.id, account_id=self.account_id, created_at=self.created_at, updated_at=self.updated_at, **data
+            id=self.id, account_id=self.account_id, created_at=self.created_at, updated_at=self.updated_at,
+            state=self.state, paused_since=paused, **data
         )
 
 
@@ -140,6 +149,8 @@ class HookOut(BaseModel):
     delivery: DeliveryConfig
     created_at: datetime
     updated_at: datetime
+    state: Literal["active", "paused", "stopped"] = "active"
+    paused_since: datetime | None = None
 
 
 def secret_paths(model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

@@ -36,6 +36,13 @@ class Settings(BaseModel):
         default_factory=list,
         description="HTTP statuses that are never retried (the batch goes to the failed list).",
     )
+    HOOK_PAUSE_AFTER_SEC: float = Field(
+        3600, ge=0, le=30 * 86400,
+        description="Seconds of nothing but failed attempts after which a hook is paused (0 = never pause).",
+    )
+    HOOK_PROBE_EVERY_SEC: float = Field(
+        60, gt=0, le=86400, description="How often a paused hook's receiver is probed with one real batch."
+    )
     DATABASE_URL: str = Field("sqlite:///data/actionhooks.db", min_length=1, description="SQLAlchemy database URL.")
     BROKER_URL: str = Field(
         "", description="Celery broker URL; empty = the embedded durable broker (SQLite file under DATA_DIR)."

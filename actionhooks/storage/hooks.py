@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.errors import NotFound
 from actionhooks.hooks.models import Hook, HookSpec
+from actionhooks.storage import hook_state
 from actionhooks.storage.tables import Hook as HookRow
 from actionhooks.storage.tables import HookChange
 
-__all__ = ["SqlHookRepository", "lock_existing", "to_hook"]
+__all__ = ["SqlHookRepository", "lock_existing", "stop", "to_hook"]
 
 
 class SqlHookRepository:
@@ -41,17 +42,22 @@ class SqlHookRepository:
 
     def get(self, account_id: int, hook_id: int) -> Hook:
         with self._sessions.begin() as session:
-            return to_hook(_row(session, account_id, hook_id))
+            status = hook_state.statuses(session, [hook_id]).get(hook_id)
+            return to_hook(_row(session, account_id, hook_id), status)
 
     def list(self, account_id: int) -> list[Hook]:
         with self._sessions.begin() as session:
-            rows = session.scalars(select(HookRow).where(HookRow.account_id == account_id).order_by(HookRow.id))
-            return [to_hook(row) for row in rows]
+            rows = list(session.scalars(select(HookRow).where(HookRow.account_id == account_id).order_by(HookRow.id)))
+            status = hook_state.statuses(session, [row.id for row in rows])
+            return [to_hook(row, status.get(row.id)) for row in rows]
 
     def update(self, account_id: int, hook_id: int, change: Callable[[Hook], HookSpec]) -> Hook:
         with self._sessions.begin() as session:
             row = _row(session, account_id, hook_id, lock=True)
+            was_active = row.active
             _write(row, change(to_hook(row)))
+            if row.active and not was_active:  # started again: not paused, not gone, a full bucket
+                hook_state.clear(session, hook_id)
             row.version += 1
             row.updated_at = datetime.now(UTC)
             session.add(HookChange(hook_id=hook_id, account_id=account_id))
@@ -88,7 +94,20 @@ def lock_existing(session: Session, hook_ids: Iterable[int]) -> set[int]:
     return set(session.scalars(stmt))
 
 
-def to_hook(row: HookRow) -> Hook:
+def stop(session: Session, hook_id: int) -> None:
+    """Stop a hook from the engine's side (its receiver answered 410 Gone), in the caller's transaction:
+    the same change as a user's stop (active false, a new version the workers' caches notice)."""
+    row = session.get(HookRow, hook_id)
+    if row is None or not row.active:
+        return
+    row.active = False
+    row.version += 1
+    row.updated_at = datetime.now(UTC)
+    session.add(HookChange(hook_id=hook_id, account_id=row.account_id))
+    session.flush()
+
+
+def to_hook(row: HookRow, status: hook_state.HookStatus | None = None) -> Hook:
     """The domain hook of a row, re-validated so a hook the engine runs always passed HookSpec."""
     spec = HookSpec.model_validate(
         {
@@ -109,6 +128,7 @@ def to_hook(row: HookRow) -> Hook:
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
         spec=spec,
+        paused_since=status.paused_since if status is not None and row.active else None,
     )
 
 

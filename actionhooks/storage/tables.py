@@ -192,6 +192,23 @@ class Delivery(Base):
     )
 
 
+class HookDeliveryState(Base):
+    """What the drains of one hook share across every worker process and machine (storage/hook_state.py):
+    the token bucket of its rate limit, whether its receiver is paused (or gone), and until when a
+    drain would find nothing it may send (`hold_until`, so the scheduler does not wake it for nothing).
+    No row means: full bucket, active, never failed. Created on the first write."""
+
+    __tablename__ = "hook_delivery_state"
+    hook_id: Mapped[int] = mapped_column(ForeignKey("hooks.id", ondelete="CASCADE"), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens_at: Mapped[float] = mapped_column(Float, default=0.0)  # 0: never spent (a full bucket)
+    hold_until: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    failing_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    paused_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    next_probe_at: Mapped[float] = mapped_column(Float, default=0.0)
+    gone_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class Attempt(Base):
     """One delivery attempt, for GET /hooks/{id}/attempts (recorded when it starts, completed when it ends)."""
 

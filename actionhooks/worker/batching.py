@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
+from actionhooks.delivery.config import EventRate
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage.tables import Delivery, Outbox
 
@@ -32,8 +33,12 @@ def batch_limits(hook: CompiledHook) -> tuple[int, float]:
     if config.type == "http" and config.method == "GET":
         return 1, 0.0
     if config.type in ("http", "s3"):  # a POST body or an archive object: worth waiting for more events
-        return config.max_batch_size, float(config.batch_timeout_sec)
-    return BROKER_BATCH, 0.0
+        size, window = config.max_batch_size, float(config.batch_timeout_sec)
+    else:
+        size, window = BROKER_BATCH, 0.0
+    if isinstance(config.rate_limit, EventRate):  # a batch is sent whole: no larger than the bucket
+        size = max(1, min(size, int(config.rate_limit.burst)))
+    return size, window
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ deleted meanwhile ends the drain; an outcome it can no longer record went with t
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,9 @@ from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Attempt, Delivery
-from actionhooks.worker import shutdown
+from actionhooks.worker import control, shutdown
 from actionhooks.worker.batching import form_batches
+from actionhooks.worker.intake import stage
 
 if TYPE_CHECKING:
     from actionhooks.worker.runtime import Runtime
@@ -78,31 +80,65 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
     deadline = time.monotonic() + DRAIN_TIME_BUDGET_SEC
     parallel = rt.send_parallelism(hook)
     while time.monotonic() < deadline and not shutdown.requested():
+        notices: list[dict[str, Any]] = []
         with rt.sessions() as session:
-            claimed = claim_due(session, rt, hook, limit=parallel * SENDS_PER_THREAD)
+            claimed, gate = claim_round(session, rt, hook, parallel * SENDS_PER_THREAD, notices)
+            raised = _capture(session, hook, notices)
             session.commit()
+        _after_commit(rt, hook, raised, gate)
         if not claimed:
             return attempts
         outcomes = run_attempts(rt, hook, claimed, parallel)
+        notices = []
         with rt.sessions() as session:
             if not lock_existing(session, [hook_id]):
                 return attempts  # deleted while sending: its batches and attempts went with it
-            record(session, rt, hook, outcomes)
+            record(session, rt, hook, outcomes, gate=gate, notices=notices)
+            raised = _capture(session, hook, notices)
             session.commit()
+        _after_commit(rt, hook, raised, None)
         attempts += len(claimed)
     rt.triggers.drain(hook_id)  # budget used up (or stopping): continue in a fresh task
     return attempts
 
 
+def _capture(session: Session, hook: CompiledHook, notices: list[dict[str, Any]]) -> bool:
+    """Capture operational events into the account's intake, in the caller's transaction."""
+    if not notices:
+        return False
+    return stage(session, hook.account_id, orjson.dumps(notices), len(notices), time.time())
+
+
+def _after_commit(rt: Runtime, hook: CompiledHook, route: bool, gate: control.Gate | None) -> None:
+    if route:
+        rt.triggers.route(hook.account_id)
+    if gate is not None and gate.wake_in is not None:
+        rt.triggers.drain(hook.id, countdown=gate.wake_in)  # beyond MAX_COUNTDOWN_SEC: the scheduler
+
+
 def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> list[Claimed]:
+    """`claim_round` for callers that only want the batches."""
+    return claim_round(session, rt, hook, limit, [])[0]
+
+
+def claim_round(
+    session: Session, rt: Runtime, hook: CompiledHook, limit: int, notices: list[dict[str, Any]]
+) -> tuple[list[Claimed], control.Gate | None]:
     """Claim up to `limit` due batches with a fixed number of statements, whatever `limit` is: a
     statement costs about as much as sending a batch of 100 events, so per-batch statements would
-    make the bookkeeping dearer than the delivery. Nothing when the hook was deleted."""
+    make the bookkeeping dearer than the delivery. Nothing when the hook was deleted, paused between
+    probes, stopped as gone, or out of rate budget (worker/control.py: then the gate says when to
+    come back)."""
     if not lock_existing(session, [hook.id]):
-        return []
+        return [], None
     now = time.time()
+    gate = control.admit(session, rt.settings, hook, now)
+    if gate.closed:
+        return [], gate
+    if gate.max_batches is not None:
+        limit = min(limit, gate.max_batches)
     stmt = (
-        select(Delivery.id, Delivery.attempts, Delivery.events)
+        select(Delivery.id, Delivery.attempts, Delivery.events, Delivery.n_events)
         .where(
             Delivery.hook_id == hook.id,
             Delivery.status == "pending",
@@ -115,19 +151,25 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     rows = session.execute(stmt).all()
+    if gate.max_batches == 1 and not rows:  # a paused hook with nothing to probe with: probe when there is
+        gate.state.next_probe_at = gate.state.hold_until = now
+        gate.wake_in = None
+    rows = rows[: control.take(gate, hook, [n for *_, n in rows], now)]
     if not rows:
-        return []
-    retried = [delivery_id for delivery_id, attempts, _ in rows if attempts > 0]
+        return [], gate
+    retried = [delivery_id for delivery_id, attempts, _, _ in rows if attempts > 0]
     if retried:
         _close_lost_attempts(session, retried)
     due = []
-    for delivery_id, attempts, blob in rows:
+    for delivery_id, attempts, blob, _ in rows:
+        events = orjson.loads(blob)
         if attempts >= rt.policy.max_attempts:
-            _fail(session, delivery_id, f"worker lost during attempt {attempts} (the last allowed)", now=now)
+            _fail(session, hook, delivery_id, events, f"worker lost during attempt {attempts} (the last allowed)",
+                  now=now, notices=notices)
         else:
-            due.append((delivery_id, attempts + 1, orjson.loads(blob)))
+            due.append((delivery_id, attempts + 1, events))
     if not due:
-        return []
+        return [], gate
     session.execute(
         update(Delivery)
         .where(Delivery.id.in_([delivery_id for delivery_id, _, _ in due]))
@@ -144,7 +186,7 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
     return [
         Claimed(delivery_id, attempt, row, events)
         for (delivery_id, attempt, events), row in zip(due, attempt_ids, strict=True)
-    ]
+    ], gate
 
 
 def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> None:
@@ -171,9 +213,26 @@ def run_attempts(rt: Runtime, hook: CompiledHook, claimed: list[Claimed], parall
     return list(rt.executor(parallel).map(one, claimed))
 
 
-def record(session: Session, rt: Runtime, hook: CompiledHook, outcomes: list[Outcome]) -> None:
-    """Record the outcomes of one round; successes (the common case) in two statements for all."""
+def record(
+    session: Session,
+    rt: Runtime,
+    hook: CompiledHook,
+    outcomes: list[Outcome],
+    *,
+    gate: control.Gate | None = None,
+    notices: list[dict[str, Any]] | None = None,
+) -> None:
+    """Record the outcomes of one round; successes (the common case) in two statements for all.
+
+    The hook's pause/gone state is settled first (worker/control.py, its row locked before the
+    batches, the claim's order): a failure of a paused or gone hook is handed back, not counted."""
+    notices = [] if notices is None else notices
     delivered = [o for o in outcomes if o.error is None]
+    errors = [o.error for o in outcomes if o.error is not None]
+    verdict = control.after_round(
+        session, rt.settings, hook, gate, errors=errors, delivered=bool(delivered), now=time.time()
+    )
+    notices.extend(verdict.notices)
     if delivered:
         session.execute(delete(Delivery).where(Delivery.id.in_([o.claimed.delivery_id for o in delivered])))
         finished = []
@@ -184,10 +243,19 @@ def record(session: Session, rt: Runtime, hook: CompiledHook, outcomes: list[Out
         _finish_attempts(session, finished)
     for outcome in outcomes:
         if outcome.error is not None:
-            _record_failure(session, rt, outcome.claimed, outcome.error)
+            _record_failure(session, rt, hook, outcome.claimed, outcome.error, held=verdict.held, notices=notices)
 
 
-def _record_failure(session: Session, rt: Runtime, c: Claimed, err: DeliveryError) -> None:
+def _record_failure(
+    session: Session,
+    rt: Runtime,
+    hook: CompiledHook,
+    c: Claimed,
+    err: DeliveryError,
+    *,
+    held: bool,
+    notices: list[dict[str, Any]],
+) -> None:
     now = time.time()
     message = f"{type(err).__name__}: {err.message}"[:ERROR_TEXT_LIMIT]
     _finish_attempts(session, [{"b_id": c.attempt_row, "outcome": "error", "status_code": err.status_code,
@@ -199,9 +267,14 @@ def _record_failure(session: Session, rt: Runtime, c: Claimed, err: DeliveryErro
     values: dict[str, Any] = {"last_error": message, "last_status_code": err.status_code, "lease_until": 0.0}
     if len(remaining) != len(c.events):
         values.update(events=orjson.dumps(remaining), n_events=len(remaining))
-    delay = rt.policy.delay_after(c.attempt, err)
+    if held:  # paused (or gone): the attempt does not count and the batch waits for the probe
+        values.update(attempts=c.attempt - 1, next_attempt_at=now)
+        session.execute(update(Delivery).where(Delivery.id == c.delivery_id).values(**values))
+        return
+    delay = rt.policy.next_delay(c.attempt, err, random.random())
     if delay is None:
-        _fail(session, c.delivery_id, message, now=now, status=err.status_code, values=values)
+        _fail(session, hook, c.delivery_id, remaining, message, now=now, status=err.status_code, values=values,
+              notices=notices)
         return
     values["next_attempt_at"] = now + delay
     session.execute(update(Delivery).where(Delivery.id == c.delivery_id).values(**values))
@@ -209,16 +282,23 @@ def _record_failure(session: Session, rt: Runtime, c: Claimed, err: DeliveryErro
 
 def _fail(
     session: Session,
+    hook: CompiledHook,
     delivery_id: str,
+    events: list[dict[str, Any]],
     message: str,
     *,
     now: float,
+    notices: list[dict[str, Any]],
     status: int | None = None,
     values: dict[str, Any] | None = None,
 ) -> None:
+    """Move a batch to the failed list, and capture a batch_failed event about it."""
     extra = dict(values or {})
     extra.update(status="failed", failed_at=now, last_error=message, last_status_code=status, lease_until=0.0)
     session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**extra))
+    notice = control.batch_failed(hook, delivery_id, events, message, now)
+    if notice is not None:
+        notices.append(notice)
 
 
 def _finish_attempts(session: Session, rows: list[dict[str, Any]]) -> None:

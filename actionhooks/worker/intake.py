@@ -73,20 +73,23 @@ def accept_events(
             continue
         in_request.add(event_id)
         keep.append(event)
-    raised = False
-    if keep:
-        session.execute(
-            insert(Intake).values(account_id=account_id, events=_dump(events, keep), n_events=len(keep), created_at=now)
-        )
-        stmt = (
-            _insert_for(session)(RouteSignal)
-            .values(account_id=account_id, signalled_at=now)
-            .on_conflict_do_nothing()
-            .returning(RouteSignal.account_id)
-        )
-        raised = session.execute(stmt).first() is not None
+    raised = stage(session, account_id, _dump(events, keep), len(keep), now) if keep else False
     session.commit()
     return Accepted(queued=len(keep), duplicates=duplicates, signal_raised=raised)
+
+
+def stage(session: Session, account_id: int, blob: bytes, n_events: int, now: float) -> bool:
+    """Write one intake row and raise the route signal, in the caller's transaction; True when the
+    signal was raised (the caller sends the route trigger once it has committed). Also the way the
+    engine captures its own operational events (worker/control.py), so they are routed like any other."""
+    session.execute(insert(Intake).values(account_id=account_id, events=blob, n_events=n_events, created_at=now))
+    stmt = (
+        _insert_for(session)(RouteSignal)
+        .values(account_id=account_id, signalled_at=now)
+        .on_conflict_do_nothing()
+        .returning(RouteSignal.account_id)
+    )
+    return session.execute(stmt).first() is not None
 
 
 def _dump(events: list[dict[str, Any]], keep: list[dict[str, Any]]) -> bytes:

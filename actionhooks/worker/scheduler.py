@@ -2,7 +2,8 @@
 
 Every tick it looks in the database for what no trigger is on its way for: intake a router never
 took (lost trigger, crashed router), batch windows past due, retries whose time has come, batches
-whose lease passed (worker killed). Triggers are idempotent, so several schedulers or a trigger
+whose lease passed (worker killed); not a hook held back until later (worker/control.py: out of
+rate budget, paused between probes, stopped as gone). Triggers are idempotent, so several schedulers or a trigger
 sent twice only cost an idle task. Every CLEANUP_EVERY_SEC (main.json) it expires message content,
 dedup ids and old attempt rows in bounded chunks.
 """
@@ -18,6 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.settings import Settings
+from actionhooks.storage import hook_state
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.tables import Attempt, Delivery, SeenEvent
 from actionhooks.worker import content
@@ -52,6 +54,7 @@ class Scheduler:
                     .distinct()
                 )
             )
+            due -= hook_state.held_hooks(session, now)  # rate-limited, paused or gone: woken when due
         for account_id in accounts:
             self._once(("route", account_id), now, lambda a=account_id: self.triggers.route(a))
         for hook_id in set(windows) | due:
