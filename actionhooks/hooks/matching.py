@@ -135,13 +135,21 @@ _Bucket = dict[int | None, dict[str | None, _ByValue]]
 
 
 class HookIndex:
-    """Active hooks arranged so an event only meets the hooks that can match it."""
+    """Active hooks arranged so an event only meets the hooks that can match it.
+
+    Immutable once built: a change makes a new index (`changed`) that shares every bucket it does
+    not touch with this one, and the hook cache swaps its reference in one assignment. A router
+    matching on another thread therefore never sees an index half-changed (no lock on the read path).
+    """
+
+    __slots__ = ("_buckets", "_hooks")
 
     def __init__(self, hooks: Iterable[CompiledHook] = ()) -> None:
         self._buckets: dict[tuple[int, str], _Bucket] = {}
         self._hooks: dict[int, CompiledHook] = {}
+        owned: set[tuple[int, str]] = set()
         for hook in hooks:
-            self.replace(hook)
+            self._put(hook, owned)
 
     def __len__(self) -> int:
         return len(self._hooks)
@@ -169,23 +177,47 @@ class HookIndex:
             found.sort(key=lambda hook: hook.id)
         return found
 
-    def replace(self, hook: CompiledHook) -> None:
-        """Add `hook`, or put it in place of the hook with its id (a stopped hook is only removed)."""
-        self.remove(hook.id)
+    def changed(self, put: Iterable[CompiledHook] = (), drop: Iterable[int] = ()) -> HookIndex:
+        """A new index with `put` hooks added or in place of those with their ids (a stopped one is only
+        removed) and `drop` ids removed; this index is left as it was. Costs a copy of the top-level
+        table plus the (account, event type) buckets the changed hooks live in."""
+        new = HookIndex.__new__(HookIndex)
+        new._buckets = dict(self._buckets)
+        new._hooks = dict(self._hooks)
+        owned: set[tuple[int, str]] = set()  # buckets already copied for `new`, so free to mutate
+        for hook_id in drop:
+            new._remove(hook_id, owned)
+        for hook in put:
+            new._put(hook, owned)
+        return new
+
+    def _own(self, key: tuple[int, str], owned: set[tuple[int, str]]) -> _Bucket:
+        """The bucket at `key`, copied (all levels) the first time this build touches it."""
+        if key not in owned:
+            owned.add(key)
+            old = self._buckets.get(key, {})
+            self._buckets[key] = {
+                database: {kind: {value: dict(hooks) for value, hooks in by_value.items()}
+                           for kind, by_value in by_kind.items()}
+                for database, by_kind in old.items()
+            }
+        return self._buckets.setdefault(key, {})  # emptied and dropped earlier in this build: a new one
+
+    def _put(self, hook: CompiledHook, owned: set[tuple[int, str]]) -> None:
+        self._remove(hook.id, owned)
         if not hook.active:
             return
         self._hooks[hook.id] = hook
-        for slot in _slots(hook):
-            by_value = self._buckets.setdefault(slot[0], {}).setdefault(slot[1], {}).setdefault(slot[2], {})
-            by_value.setdefault(slot[3], {})[hook.id] = hook
+        for key, database, kind, value in _slots(hook):
+            by_value = self._own(key, owned).setdefault(database, {}).setdefault(kind, {})
+            by_value.setdefault(value, {})[hook.id] = hook
 
-    def remove(self, hook_id: int) -> None:
-        """Forget the hook with this id; nothing happens when it is not indexed."""
+    def _remove(self, hook_id: int, owned: set[tuple[int, str]]) -> None:
         hook = self._hooks.pop(hook_id, None)
         if hook is None:
             return
         for key, database, kind, value in _slots(hook):
-            bucket = self._buckets[key]
+            bucket = self._own(key, owned)
             by_kind = bucket[database]
             by_value = by_kind[kind]
             del by_value[value][hook_id]

@@ -56,7 +56,7 @@ def _batch_of(rt: Runtime, events: list[dict[str, Any]]) -> tuple[int, str]:
         )
         session.add(row)
         session.commit()
-        rt.hooks.refresh(session, force=True)
+        rt.hooks.refresh(force=True)
         hook = rt.hooks.get(row.id)
         assert hook is not None
         form_batches(session, hook, events)
