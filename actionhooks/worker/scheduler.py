@@ -79,12 +79,18 @@ class Scheduler:
         self._sent = {k: t for k, t in self._sent.items() if now - t < 60}
 
     def _prune_attempts(self, session: Session) -> None:
+        """Keep the newest ATTEMPTS_KEEP_PER_HOOK attempts of each hook. Attempt ids are global (hooks'
+        attempts interleave), so the cut is the id of each hook's own keep+1-th newest attempt."""
         keep = self.settings.ATTEMPTS_KEEP_PER_HOOK
-        crowded = session.execute(
-            select(Attempt.hook_id, func.max(Attempt.id)).group_by(Attempt.hook_id).having(func.count() > keep)
+        crowded = session.scalars(
+            select(Attempt.hook_id).group_by(Attempt.hook_id).having(func.count() > keep)
         ).all()
-        for hook_id, newest in crowded:
-            session.execute(delete(Attempt).where(Attempt.hook_id == hook_id, Attempt.id <= newest - keep))
+        for hook_id in crowded:
+            cut = session.scalar(
+                select(Attempt.id).where(Attempt.hook_id == hook_id).order_by(Attempt.id.desc()).offset(keep).limit(1)
+            )
+            if cut is not None:
+                session.execute(delete(Attempt).where(Attempt.hook_id == hook_id, Attempt.id <= cut))
         session.commit()
 
 
