@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actionhooks import __version__
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
+from actionhooks.api.pipeline import close_triggers
 from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles
 from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry
 from actionhooks.settings import Settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        close_triggers(_app.state)
         if owns_engine:
             engine.dispose()
 

@@ -21,7 +21,7 @@ from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.tables import Attempt, Delivery, SeenEvent
 from actionhooks.worker import content
-from actionhooks.worker.app import make_celery
+from actionhooks.worker.app import close_celery, make_celery
 from actionhooks.worker.batching import overdue_windows
 from actionhooks.worker.intake import stale_work
 from actionhooks.worker.triggers import Triggers
@@ -101,7 +101,8 @@ def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> No
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     engine = engine_from_settings(settings)
-    scheduler = Scheduler(settings, session_factory(engine), Triggers(make_celery(settings)))
+    celery = make_celery(settings)
+    scheduler = Scheduler(settings, session_factory(engine), Triggers(celery))
     log.info("scheduler running, tick %.2fs", settings.SCHEDULER_TICK_SEC)
     while not stop.is_set():
         try:
@@ -109,4 +110,5 @@ def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> No
         except Exception:
             log.exception("scheduler tick failed; retrying next tick")
         stop.wait(settings.SCHEDULER_TICK_SEC)
+    close_celery(celery)
     engine.dispose()
