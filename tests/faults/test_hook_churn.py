@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -147,6 +148,9 @@ def test_hooks_churned_every_100ms_leave_steady_hooks_exact_with_no_wasted_attem
         poll(lambda: outstanding(engine) == 0, "the engine to finish every acknowledged event", timeout=120, every=0.5)
         results = [tally(sent, _delivered_to(steady_rx, h["id"]), failed_ids(api, h["id"])) for h in steady]
         wasted.update(_errors(engine))
+        # And the worker, stopped, closes its runtime's connections (each process that ran tasks logs it)
+        engine.kill("worker", signal.SIGTERM)
+        closed = engine.logs["worker"].read_bytes().count(b"closed its connections")
     db = database.split(":", maxsplit=1)[0]
     for hook, result in zip(steady, results, strict=True):
         report(f"hook churn pool={pool} db={db} hook={hook['id']} changes={dict(changes)}", result)
@@ -158,6 +162,7 @@ def test_hooks_churned_every_100ms_leave_steady_hooks_exact_with_no_wasted_attem
     known = ISSUE_13_POINT_4 if db.startswith("postgresql") else None
     assert [p for p in problems if not (known and re.match(r"delete hook \d+: 500 ", p))] == []
     assert sorted(wasted) == []
+    assert closed >= 1
     logged = [(role, line[:400].decode(errors="replace")) for role, path in engine.logs.items()
               for line in path.read_bytes().splitlines()
               if PROBLEM.search(line) and not (known and known.search(line))]
