@@ -85,6 +85,7 @@ class HookCache:
         self._on_change = on_change
         self._last_id: int | None = None
         self._gaps: dict[int, float] = {}
+        self._broken: dict[int, int] = {}  # hook id -> version that failed to compile (not retried by reloads)
         self._checked_at = 0.0
         self._loaded_at = 0.0
         self._lock = threading.Lock()
@@ -155,7 +156,8 @@ class HookCache:
         versions = dict(session.execute(select(Hook.id, Hook.version)).tuples().all())
         known = self._snapshot.by_id
         stale = [hook_id for hook_id, version in versions.items()
-                 if (hook := known.get(hook_id)) is None or hook.version != version]
+                 if ((hook := known.get(hook_id)) is None or hook.version != version)
+                 and self._broken.get(hook_id) != version]
         found = {h.id: h for h in session.scalars(select(Hook).where(Hook.id.in_(stale)))} if stale else {}
         first = self._last_id is None
         self._last_id = max(last_id, self._last_id or 0)
@@ -178,13 +180,17 @@ class HookCache:
                 continue
             compiled = self._compile(row)
             if compiled is None:
+                self._broken[hook_id] = row.version
                 gone.add(hook_id)
                 continue
+            self._broken.pop(hook_id, None)
             by_id[hook_id] = compiled
             active_since[hook_id] = row.active_since
             put.append(compiled)
             changed.append((hook_id, compiled.version))
         for hook_id in gone:
+            if hook_id not in rows:
+                self._broken.pop(hook_id, None)
             active_since.pop(hook_id, None)
             if by_id.pop(hook_id, None) is not None:
                 drop.append(hook_id)
