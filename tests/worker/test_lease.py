@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from actionhooks.settings import Settings
 from actionhooks.storage.migrate import upgrade
-from actionhooks.storage.tables import Attempt, Delivery, Hook
+from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker.app import make_celery
-from actionhooks.worker.batching import form_batches
 from actionhooks.worker.deliver import drain_hook, lease_seconds
 from actionhooks.worker.runtime import Runtime
+from tests.support.runtime import hook_with_batch
 from tests.support.trickle import TrickleServer
 
 
@@ -30,28 +30,21 @@ def test_a_trickling_receiver_is_cut_at_the_deadline_and_never_sent_twice_throug
     first, second = (Runtime(settings, make_celery(settings)) for _ in range(2))  # two workers
     upgrade(first.engine)
     try:
-        with first.sessions() as session:
-            row = Hook(account_id=1, name="h", active=True, actions=["open"], filters={}, custom_data={},
-                       delivery={"type": "http", "url": server.url, "batch_timeout_sec": 0})
-            session.add(row)
-            session.commit()
-            first.hooks.refresh(force=True)
-            hook = first.hooks.get(row.id)
-            assert hook is not None
-            form_batches(session, hook, [{"n": 1}])
-            session.commit()
+        hook_id = hook_with_batch(first, {"type": "http", "url": server.url, "batch_timeout_sec": 0}, [{"n": 1}])
+        hook = first.hooks.get(hook_id)
+        assert hook is not None
         # When one worker drains while the other keeps trying to claim the same hook's work
         done = threading.Event()
         started = time.monotonic()
         drained: list[int] = []
-        worker = threading.Thread(target=lambda: (drained.append(drain_hook(first, row.id)), done.set()))
+        worker = threading.Thread(target=lambda: (drained.append(drain_hook(first, hook_id)), done.set()))
         worker.start()
         rival_attempts = 0
         while not done.wait(0.05):
-            rival_attempts += drain_hook(second, row.id)
+            rival_attempts += drain_hook(second, hook_id)
         took = time.monotonic() - started
         worker.join(10)
-        rival_attempts += drain_hook(second, row.id)
+        rival_attempts += drain_hook(second, hook_id)
         # Then the attempt ended at its deadline, well within the lease, and only one request was made
         assert drained == [1]
         assert rival_attempts == 0

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from celery.signals import worker_process_shutdown
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -20,32 +18,15 @@ with warnings.catch_warnings():
 from actionhooks.api.app import create_app
 from actionhooks.settings import Settings
 from actionhooks.storage.migrate import upgrade
-from actionhooks.storage.tables import Hook
 from actionhooks.tokens import create_token
 from actionhooks.worker.app import make_celery
-from actionhooks.worker.batching import form_batches
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.runtime import runtime_for
 from actionhooks.worker.tasks import register_tasks
 from tests.delivery.brokers_fixtures import unique
 from tests.support.engine import event, poll
-from tests.worker.test_broker_delivery import amqp, rabbitmqctl
-
-
-@pytest.fixture
-def vhost() -> Iterator[str]:
-    name = unique("vhost")
-    rabbitmqctl("add_vhost", name)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield name
-    finally:
-        rabbitmqctl("delete_vhost", name)
-
-
-def connections_in(vhost: str) -> int:
-    listed = rabbitmqctl("list_connections", "vhost", "-q", "--no-table-headers")
-    return sum(1 for line in listed.splitlines() if line.strip() == vhost)
+from tests.support.runtime import hook_with_batch
+from tests.worker.test_broker_delivery import amqp, connections_in
 
 
 def test_a_worker_process_closes_its_broker_and_transport_connections_on_shutdown(
@@ -58,27 +39,18 @@ def test_a_worker_process_closes_its_broker_and_transport_connections_on_shutdow
     )
     celery = make_celery(settings)
     register_tasks(celery)  # connects the shutdown signals, as `actionhooks worker` does
-    assert connections_in(vhost) == 0
+    assert len(connections_in(vhost)) == 0
     # Given this process's runtime, which sent a trigger and delivered a batch to a RabbitMQ queue
     rt = runtime_for(celery)
     upgrade(rt.engine)
-    with rt.sessions() as session:
-        row = Hook(account_id=1, name="h", active=True, actions=["open"], filters={}, custom_data={},
-                   delivery=amqp("rabbitmq_queue", vhost, queue=unique("dest")))
-        session.add(row)
-        session.commit()
-        rt.hooks.refresh(force=True)
-        hook = rt.hooks.get(row.id)
-        assert hook is not None
-        form_batches(session, hook, [{"n": 1}])
-        session.commit()
-    assert drain_hook(rt, row.id) == 1
-    rt.triggers.drain(row.id)
-    poll(lambda: connections_in(vhost) >= 2, "the trigger producer's and the transport's connections", timeout=30)
+    hook_id = hook_with_batch(rt, amqp("rabbitmq_queue", vhost, queue=unique("dest")), [{"n": 1}])
+    assert drain_hook(rt, hook_id) == 1
+    rt.triggers.drain(hook_id)
+    poll(lambda: len(connections_in(vhost)) >= 2, "the trigger producer's and the transport's connections", timeout=30)
     # When Celery tells the process it shuts down (what billiard sends in a prefork child as it exits)
     worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
     # Then RabbitMQ lists none of its connections any more, while the process is still alive
-    poll(lambda: connections_in(vhost) == 0, "RabbitMQ to list no connection of the vhost", timeout=30, every=0.5)
+    poll(lambda: len(connections_in(vhost)) == 0, "RabbitMQ to list no connection of the vhost", timeout=30, every=0.5)
     assert rt.engine.pool.checkedout() == 0
 
 
@@ -92,6 +64,6 @@ def test_the_api_closes_its_trigger_senders_connection_on_shutdown(tmp_path: Pat
     with TestClient(app) as client:
         # Given an API that accepted an event, so it created its trigger sender and connected to RabbitMQ
         assert client.post("/api/v1/events", json=event(1, account_id=1), headers=headers).status_code == 202
-        poll(lambda: connections_in(vhost) >= 1, "the API's producer connection", timeout=30)
+        poll(lambda: len(connections_in(vhost)) >= 1, "the API's producer connection", timeout=30)
     # When the API shuts down, then RabbitMQ lists no connection of it any more
-    poll(lambda: connections_in(vhost) == 0, "RabbitMQ to list no connection of the vhost", timeout=30, every=0.5)
+    poll(lambda: len(connections_in(vhost)) == 0, "RabbitMQ to list no connection of the vhost", timeout=30, every=0.5)
