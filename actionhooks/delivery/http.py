@@ -36,7 +36,7 @@ import email.utils
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC
@@ -318,30 +318,17 @@ class DeadlineBackend(httpcore.NetworkBackend):
     def __init__(self, backend: httpcore.NetworkBackend) -> None:
         self._backend = backend
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    def connect_tcp(  # type: ignore[override]  # the options pass through as httpcore gives them
+        self, host: str, port: int, timeout: float | None = None, **options: Any
     ) -> httpcore.NetworkStream:
-        stream = self._backend.connect_tcp(
-            host, port, timeout=_bounded(timeout, httpcore.ConnectTimeout), local_address=local_address,
-            socket_options=socket_options,
-        )
-        return DeadlineStream(stream)
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._backend.connect_tcp(host, port, timeout=bounded, **options))
 
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    def connect_unix_socket(  # type: ignore[override]
+        self, path: str, timeout: float | None = None, **options: Any
     ) -> httpcore.NetworkStream:
-        stream = self._backend.connect_unix_socket(
-            path, timeout=_bounded(timeout, httpcore.ConnectTimeout), socket_options=socket_options
-        )
-        return DeadlineStream(stream)
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._backend.connect_unix_socket(path, timeout=bounded, **options))
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
