@@ -147,7 +147,7 @@ class HookIndex:
     def __init__(self, hooks: Iterable[CompiledHook] = ()) -> None:
         self._buckets: dict[tuple[int, str], _Bucket] = {}
         self._hooks: dict[int, CompiledHook] = {}
-        owned: set[tuple[int, str]] = set()
+        owned: _Owned = {id(self._buckets): self._buckets}
         for hook in hooks:
             self._put(hook, owned)
 
@@ -179,57 +179,64 @@ class HookIndex:
 
     def changed(self, put: Iterable[CompiledHook] = (), drop: Iterable[int] = ()) -> HookIndex:
         """A new index with `put` hooks added or in place of those with their ids (a stopped one is only
-        removed) and `drop` ids removed; this index is left as it was. Costs a copy of the top-level
-        table plus the (account, event type) buckets the changed hooks live in."""
+        removed) and `drop` ids removed; this index is left as it was. Copy-on-write: the new index
+        shares every table it does not change, and a changed table is copied once (shallow), so a change
+        costs the tables on its hooks' paths, not the index."""
         new = HookIndex.__new__(HookIndex)
         new._buckets = dict(self._buckets)
         new._hooks = dict(self._hooks)
-        owned: set[tuple[int, str]] = set()  # buckets already copied for `new`, so free to mutate
+        owned: _Owned = {id(new._buckets): new._buckets}
         for hook_id in drop:
             new._remove(hook_id, owned)
         for hook in put:
             new._put(hook, owned)
         return new
 
-    def _own(self, key: tuple[int, str], owned: set[tuple[int, str]]) -> _Bucket:
-        """The bucket at `key`, copied (all levels) the first time this build touches it."""
-        if key not in owned:
-            owned.add(key)
-            old = self._buckets.get(key, {})
-            self._buckets[key] = {
-                database: {kind: {value: dict(hooks) for value, hooks in by_value.items()}
-                           for kind, by_value in by_kind.items()}
-                for database, by_kind in old.items()
-            }
-        return self._buckets.setdefault(key, {})  # emptied and dropped earlier in this build: a new one
-
-    def _put(self, hook: CompiledHook, owned: set[tuple[int, str]]) -> None:
+    def _put(self, hook: CompiledHook, owned: _Owned) -> None:
         self._remove(hook.id, owned)
         if not hook.active:
             return
         self._hooks[hook.id] = hook
-        for key, database, kind, value in _slots(hook):
-            by_value = self._own(key, owned).setdefault(database, {}).setdefault(kind, {})
-            by_value.setdefault(value, {})[hook.id] = hook
+        for slot in _slots(hook):
+            table: dict[Any, Any] = self._buckets
+            for key in slot:
+                table = _writable(table, key, owned, create=True)
+            table[hook.id] = hook
 
-    def _remove(self, hook_id: int, owned: set[tuple[int, str]]) -> None:
+    def _remove(self, hook_id: int, owned: _Owned) -> None:
         hook = self._hooks.pop(hook_id, None)
         if hook is None:
             return
-        for key, database, kind, value in _slots(hook):
-            bucket = self._own(key, owned)
-            by_kind = bucket[database]
-            by_value = by_kind[kind]
-            del by_value[value][hook_id]
+        for slot in _slots(hook):
+            path: list[dict[Any, Any]] = [self._buckets]
+            for key in slot:
+                path.append(_writable(path[-1], key, owned, create=False))
+            del path[-1][hook_id]
             # Prune empty levels so a churn of hooks leaves no garbage and lookups stay short.
-            if not by_value[value]:
-                del by_value[value]
-                if not by_value:
-                    del by_kind[kind]
-                    if not by_kind:
-                        del bucket[database]
-                        if not bucket:
-                            del self._buckets[key]
+            for depth in range(len(slot) - 1, -1, -1):
+                if path[depth + 1]:
+                    break
+                del path[depth][slot[depth]]
+
+
+# Tables of an index being built that it owns alone (free to change), by id, kept alive while it builds.
+_Owned = dict[int, dict[Any, Any]]
+
+
+def _writable(parent: dict[Any, Any], key: Any, owned: _Owned, *, create: bool) -> dict[Any, Any]:
+    """`parent[key]` as a table the build owns: copied the first time it is touched (or made, with create)."""
+    child = parent.get(key)
+    if child is not None and id(child) in owned:
+        return child
+    if child is None:
+        if not create:
+            raise KeyError(key)
+        child = {}
+    else:
+        child = dict(child)
+    parent[key] = child
+    owned[id(child)] = child
+    return child
 
 
 def _slots(hook: CompiledHook) -> list[tuple[tuple[int, str], int | None, str | None, int | None]]:
