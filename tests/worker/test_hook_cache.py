@@ -114,3 +114,57 @@ def test_a_change_committed_long_out_of_order_is_seen_by_the_full_reload(postgre
     with sessions() as session:
         session.execute(text("DELETE FROM hooks"))
         session.commit()
+
+
+def test_routers_matching_while_refreshes_swap_hooks_never_see_a_half_applied_change(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        ids = [_add_hook(session, f"h{i}") for i in range(40)]
+        session.commit()
+    cache = HookCache(Settings(), reader_factory(engine))
+    cache.refresh(force=True)
+    opened = {"event_type": "open", "account_id": 1, "list_id": 5, "event_data": {}}
+    stop = threading.Event()
+    problems: list[str] = []
+    refreshes = 0
+
+    def admin() -> None:  # stops and activates the even hooks, each flip one committed change of 20 hooks
+        nonlocal refreshes
+        active = False
+        while not stop.is_set():
+            with sessions() as session:
+                for hook_id in ids[::2]:
+                    row = session.get(Hook, hook_id)
+                    assert row is not None
+                    row.active, row.version = active, row.version + 1
+                    session.add(HookChange(hook_id=hook_id, account_id=1))
+                session.commit()
+            cache.refresh(force=True)
+            refreshes += 1
+            active = not active
+
+    def router() -> None:
+        while not stop.is_set():
+            try:
+                found = [h.id for h in cache.capturing(opened, accepted_at=float("inf"))]
+            except Exception as exc:
+                problems.append(repr(exc))
+                return
+            if len(found) != len(set(found)) or len(found) not in (20, 40):
+                problems.append(f"{len(found)} hooks matched ({len(set(found))} distinct)")
+                return
+
+    threads = [threading.Thread(target=admin)] + [threading.Thread(target=router) for _ in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while refreshes < 20 and time.monotonic() < deadline and not problems:
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    engine.dispose()
+    assert problems == []
+    assert refreshes >= 20
