@@ -14,12 +14,12 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actionhooks import __version__
+from actionhooks import __version__, console
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
 from actionhooks.api.pipeline import close_triggers
-from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles
-from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry
+from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles, quarantine
+from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry, rejections_counter
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.migrate import upgrade
@@ -60,11 +60,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, events_max=settings.EVENTS_MAX_REQUEST_BYTES)
     app.state.liveness = LivenessCache(engine)
+    app.state.write_health = app.state.liveness.writes
     app.state.metrics = metrics_registry(app.state.liveness)
+    app.state.rejections = rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries):
+    for module in (hooks, catalog, profiles, events, deliveries, quarantine):
         app.include_router(module.router, prefix=API_PREFIX)
+    console.mount(app)
     return app
 
 

@@ -35,14 +35,7 @@ EVENTS_PER_REQUEST = 20
 STEADY_HOOKS = 2
 # What a log line of a problem looks like (tracebacks and their exception lines, error logs).
 PROBLEM = re.compile(rb"Traceback|\bERROR\b|\bCRITICAL\b|Exception|\w+Error\b")
-# PostgreSQL only, until issue 13 point 4 is merged (another engineer's fix; the lead removes this at
-# merge): a route inserting deliveries for a hook deleted meanwhile fails its chunk on the foreign key,
-# and DELETE /hooks/{id} can deadlock against a drain (500). Those lines, and only those, are
-# tolerated here; everything else this test asserts holds on PostgreSQL as well.
-ISSUE_13_POINT_4 = re.compile(
-    rb"ForeignKeyViolation|DeadlockDetected|deadlock detected|Traceback \(most recent call last\)"
-    rb"|Exception in ASGI application|pipeline aborted"
-)
+
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -159,11 +152,10 @@ def test_hooks_churned_every_100ms_leave_steady_hooks_exact_with_no_wasted_attem
         assert result.duplicates == 0
         assert result.delivered == len(sent)
     assert sum(changes.values()) >= CHURN_SEC / CHURN_EVERY_SEC / 4  # the churn really happened
-    known = ISSUE_13_POINT_4 if db.startswith("postgresql") else None
-    assert [p for p in problems if not (known and re.match(r"delete hook \d+: 500 ", p))] == []
+    assert problems == []
     assert sorted(wasted) == []
     assert closed >= 1
     logged = [(role, line[:400].decode(errors="replace")) for role, path in engine.logs.items()
               for line in path.read_bytes().splitlines()
-              if PROBLEM.search(line) and not (known and known.search(line))]
+              if PROBLEM.search(line)]
     assert logged == []
