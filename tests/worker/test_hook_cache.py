@@ -3,6 +3,7 @@ changes caught by the periodic full reload (issue 14)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from actionhooks.storage.db import make_engine, reader_factory, session_factory
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Hook, HookChange
 from actionhooks.worker.hook_cache import HookCache
+from tests.support.hammer import hammer
 
 
 def _add_hook(session: Session, name: str) -> int:
@@ -126,45 +128,25 @@ def test_routers_matching_while_refreshes_swap_hooks_never_see_a_half_applied_ch
     cache = HookCache(Settings(), reader_factory(engine))
     cache.refresh(force=True)
     opened = {"event_type": "open", "account_id": 1, "list_id": 5, "event_data": {}}
-    stop = threading.Event()
-    problems: list[str] = []
-    refreshes = 0
+    flips = itertools.cycle([False, True])
 
-    def admin() -> None:  # stops and activates the even hooks, each flip one committed change of 20 hooks
-        nonlocal refreshes
-        active = False
-        while not stop.is_set():
-            with sessions() as session:
-                for hook_id in ids[::2]:
-                    row = session.get(Hook, hook_id)
-                    assert row is not None
-                    row.active, row.version = active, row.version + 1
-                    session.add(HookChange(hook_id=hook_id, account_id=1))
-                session.commit()
-            cache.refresh(force=True)
-            refreshes += 1
-            active = not active
+    def admin() -> None:  # stops or activates the even hooks: one committed change of 20 hooks, refreshed
+        active = next(flips)
+        with sessions() as session:
+            for hook_id in ids[::2]:
+                row = session.get(Hook, hook_id)
+                assert row is not None
+                row.active, row.version = active, row.version + 1
+                session.add(HookChange(hook_id=hook_id, account_id=1))
+            session.commit()
+        cache.refresh(force=True)
 
-    def router() -> None:
-        while not stop.is_set():
-            try:
-                found = [h.id for h in cache.capturing(opened, accepted_at=float("inf"))]
-            except Exception as exc:
-                problems.append(repr(exc))
-                return
-            if len(found) != len(set(found)) or len(found) not in (20, 40):
-                problems.append(f"{len(found)} hooks matched ({len(set(found))} distinct)")
-                return
+    def route() -> str | None:
+        found = [h.id for h in cache.capturing(opened, accepted_at=float("inf"))]
+        if len(found) != len(set(found)) or len(found) not in (20, 40):
+            return f"{len(found)} hooks matched ({len(set(found))} distinct)"
+        return None
 
-    threads = [threading.Thread(target=admin)] + [threading.Thread(target=router) for _ in range(2)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while refreshes < 20 and time.monotonic() < deadline and not problems:
-        time.sleep(0.01)
-    stop.set()
-    for t in threads:
-        t.join(30)
+    problems = hammer(admin, route, writes=20)
     engine.dispose()
     assert problems == []
-    assert refreshes >= 20
