@@ -7,6 +7,7 @@ import threading
 from fastapi import HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import State
 
 from actionhooks.errors import NotFound
 from actionhooks.hooks.matching import CompiledHook, compile_hook
@@ -45,9 +46,13 @@ _triggers_lock = threading.Lock()
 
 
 def triggers_of(request: Request) -> Triggers:
-    """The app's trigger sender, created on first use so an API that only serves reads needs no broker
-    (once, also when sync routes ask from several threads; making it opens no connection)."""
-    state = request.app.state
+    """The app's trigger sender, created on first use so an API that only serves reads needs no broker."""
+    return app_triggers(request.app.state)
+
+
+def app_triggers(state: State) -> Triggers:
+    """triggers_of for code that has the app's state but no request (the capture committer). Made once,
+    also when sync routes ask from several threads (making it opens no connection)."""
     if getattr(state, "triggers", None) is None:
         with _triggers_lock:
             if getattr(state, "triggers", None) is None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from actionhooks.delivery.config import MASK, DeliveryConfig, KafkaDelivery
+from actionhooks.delivery.config import MASK, DeliveryConfig
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
 from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, secret_paths
 from actionhooks.settings import Settings
@@ -103,8 +103,8 @@ class HookService:
         delivery = _restore_secrets(spec.delivery, stored.delivery if stored else None)
         spec = spec.model_copy(update={"delivery": _DELIVERY.validate_python(delivery)})
         self._compile(spec.custom_data.values, ("body", "custom_data", "values"), by_key=True)
-        if isinstance(spec.delivery, KafkaDelivery):
-            self._compile({"key": spec.delivery.key}, ("body", "delivery", "key"), by_key=False)
+        for name in spec.delivery.TEMPLATE_FIELDS:  # Kafka key, stream/subject/topic names, S3 prefix...
+            self._compile({name: getattr(spec.delivery, name)}, ("body", "delivery", name), by_key=False)
         return spec
 
     def _compile(self, templates: dict[str, str], loc: tuple[str, ...], *, by_key: bool) -> None:
