@@ -98,12 +98,14 @@ class Engine:
 
     # processes -----------------------------------------------------------------------------
     def start(self, *roles: str) -> Engine:
+        """Start processes by role; "worker#2" starts one more worker process of its own name."""
         for role in roles:
             log = self.folder / f"{role}.log"
             self.logs[role] = log
+            command = role.split("#", maxsplit=1)[0]
             with open(log, "ab") as out:
                 self.procs[role] = subprocess.Popen(
-                    [sys.executable, "-m", "actionhooks", "--config", str(self.config_path), role],
+                    [sys.executable, "-m", "actionhooks", "--config", str(self.config_path), command],
                     cwd=self.folder,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -116,7 +118,7 @@ class Engine:
     def wait_ready(self, role: str) -> None:
         if role in ("api", "run"):
             poll(self._healthy, f"{role} to answer /healthz", timeout=30)
-        elif role == "worker":
+        elif role.split("#", maxsplit=1)[0] == "worker":
             poll(lambda: b" ready." in self.logs[role].read_bytes() or self._died(role), "worker ready", timeout=30)
         self._died(role)
 
