@@ -69,10 +69,12 @@ class _Strict(BaseModel):
 
 
 # How much of its limit a rate-limited hook may spend at once, in seconds of its rate: a token bucket
-# this deep keeps every 10-second window within 2% of the limit (the contract allows 10%), which
-# leaves room for the spread of send times between claim and receiver. It also bounds the batches
-# of an events_per_sec hook (worker/batching.py), since a batch is sent whole.
-RATE_BURST_SEC = 0.2
+# this deep keeps every 10-second window within 3% of the limit (the contract allows 10%), which
+# leaves room for the spread of send times between claim and receiver. An events_per_sec hook's
+# batches hold at most half of it (worker/batching.py): a batch is sent whole, and a drain woken a
+# little late still finds the bucket able to pay for more than one (measured: with batches the
+# size of the whole bucket, 0.2 s deep, 50 events/s delivered only 43/s).
+RATE_BURST_SEC = 0.3
 
 
 class EventRate(_Strict):

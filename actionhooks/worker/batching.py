@@ -36,8 +36,8 @@ def batch_limits(hook: CompiledHook) -> tuple[int, float]:
         size, window = config.max_batch_size, float(config.batch_timeout_sec)
     else:
         size, window = BROKER_BATCH, 0.0
-    if isinstance(config.rate_limit, EventRate):  # a batch is sent whole: no larger than the bucket
-        size = max(1, min(size, int(config.rate_limit.burst)))
+    if isinstance(config.rate_limit, EventRate):  # a batch is sent whole: half the bucket at most
+        size = max(1, min(size, int(config.rate_limit.burst / 2)))
     return size, window
 
 
