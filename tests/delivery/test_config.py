@@ -64,3 +64,24 @@ def test_a_basic_auth_username_with_a_colon_is_refused() -> None:
         {"type": "http", "url": "https://example.org/", "auth": {"type": "basic", "username": "a:b", "password": "p"}}
     )
     assert errors[0][0] == ("http", "auth", "basic", "username")
+
+
+def test_a_rate_limit_is_events_per_sec_or_for_http_also_requests_per_sec() -> None:
+    http = {"type": "http", "url": "https://hooks.example.com/in"}
+    assert ADAPTER.validate_python({**http, "rate_limit": {"events_per_sec": 50}}).rate_limit.cost(10) == 10
+    assert ADAPTER.validate_python({**http, "rate_limit": {"requests_per_sec": 5}}).rate_limit.cost(10) == 1
+    assert ADAPTER.validate_python(http).rate_limit is None
+    kafka = {"type": "kafka", "bootstrap_servers": "127.0.0.1:9092", "topic": "t"}
+    assert ADAPTER.validate_python({**kafka, "rate_limit": {"events_per_sec": 2}}).rate_limit.per_sec == 2
+    # requests mean nothing to a broker: one message per event
+    assert any("rate_limit" in loc for loc, _ in _errors({**kafka, "rate_limit": {"requests_per_sec": 2}}))
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [{"events_per_sec": 0}, {"events_per_sec": 0.5}, {"events_per_sec": -1}, {"events_per_sec": 10**7},
+     {"events_per_sec": "fast"}, {}, {"events_per_sec": 5, "burst": 100}, {"events_per_sec": 5, "requests_per_sec": 1}],
+)
+def test_a_rate_limit_out_of_bounds_is_refused_at_the_field(limit: dict[str, Any]) -> None:
+    errors = _errors({"type": "http", "url": "https://hooks.example.com/in", "rate_limit": limit})
+    assert all(loc[:2] == ("http", "rate_limit") for loc, _ in errors), errors

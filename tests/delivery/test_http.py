@@ -381,3 +381,12 @@ def test_errors_name_the_endpoint_without_its_query_or_credentials() -> None:
     assert "SECRET" not in caught.value.message
     assert "pw" not in caught.value.message
     assert "GET https://hooks.example.com/in" in caught.value.message
+
+
+@pytest.mark.parametrize("settings", [PRIVATE, Settings()], ids=["private-allowed", "ssrf-guard"])
+def test_a_name_that_does_not_resolve_is_unreachable_and_retried(settings: Settings) -> None:
+    # RFC 6761: .invalid never resolves, so this is a DNS failure on any resolver
+    with http("http://receiver.invalid/in", settings) as transport, pytest.raises(TargetUnreachable) as caught:
+        transport.send(sample_batch(1))
+    assert caught.value.retryable
+    assert caught.value.status_code is None

@@ -99,3 +99,31 @@ def test_an_invalid_policy_is_refused_with_the_field_named(kwargs: dict[str, obj
 def test_attempt_numbers_are_one_based() -> None:
     with pytest.raises(ValueError, match="1-based"):
         RetryPolicy(max_attempts=3, periods=[1]).delay_after(0, UNREACHABLE)
+
+
+@pytest.mark.parametrize("u", [0.0, 0.25, 0.5, 0.999999])
+def test_retries_get_plus_or_minus_ten_percent_jitter(u: float) -> None:
+    policy = RetryPolicy(max_attempts=5, periods=[10, 100])
+    assert 9.0 <= policy.next_delay(1, UNREACHABLE, u) <= 11.0  # type: ignore[operator]
+    assert 90.0 <= policy.next_delay(2, UNREACHABLE, u) <= 110.0  # type: ignore[operator]
+
+
+def test_jitter_spans_the_whole_band_and_is_centred_on_the_period() -> None:
+    policy = RetryPolicy(max_attempts=5, periods=[10])
+    assert policy.next_delay(1, UNREACHABLE, 0.0) == pytest.approx(9.0)
+    assert policy.next_delay(1, UNREACHABLE, 0.5) == pytest.approx(10.0)
+    assert policy.next_delay(1, UNREACHABLE, 1.0) == pytest.approx(11.0)
+
+
+def test_jitter_never_brings_a_retry_after_forward_and_never_revives_a_given_up_batch() -> None:
+    policy = RetryPolicy(max_attempts=2, periods=[5, 300])
+    asked = TargetRejected("429", status_code=429, retry_after=120)
+    assert 120 <= policy.next_delay(1, asked, 0.0) <= policy.next_delay(1, asked, 0.99) <= 132  # type: ignore[operator]
+    assert policy.next_delay(2, UNREACHABLE, 0.5) is None
+
+
+def test_a_dns_failure_is_retried_like_a_connection_failure() -> None:
+    # The HTTP and broker transports map a name that does not resolve to TargetUnreachable
+    # (tests/delivery/test_http.py), which the policy retries.
+    policy = RetryPolicy(max_attempts=3, periods=[5])
+    assert policy.next_delay(1, TargetUnreachable("cannot resolve receiver.invalid"), 0.5) == pytest.approx(5)
