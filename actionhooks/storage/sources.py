@@ -4,6 +4,11 @@ The public `key` is 128 random bits (base32, `src_` prefix): knowing one source'
 about another's. Identities map (account, visitor id) to the profile the visitor identified as; the
 capture path reads and writes them inside the same transaction as the events (capture/committer.py),
 so an event accepted after an `identify` was durable always sees it.
+
+Recent captures: the capture path also records, in the same transaction, a short summary of the
+newest events of each source (at most CAPTURES_KEPT per source, older ones pruned in that
+transaction), so the console can show a source's last captured events; captured events themselves
+live only in intake blobs the router consumes, which no query per source could read cheaply.
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.capture.model import Source, SourceSpec
 from actionhooks.errors import NotFound
 from actionhooks.storage.tables import Source as SourceRow
-from actionhooks.storage.tables import VisitorIdentity
+from actionhooks.storage.tables import SourceCapture, VisitorIdentity
 from actionhooks.storage.upsert import upsert
 
-__all__ = ["SqlSourceRepository", "identities_for", "new_key", "put_identities"]
+__all__ = ["CAPTURES_KEPT", "SqlSourceRepository", "identities_for", "new_key", "put_captures", "put_identities"]
 
 Identity = tuple[str, int | None]  # (profile_id, list_id)
+CAPTURES_KEPT = 50  # recent captures kept per source: what the console shows, a bounded cost per batch
+_SUMMARY_FIELDS = ("url", "name", "visitor_id", "ip", "user_agent", "referer", "is_bot", "proxy")
+_SUMMARY_TEXT = 300  # characters of each summarised text kept
 
 
 def new_key() -> str:
@@ -77,7 +85,21 @@ class SqlSourceRepository:
             row = _row(session, account_id, source_id)
             key = row.key
             session.execute(delete(SourceRow).where(SourceRow.id == source_id))
+            session.execute(delete(SourceCapture).where(SourceCapture.source_id == source_id))
             return key
+
+    def captures(self, account_id: int, source_id: int, limit: int = CAPTURES_KEPT) -> list[dict[str, object]]:
+        """The source's newest recorded captures, newest first (NotFound for another account's source)."""
+        with self._sessions.begin() as session:
+            _row(session, account_id, source_id)
+            rows = session.execute(
+                select(SourceCapture.event_id, SourceCapture.event_type, SourceCapture.captured_at,
+                       SourceCapture.summary)
+                .where(SourceCapture.source_id == source_id, SourceCapture.account_id == account_id)
+                .order_by(SourceCapture.id.desc())
+                .limit(min(limit, CAPTURES_KEPT))
+            )
+            return [{"event_id": e, "event_type": t, "captured_at": at, **summary} for e, t, at, summary in rows]
 
     def by_key(self, key: str) -> Source | None:
         with self._sessions() as session:
@@ -135,3 +157,33 @@ def put_identities(session: Session, account_id: int, identities: dict[str, Iden
         for v, (p, lid) in identities.items()
     ]
     upsert(session, VisitorIdentity, rows, ("account_id", "visitor_id"))
+
+
+def put_captures(session: Session, account_id: int, by_source: dict[int, list[dict[str, object]]], now: float) -> None:
+    """Record the newest CAPTURES_KEPT events of each source of a batch and prune older ones; the caller
+    commits. Cost per batch: one insert and two small queries per source, however many events it had."""
+    for source_id, events in by_source.items():
+        newest = events[-CAPTURES_KEPT:]
+        session.execute(insert(SourceCapture), [_capture_row(source_id, account_id, e, now) for e in newest])
+        oldest_kept = session.scalars(
+            select(SourceCapture.id).where(SourceCapture.source_id == source_id)
+            .order_by(SourceCapture.id.desc()).offset(CAPTURES_KEPT - 1).limit(1)
+        ).first()
+        if oldest_kept is not None:
+            session.execute(delete(SourceCapture).where(SourceCapture.source_id == source_id,
+                                                        SourceCapture.id < oldest_kept))
+
+
+def _capture_row(source_id: int, account_id: int, event: dict[str, object], now: float) -> dict[str, object]:
+    data = event.get("event_data")
+    data = data if isinstance(data, dict) else {}
+    summary: dict[str, object] = {"profile_id": _short(event.get("profile_id")), "list_id": event.get("list_id")}
+    for name in _SUMMARY_FIELDS:
+        if data.get(name) is not None:
+            summary[name] = _short(data[name])
+    return {"source_id": source_id, "account_id": account_id, "event_id": str(event.get("event_id", ""))[:64],
+            "event_type": str(event.get("event_type", ""))[:64], "captured_at": now, "summary": summary}
+
+
+def _short(value: object) -> object:
+    return value[:_SUMMARY_TEXT] if isinstance(value, str) else value
