@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, get_args
 
 from actionhooks.capture.model import MASK, Auth, Source, default_event_types
+from actionhooks.console.forms import body_path
 
-__all__ = ["AUTH_TYPES", "KINDS", "body_of", "error_field", "form_of", "form_values"]
+__all__ = ["AUTH_TYPES", "KINDS", "body_of", "default_types_hint", "error_field", "form_of", "form_values"]
 
 KINDS = {"site": "Site script", "pixel": "Pixel", "redirect": "Redirect links", "webhook": "Webhook"}
 AUTH_TYPES = tuple(get_args(model.model_fields["type"].annotation)[0] for model in get_args(get_args(Auth)[0]))
@@ -87,9 +88,7 @@ def _secret(value: Any, *, keep: bool) -> str:
 
 def error_field(loc: Iterable[str | int]) -> str:
     """The form field an API error location names ("" when none: shown above the form)."""
-    parts = [str(p) for p in loc]
-    if parts and parts[0] == "body":
-        parts = parts[1:]
+    parts = body_path(loc)
     if not parts:
         return ""
     head = parts[0]

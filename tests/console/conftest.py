@@ -16,6 +16,13 @@ from actionhooks.settings import Settings
 from actionhooks.tokens import create_token
 
 ORIGIN = "http://testserver"
+# Forged POSTs: (form fields, headers); "CSRF" stands for the session's real token, sent from another site.
+FORGERIES = [
+    ({"confirmed": "yes"}, {}),  # no token at all
+    ({"confirmed": "yes", "csrf": "0" * 64}, {}),  # a guessed one
+    ({"confirmed": "yes", "csrf": "CSRF"}, {"Origin": "https://evil.example"}),  # right token, other site
+    ({"confirmed": "yes", "csrf": "CSRF"}, {"Sec-Fetch-Site": "cross-site"}),
+]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from actionhooks.storage.tables import Hook as HookRow
-from tests.console.conftest import ORIGIN, _token, csrf_of
+from tests.console.conftest import FORGERIES, ORIGIN, _token, csrf_of
 
 
 def hook(api: TestClient, **changes: Any) -> dict[str, Any]:
@@ -142,15 +142,7 @@ def test_another_accounts_hook_is_404_on_every_page_and_action(app: FastAPI, con
     assert stored["active"] is True
 
 
-@pytest.mark.parametrize(
-    ("data", "headers"),
-    [
-        ({"confirmed": "yes"}, {}),  # no token at all
-        ({"confirmed": "yes", "csrf": "0" * 64}, {}),  # a guessed one
-        ({"confirmed": "yes", "csrf": "CSRF"}, {"Origin": "https://evil.example"}),  # right token, other site
-        ({"confirmed": "yes", "csrf": "CSRF"}, {"Sec-Fetch-Site": "cross-site"}),
-    ],
-)
+@pytest.mark.parametrize(("data", "headers"), FORGERIES)
 def test_a_forged_post_changes_nothing(
     console: TestClient, api: TestClient, data: dict[str, str], headers: dict[str, str]
 ) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from actionhooks.storage.sources import CAPTURES_KEPT, SqlSourceRepository, put_captures
 from actionhooks.storage.tables import SourceCapture
-from tests.console.conftest import ORIGIN, _token, csrf_of
+from tests.console.conftest import FORGERIES, ORIGIN, _token, csrf_of
 
 
 def source(api: TestClient, **fields: Any) -> dict[str, Any]:
@@ -178,15 +178,7 @@ def test_another_accounts_source_is_404_on_every_page_and_action(app: FastAPI, c
     assert (stored_theirs["name"], stored_theirs["active"]) == ("Their source", True)
 
 
-@pytest.mark.parametrize(
-    ("data", "headers"),
-    [
-        ({"confirmed": "yes"}, {}),  # no token at all
-        ({"confirmed": "yes", "csrf": "0" * 64}, {}),  # a guessed one
-        ({"confirmed": "yes", "csrf": "CSRF"}, {"Origin": "https://evil.example"}),  # right token, other site
-        ({"confirmed": "yes", "csrf": "CSRF"}, {"Sec-Fetch-Site": "cross-site"}),
-    ],
-)
+@pytest.mark.parametrize(("data", "headers"), FORGERIES)
 def test_a_forged_post_changes_nothing(
     console: TestClient, api: TestClient, data: dict[str, str], headers: dict[str, str]
 ) -> None:
