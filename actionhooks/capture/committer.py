@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from actionhooks.storage.sources import Identity, identities_for, put_captures, put_identities
+from actionhooks.storage.sources import CAPTURES_KEPT, Identity, identities_for, put_captures, put_identities
 from actionhooks.worker.intake import accept_events  # the one intake write path (storage/ after issue 16)
 
 __all__ = ["Busy", "GroupCommitter"]
@@ -64,6 +64,7 @@ class GroupCommitter:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-commit")
         self._signaller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-trigger")
         self._draining: asyncio.Task[None] | None = None
+        self._unpruned: collections.Counter[int] = collections.Counter()  # source -> rows since its prune
 
     async def submit(self, account_id: int, events: list[dict[str, Any]],
                      identities: dict[str, Identity] | None = None, returning: frozenset[str] = frozenset(),
@@ -128,7 +129,9 @@ class GroupCommitter:
                     events = _join_visitors(session, account_id, items)
                     learned = {v: who for item in items for v, who in item.identities.items()}
                     put_identities(session, account_id, learned, now)
-                    put_captures(session, account_id, _by_source(items), now)
+                    recent = _by_source(items)
+                    prune = self._to_prune(recent)
+                    put_captures(session, account_id, recent, now, prune=prune)
                     supplied = [e["event_id"] for item in items if item.supplied for e in item.events]
                     accepted = accept_events(session, account_id, events, supplied_ids=supplied,
                                              dedup_window_sec=self._dedup_window_sec)
@@ -143,6 +146,17 @@ class GroupCommitter:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self._signaller.shutdown(wait=True)
+
+
+    def _to_prune(self, recent: dict[int, list[dict[str, Any]]]) -> list[int]:
+        """Sources that gained CAPTURES_KEPT rows of recent captures since their last prune (writer thread only)."""
+        due = []
+        for source_id in recent:
+            self._unpruned[source_id] += 1
+            if self._unpruned[source_id] >= CAPTURES_KEPT:
+                due.append(source_id)
+                del self._unpruned[source_id]
+        return due
 
 
 def _by_source(items: list[_Pending]) -> dict[int, list[dict[str, Any]]]:

@@ -273,16 +273,14 @@ class VisitorIdentity(Base):
 
 
 class SourceCapture(Base):
-    """The newest captured events of a source (at most CAPTURES_KEPT each, storage/sources.py), for the
-    console's "Last captured events": captured events are otherwise only in intake blobs that the router
-    consumes, so nothing per source could be shown. A short summary per event, never the whole event."""
+    """A source's newest captured events of one capture transaction (storage/sources.py): short summaries,
+    at most CAPTURES_KEPT, for the console's "Last captured events". Captured events otherwise live only
+    in intake blobs the router consumes; one row per source and transaction keeps the cost per batch."""
 
     __tablename__ = "source_captures"
     __table_args__ = (Index("ix_source_captures_source_id_id", "source_id", "id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     source_id: Mapped[int] = mapped_column(BigInteger)
     account_id: Mapped[int] = mapped_column(BigInteger)
-    event_id: Mapped[str] = mapped_column(String(64))
-    event_type: Mapped[str] = mapped_column(String(64))
     captured_at: Mapped[float] = mapped_column(Float)
-    summary: Mapped[dict[str, object]] = mapped_column(JSON)
+    events: Mapped[list[dict[str, object]]] = mapped_column(JSON)

@@ -234,23 +234,30 @@ def test_the_last_captured_events_are_listed_newest_first(console: TestClient, a
     assert html.unescape(f'<img src="{made["urls"]["pixel"]}?profile_id={{{{profile_id}}}}"') in html.unescape(page)
 
 
-def test_recent_captures_are_capped_per_source_and_go_with_the_source(app: FastAPI, api: TestClient) -> None:
-    made = source(api, name="Opens", kind="pixel")
-    other = source(api, name="Other", kind="pixel")
+def test_recent_captures_are_bounded_per_source_and_go_with_the_source(app: FastAPI, api: TestClient) -> None:
+    made, other = source(api, name="Opens", kind="pixel")["id"], source(api, name="Other", kind="pixel")["id"]
     repo = SqlSourceRepository(app.state.sessions)
+
+    def pixels(numbers: range) -> list[dict[str, Any]]:
+        return [{"event_id": f"e{i}", "event_type": "pixel", "event_data": {"url": "u" * 5000}} for i in numbers]
+
     with app.state.sessions() as session:
-        events = [{"event_id": f"e{i}", "event_type": "pixel", "event_data": {"url": "u" * 5000}} for i in range(120)]
-        put_captures(session, 1, {made["id"]: events[:70], other["id"]: events[:1]}, 1.0)
-        put_captures(session, 1, {made["id"]: events[70:]}, 2.0)
+        put_captures(session, 1, {made: pixels(range(70)), other: pixels(range(1))}, 1.0)  # one batch: its newest 50
         session.commit()
-    kept = repo.captures(1, made["id"])
-    assert [c["event_id"] for c in kept] == [f"e{i}" for i in range(119, 119 - CAPTURES_KEPT, -1)]
-    assert all(len(str(c["url"])) == 300 for c in kept)  # summaries are bounded
-    assert [c["event_id"] for c in repo.captures(1, other["id"])] == ["e0"]
-    assert api.delete(f"/api/v1/sources/{made['id']}").status_code == 204
+    assert [c["event_id"] for c in repo.captures(1, made)] == [f"e{i}" for i in range(69, 19, -1)]
     with app.state.sessions() as session:
-        left = set(session.scalars(select(SourceCapture.source_id)))
-    assert left == {other["id"]}
+        for i in range(70, 130):  # one event per transaction; the writer asks for a prune at the last one
+            put_captures(session, 1, {made: pixels(range(i, i + 1))}, float(i), prune=[made] if i == 129 else [])
+        session.commit()
+        rows = session.scalars(select(SourceCapture.id).where(SourceCapture.source_id == made)).all()
+    assert len(rows) == CAPTURES_KEPT
+    kept = repo.captures(1, made)
+    assert [c["event_id"] for c in kept] == [f"e{i}" for i in range(129, 129 - CAPTURES_KEPT, -1)]
+    assert all(len(str(c["url"])) == 300 for c in kept)  # summaries are bounded
+    assert [c["event_id"] for c in repo.captures(1, other)] == ["e0"]
+    assert api.delete(f"/api/v1/sources/{made}").status_code == 204
+    with app.state.sessions() as session:
+        assert set(session.scalars(select(SourceCapture.source_id))) == {other}
 
 
 def test_the_sources_pages_need_a_session(app: FastAPI) -> None:

@@ -20,10 +20,8 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('source_id', sa.BigInteger(), nullable=False),
     sa.Column('account_id', sa.BigInteger(), nullable=False),
-    sa.Column('event_id', sa.String(length=64), nullable=False),
-    sa.Column('event_type', sa.String(length=64), nullable=False),
     sa.Column('captured_at', sa.Float(), nullable=False),
-    sa.Column('summary', sa.JSON(), nullable=False),
+    sa.Column('events', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_source_captures'))
     )
     with op.batch_alter_table('source_captures', schema=None) as batch_op:
