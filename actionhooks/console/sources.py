@@ -57,6 +57,16 @@ def edit_source_page(request: Request, source_id: SourceId) -> Response:
     return _editor(request, principal.account_id, token, source, forms.form_of(source), errors={}, notice=notice)
 
 
+@router.get("/{source_id}/captures", response_class=HTMLResponse)
+def captures_fragment(request: Request, source_id: SourceId) -> Response:
+    """The "Last captured events" section alone: the source's page polls it."""
+    principal, _ = principal_of(request)
+    repo = api.sources_of(request)
+    source = repo.get(principal.account_id, source_id)
+    context = {"source": source, "captures": repo.captures(principal.account_id, source_id), "when": when}
+    return page(request, "_captures.html", context)
+
+
 @router.post("/new", response_class=HTMLResponse)
 async def create_source(request: Request) -> Response:
     return await _save(request, None)

@@ -167,6 +167,9 @@ def test_another_accounts_source_is_404_on_every_page_and_action(app: FastAPI, c
     assert "Their source" not in answer.text
     assert theirs["key"] not in answer.text
     assert "no such source" in answer.text
+    answer = console.get(f"/console/sources/{theirs['id']}/captures", headers={"HX-Request": "true"})
+    assert answer.status_code == 404
+    assert "their.example" not in answer.text  # not their captured click either
     for action in ("stop", "delete", "link"):
         data = {"csrf": csrf, "confirmed": "yes", "to": "https://their.example/x"}
         answer = console.post(f"/console/sources/{theirs['id']}/{action}", data=data)
@@ -231,6 +234,11 @@ def test_the_last_captured_events_are_listed_newest_first(console: TestClient, a
     rows = re.findall(r'<span class="tag">open</span></td>\s*<td class="target">([^<]+)</td>', page)
     assert rows == ["p-2", "p-1"]
     assert "Last captured events <span class=\"count\">2</span>" in page
+    fragment = console.get(f"/console/sources/{made['id']}/captures", headers={"HX-Request": "true"})
+    assert fragment.status_code == 200
+    assert 'hx-trigger="every 5s"' in fragment.text  # the page polls this section
+    assert re.findall(r'<span class="tag">open</span></td>\s*<td class="target">([^<]+)</td>', fragment.text) == [
+        "p-2", "p-1"]
     assert html.unescape(f'<img src="{made["urls"]["pixel"]}?profile_id={{{{profile_id}}}}"') in html.unescape(page)
 
 
@@ -262,6 +270,6 @@ def test_recent_captures_are_bounded_per_source_and_go_with_the_source(app: Fast
 
 def test_the_sources_pages_need_a_session(app: FastAPI) -> None:
     with TestClient(app, base_url=ORIGIN) as anonymous:
-        for path in ("/console/sources", "/console/sources/new", "/console/sources/1"):
+        for path in ("/console/sources", "/console/sources/new", "/console/sources/1", "/console/sources/1/captures"):
             answer = anonymous.get(path, follow_redirects=False)
             assert (answer.status_code, answer.headers["location"]) == (303, "/console/login")
