@@ -102,5 +102,5 @@ def error_field(loc: Iterable[str | int]) -> str:
 
 
 def default_types_hint() -> dict[str, str]:
-    """The event types each kind produces when the field is left empty (shown as the field's hint)."""
-    return {kind: ", ".join(default_event_types(kind)) or "required" for kind in KINDS}
+    """The event types each kind produces when the field is left empty ("" for webhook: it must list them)."""
+    return {kind: ", ".join(default_event_types(kind)) for kind in KINDS}
