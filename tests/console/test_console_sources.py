@@ -223,6 +223,14 @@ def test_an_unsafe_link_target_is_refused_next_to_its_field(console: TestClient,
     assert page.status_code == 422
     assert 'id="link-error">only http and https targets are followed<' in page.text
     assert 'id="snippet-link"' not in page.text
+    too_long = console.post(f"/console/sources/{made['id']}/link",
+                            data={"csrf": csrf_of(console), "to": "https://partner.example/" + "a" * 3000})
+    assert too_long.status_code == 422
+    assert 'id="link-error">to: String should have at most 2048 characters<' in too_long.text
+    pixel = source(api, name="Opens", kind="pixel")
+    wrong_kind = console.post(f"/console/sources/{pixel['id']}/link",
+                              data={"csrf": csrf_of(console), "to": "https://partner.example/"})
+    assert "links are signed by redirect sources; this one is pixel" in wrong_kind.text
 
 
 def test_the_last_captured_events_are_listed_newest_first(console: TestClient, api: TestClient) -> None:
