@@ -1,7 +1,7 @@
 """recent captures per source (console Sources page)
 
-Revision ID: 0018
-Revises: 0005
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0018'
-down_revision = '0005'
+revision = '0004'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
