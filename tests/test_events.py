@@ -56,7 +56,9 @@ def locs(value: Any) -> set[tuple[str | int, ...]]:
 
 
 def test_the_event_types_are_the_32_altcraft_codes_plus_ours() -> None:
-    assert len(EVENT_TYPES) == 39
+    assert len(EVENT_TYPES) == 43
+    operational = {"hook_paused", "hook_resumed", "hook_stopped_gone", "batch_failed"}  # delivery-control.md
+    assert {EVENT_TYPES[c] for c in operational} == {"operational"}
     assert {"deliv_push", "undeliv_push", "pixel", "sub_status"} <= EVENT_TYPES.keys()
     assert {EVENT_TYPES[c] for c in ("page_view", "site_event", "identify")} == {"tracking"}  # capture.md
     assert EVENT_TYPES["click"] == "tracking"
@@ -64,7 +66,7 @@ def test_the_event_types_are_the_32_altcraft_codes_plus_ours() -> None:
     assert EVENT_TYPES["import_api"] == "import"
     assert EVENT_TYPES["sub_status"] == "subscription"
     assert EVENT_TYPES["pixel"] == "tracking"
-    assert set(EVENT_TYPES.values()) == {"delivery", "tracking", "import", "subscription"}
+    assert set(EVENT_TYPES.values()) == {"delivery", "tracking", "import", "subscription", "operational"}
 
 
 def test_the_documented_example_is_accepted_and_kept_exactly_as_captured() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from actionhooks.delivery.config import MASK, DeliveryConfig
 from actionhooks.events import EVENT_TYPES
@@ -103,6 +103,15 @@ class HookSpec(BaseModel):
     @classmethod
     def _unique(cls, actions: list[str]) -> list[str]:
         return list(dict.fromkeys(actions))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_engine_state(cls, data: Any) -> Any:
+        """`state` and `paused_since` are the engine's to set (GET shows them): a client that echoes
+        a hook it read is not refused for them; `active` is how a user stops or starts a hook."""
+        if isinstance(data, dict) and ("state" in data or "paused_since" in data):
+            return {k: v for k, v in data.items() if k not in ("state", "paused_since")}
+        return data
 
 
 @dataclass(frozen=True)

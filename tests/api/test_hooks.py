@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from actionhooks.storage import hook_state
 from actionhooks.storage.hooks import SqlHookRepository
 from actionhooks.storage.tables import Hook as HookRow
 from actionhooks.storage.tables import HookChange
@@ -17,7 +18,7 @@ from actionhooks.storage.tables import HookChange
 Body = Callable[..., dict[str, Any]]
 HOOK_KEYS = {
     "id", "account_id", "name", "active", "database_id", "actions", "filters", "custom_data",
-    "include_content", "delivery", "created_at", "updated_at",
+    "include_content", "delivery", "created_at", "updated_at", "state", "paused_since",
 }
 
 
@@ -250,3 +251,21 @@ def test_malformed_json_is_422_with_a_clear_message(client: TestClient, admin: d
     response = client.post("/api/v1/hooks", content=b'{"name": ', headers=headers)
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["detail"][0]["msg"]
+
+
+def test_a_hook_shows_its_delivery_state_and_a_restart_clears_a_pause(
+    app: FastAPI, client: TestClient, admin: dict[str, str], created: dict[str, Any]
+) -> None:
+    url = f"/api/v1/hooks/{created['id']}"
+    assert (created["state"], created["paused_since"]) == ("active", None)
+    # Given the workers found its receiver dead (storage/hook_state.py, as worker/control.py writes it)
+    with app.state.sessions() as session:
+        hook_state.load(session, created["id"], lock=True).paused_since = 1_700_000_000.5
+        session.commit()
+    shown = client.get(url, headers=admin).json()
+    assert (shown["state"], shown["paused_since"]) == ("paused", "2023-11-14T22:13:20.500000Z")
+    assert client.get("/api/v1/hooks", headers=admin).json()[0]["state"] == "paused"
+    # When its user stops it, it is stopped; started again, it starts afresh
+    assert client.post(f"{url}/stop", headers=admin).json()["state"] == "stopped"
+    assert client.post(f"{url}/activate", headers=admin).json()["state"] == "active"
+    assert client.get(url, headers=admin).json()["paused_since"] is None
