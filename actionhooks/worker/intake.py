@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from actionhooks.errors import HookValidationError
+from actionhooks.storage import archive as event_archive
 from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
 
 
@@ -56,11 +57,12 @@ def accept_events(
     *,
     supplied_ids: list[str],
     dedup_window_sec: float,
+    archive: bool = False,
 ) -> Accepted:
     """Store `events` (validated, each with an event_id) for routing; commit; report what happened.
 
     Only the ids the platform supplied (`supplied_ids`) can be repeats: ids we assigned are new
-    UUIDs, so they skip the dedup table and its cost.
+    UUIDs, so they skip the dedup table and its cost. `archive`: keep them in the event archive too.
     """
     now = time.time()
     supplied = set(supplied_ids)
@@ -75,9 +77,13 @@ def accept_events(
         keep.append(event)
     raised = False
     if keep:
-        session.execute(
-            insert(Intake).values(account_id=account_id, events=_dump(events, keep), n_events=len(keep), created_at=now)
-        )
+        blob = _dump(events, keep)
+        stored = insert(Intake).values(account_id=account_id, events=blob, n_events=len(keep), created_at=now)
+        request_id = session.scalar(stored.returning(Intake.id))
+        if archive:  # same transaction: a 202 means archived too (storage/archive.py)
+            event_archive.append(
+                session, account_id, request_id=request_id, blob=blob, n_events=len(keep), accepted_at=now
+            )
         stmt = (
             _insert_for(session)(RouteSignal)
             .values(account_id=account_id, signalled_at=now)
