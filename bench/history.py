@@ -17,7 +17,13 @@ run_backfill and drain_hook), so the figures are the archive's and the backfill'
    deletes in chunks. Reference on PostgreSQL: the same events in the default partition, which
    expires in chunks like SQLite (what a non-partitioned table would cost at best).
 
-Run: `.venv/bin/python bench/history.py [--events 1000000] [--databases sqlite,postgresql]`.
+5. isolation (real api, worker and scheduler processes, Redis broker): the delivery latency of
+   another hook's live events, one every 0.25 s, while a backfill of --isolation-events archived
+   events runs, beside the same measurement without a backfill; and the backfill's end-to-end
+   rate over HTTP to a loopback receiver.
+
+Run: `.venv/bin/python bench/history.py [--events 1000000] [--databases sqlite,postgresql]
+[--parts archive,isolation] [--isolation-events 100000]`.
 """
 
 from __future__ import annotations
@@ -283,17 +289,90 @@ def run_database(name: str, url: str, tmp: Path, events: int, intake_requests: i
     return rows
 
 
+def isolation(name: str, events: int, live_events: int = 20) -> list[list[object]]:
+    """Live latency of hook B without and during a backfill of hook A; the backfill's HTTP rate."""
+    from tests.support.engine import event, http_hook, poll, postgres_database, redis_broker, running_engine
+    from tests.support.receiver import Receiver
+
+    def latencies(api: Any, receiver: Receiver, prefix: str) -> list[float]:
+        sent: dict[str, float] = {}
+        for n in range(live_events):
+            one = event(n, event_type="deliv", event_id=f"{prefix}-{n}")
+            sent[one["event_id"]] = time.monotonic()
+            api.post("/events", json=[one]).raise_for_status()
+            receiver.wait_until(lambda rs, n=n: sum(_arrived(rs, prefix)) > n, f"{prefix} {n}", timeout=60)
+            time.sleep(0.25)
+        return sorted(
+            r.received_at - sent[e["event_id"]]
+            for r in receiver.requests for e in orjson.loads(r.body) if e["event_id"].startswith(prefix)
+        )
+
+    rows: list[list[object]] = []
+    crm, live = Receiver(), Receiver()
+    with tempfile.TemporaryDirectory() as folder:
+        database = postgres_database() if name == "postgresql" else None
+        url = database.__enter__() if database else None
+        try:
+            extra = {"DATABASE_URL": url} if url else {}
+            with running_engine(Path(folder), "api", "worker", "scheduler", BROKER_URL=redis_broker(),
+                                WORKER_POOL="prefork", WORKER_CONCURRENCY=2, **extra) as eng, eng.client() as api:
+                start = time.time() - 1
+                for r in range(events // 1000):
+                    batch = [event(r * 1000 + k, event_type="open", event_id=f"old-{r}-{k}") for k in range(1000)]
+                    for k, one in enumerate(batch):
+                        one["event_data"]["campaign_id"] = 1 + k % 2
+                    api.post("/events", json=batch).raise_for_status()
+                api.post("/hooks", json={**http_hook(live.url, batch_timeout_sec=0), "actions": ["deliv"]})
+                crm_hook = {**http_hook(crm.url, max_batch_size=100), "actions": ["open"],
+                            "filters": {"campaigns": [1]}}
+                hook_id = api.post("/hooks", json=crm_hook).json()["id"]
+                time.sleep(3)  # the archived events are routed (to no hook) before measuring
+                alone = latencies(api, live, "alone")
+                job = api.post(f"/hooks/{hook_id}/backfill", json={"from": datetime.fromtimestamp(start, UTC)
+                               .isoformat(), "to": datetime.now(UTC).isoformat()}).json()
+                began = time.monotonic()
+                during = latencies(api, live, "during")
+                state = api.get(f"/backfills/{job['id']}").json()
+                done = poll(lambda: (p := api.get(f"/backfills/{job['id']}").json())["state"] == "done" and p,
+                            "backfill done", timeout=1800, every=0.2)
+                took = time.monotonic() - began
+        finally:
+            if database:
+                database.__exit__(None, None, None)
+            crm.close()
+            live.close()
+    for label, values in (("without a backfill (reference)", alone), ("during a backfill", during)):
+        rows.append([name, f"live latency of another hook {label}",
+                     f"p50 {common.percentile(values, 0.5) * 1000:,.0f} ms",
+                     f"p95 {common.percentile(values, 0.95) * 1000:,.0f} ms, max {values[-1] * 1000:,.0f} ms"])
+    rows.append([name, f"backfill over HTTP: {done['scanned']:,} scanned, {done['delivered']:,} delivered",
+                 f"{done['delivered'] / took:,.0f} delivered/s",
+                 f"{took:.1f} s; still running after the live events: {state['state'] == 'running'}"])
+    return rows
+
+
+def _arrived(requests: list[Any], prefix: str) -> list[int]:
+    return [sum(e["event_id"].startswith(prefix) for e in orjson.loads(r.body)) for r in requests]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="archived events (default 1,000,000)")
     parser.add_argument("--intake-requests", type=int, default=200, help="requests of 100 per intake mode")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--parts", default="archive,isolation")
+    parser.add_argument("--isolation-events", type=int, default=100_000, help="archived events to backfill")
     args = parser.parse_args()
+    parts = args.parts.split(",")
     print(common.machine())
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         for name in args.databases.split(","):
+            if "isolation" in parts:
+                rows += isolation(name, args.isolation_events)
+            if "archive" not in parts:
+                continue
             if name == "sqlite":
                 rows += run_database(name, f"sqlite:///{tmp / 'history.db'}", tmp, args.events, args.intake_requests)
             else:
