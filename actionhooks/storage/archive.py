@@ -177,6 +177,12 @@ def _create_partitions(session: Session, now: float) -> int:
         if day in existing:
             continue
         low, high = day.timestamp(), (day + timedelta(days=1)).timestamp()
+        if session.scalar(
+            text(f"SELECT 1 FROM {ARCHIVE_PARTITION_SCHEMA}.event_archive_default "
+                 "WHERE accepted_at >= :low AND accepted_at < :high LIMIT 1"),
+            {"low": low, "high": high},
+        ):
+            continue  # PostgreSQL cannot move those rows into a new partition: the day stays in the default one
         try:
             with session.begin_nested():
                 session.execute(

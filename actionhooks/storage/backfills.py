@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from actionhooks.errors import NotFound
 from actionhooks.storage.tables import Backfill, BackfillBatch, Delivery
@@ -255,10 +255,17 @@ def settle(session: Session, now: float) -> int:
 def stalled(session: Session, now: float, quiet_sec: float) -> list[int]:
     """Jobs with archive left to scan whose lease is free and that made no progress for `quiet_sec`:
     their trigger was lost or their worker died (a restart resumes from the committed cursor)."""
+    earlier = aliased(Backfill)
+    ahead = (
+        select(earlier.id)
+        .where(earlier.hook_id == Backfill.hook_id, earlier.state.in_(ACTIVE), earlier.id < Backfill.id)
+        .exists()
+    )
     return list(
         session.scalars(
             select(Backfill.id)
             .where(Backfill.state.in_(ACTIVE), Backfill.lease_until <= now, Backfill.touched_at <= now - quiet_sec)
+            .where(~ahead)  # a job queued behind another is started by it, not polled
             .order_by(Backfill.id)
         )
     )

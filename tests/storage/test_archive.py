@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.storage import archive
@@ -130,8 +130,15 @@ def test_rows_accepted_before_any_partition_existed_go_to_the_default_one_and_ex
             return
         early = datetime(2020, 1, 1, tzinfo=UTC).timestamp()
         _archive(session, early, ["early"], request_id=1)
+        _archive(session, early + 10 * DAY + 3600, ["today, before the scheduler ran"], request_id=2)
         session.commit()
-        assert session.scalar(text(f"SELECT count(*) FROM {ARCHIVE_PARTITION_SCHEMA}.event_archive_default")) == 1
-        result = archive.maintain(session, early + 10 * DAY, hours=24)
-        assert result.deleted == 1
-        assert session.scalar(select(func.count()).select_from(ArchivedRequest)) == 0
+        assert session.scalar(text(f"SELECT count(*) FROM {ARCHIVE_PARTITION_SCHEMA}.event_archive_default")) == 2
+        result = archive.maintain(session, early + 10 * DAY + 7200, hours=24)
+        # Then the expired row goes in a chunk; the day that already has rows in the default partition
+        # keeps them there (no partition of its own), and the next days get theirs
+        assert (result.deleted, result.created) == (1, 2)
+        names = set(session.scalars(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": ARCHIVE_PARTITION_SCHEMA}))
+        assert "event_archive_20200111" not in names
+        assert {"event_archive_20200112", "event_archive_20200113"} <= names
+        assert session.scalars(select(ArchivedRequest.id)).all() == [2]

@@ -214,6 +214,8 @@ def test_a_second_backfill_of_a_hook_waits_until_the_first_has_scanned(
     second = _start(rt, hook_id, BASE, BASE + 2)
     assert run_backfill(rt, second) == 0  # queued behind the first
     assert _progress(rt, second).phase == "queued"
+    with rt.sessions() as session:  # the scheduler polls the first only: it starts the second when done
+        assert backfills.stalled(session, time.time() + 100, quiet_sec=0) == [first]
     _run_to_end(rt, first, hook_id)
     progress = _run_to_end(rt, second, hook_id)
     assert (progress.state, progress.delivered) == ("done", 4)
