@@ -17,12 +17,14 @@ from actionhooks.hooks.models import HookSpec
 from actionhooks.settings import Settings
 from actionhooks.storage import archive, backfills
 from actionhooks.storage.hooks import SqlHookRepository
-from actionhooks.storage.tables import Backfill, Delivery
+from actionhooks.storage.tables import ArchivedRequest, Backfill, Delivery
 from actionhooks.worker import backfill as backfill_worker
+from actionhooks.worker import scheduler as backfill_scheduler
 from actionhooks.worker.app import make_celery
 from actionhooks.worker.backfill import run_backfill
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.runtime import Runtime
+from actionhooks.worker.scheduler import Scheduler
 
 BASE = time.time() - 3600  # an hour ago: inside the default archive
 
@@ -255,3 +257,44 @@ def test_events_whose_templates_fail_count_as_failed_and_sit_on_the_failed_list(
     hook_id = _hook(rt, custom_data={"values": {"big": "{{ profile_id[99] }}"}})
     progress = _run_to_end(rt, _start(rt, hook_id, BASE, BASE + 4), hook_id)
     assert (progress.state, progress.failed, progress.delivered) == ("done", 4, 0)
+
+
+class RecordingTriggers:
+    """What the scheduler sends, recorded instead of sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    def route(self, account_id: int) -> None:
+        self.sent.append(("route", account_id))
+
+    def drain(self, hook_id: int, countdown: float | None = None) -> None:
+        self.sent.append(("drain", hook_id))
+
+    def backfill(self, job_id: int, countdown: float | None = None) -> None:
+        self.sent.append(("backfill", job_id))
+
+
+def test_the_scheduler_resumes_a_lost_job_settles_a_delivered_one_and_expires_the_archive(
+    rt: Runtime, stub: StubTransport
+) -> None:
+    _fill_archive(rt, 4)
+    with rt.sessions() as session:  # and one request of three days ago, past a 2-hour retention
+        archive.append(session, 1, request_id=1, blob=b"[]", n_events=0, accepted_at=time.time() - 3 * 86_400)
+        session.commit()
+    hook_id = _hook(rt)
+    lost = _start(rt, hook_id, BASE, BASE + 2)
+    triggers = RecordingTriggers()
+    settings = rt.settings.model_copy(update={"EVENT_ARCHIVE_HOURS": 2})
+    ticker = Scheduler(settings, rt.sessions, triggers)  # type: ignore[arg-type]
+
+    ticker.tick(time.time() + backfill_scheduler.BACKFILL_QUIET_SEC + 1)
+    assert ("backfill", lost) in triggers.sent
+    with rt.sessions() as session:
+        assert session.scalars(select(ArchivedRequest.id).where(ArchivedRequest.id == 1)).all() == []
+        assert len(session.scalars(select(ArchivedRequest.id)).all()) == 4
+
+    run_backfill(rt, lost)
+    drain_hook(rt, hook_id)
+    ticker.tick(time.time() + 60)
+    assert _progress(rt, lost).state == "done"
