@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import column, delete, insert, select, table, text, tuple_
+from sqlalchemy import column, delete, insert, or_, select, table, text, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import TableClause
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DAY_SEC = 86_400
 PARTITIONS_AHEAD_DAYS = 2
+SIZES_PAGE = 100  # rows whose sizes are read at a time to choose a slice
 EXPIRE_CHUNK = 200  # rows (requests) per delete transaction
 EXPIRE_BUDGET_SEC = 1.0
 # A DROP of a partition needs a short exclusive lock on the parent table; rather than queue
@@ -83,26 +84,21 @@ def read_slice(
     are read (a row holds up to EVENTS_MAX_PER_REQUEST events).
     """
     key = tuple_(ArchivedRequest.accepted_at, ArchivedRequest.id)
-    where = [
-        ArchivedRequest.account_id == account_id,
-        ArchivedRequest.accepted_at >= start,
-        ArchivedRequest.accepted_at < end,
-    ]
-    if after is not None:
-        where.append(key > tuple_(*after))
-    sizes = session.execute(
-        select(ArchivedRequest.accepted_at, ArchivedRequest.id, ArchivedRequest.n_events)
-        .where(*where)
-        .order_by(ArchivedRequest.accepted_at, ArchivedRequest.id)
-        .limit(1000)
-    ).all()
     chosen: list[tuple[float, int]] = []
     total = 0
-    for accepted_at, row_id, n in sizes:
-        if chosen and total + n > max_events:
-            break
-        chosen.append((accepted_at, row_id))
-        total += n
+    position = after
+    while True:
+        page = _sizes(session, account_id, start, end, position)
+        for accepted_at, row_id, n in page:
+            if chosen and total + n > max_events:
+                break
+            chosen.append((accepted_at, row_id))
+            total += n
+        else:
+            if len(page) == SIZES_PAGE and total < max_events:
+                position = chosen[-1]
+                continue
+        break
     if not chosen:
         return ArchivedSlice([], None)
     rows = session.execute(
@@ -112,6 +108,27 @@ def read_slice(
     ).scalars()
     events: list[dict[str, object]] = [event for blob in rows for event in orjson.loads(blob)]
     return ArchivedSlice(events, chosen[-1])
+
+
+def _sizes(
+    session: Session, account_id: int, start: float, end: float, after: tuple[float, int] | None
+) -> list[tuple[float, int, int]]:
+    """(accepted_at, id, n_events) of the next SIZES_PAGE rows: an index-only range scan of
+    ix_event_archive_account, starting at the cursor (not at `start`: that would rescan the part
+    already read on every slice)."""
+    query = select(ArchivedRequest.accepted_at, ArchivedRequest.id, ArchivedRequest.n_events).where(
+        ArchivedRequest.account_id == account_id, ArchivedRequest.accepted_at < end
+    )
+    if after is None:
+        query = query.where(ArchivedRequest.accepted_at >= start)
+    else:
+        at, row_id = after
+        query = query.where(
+            ArchivedRequest.accepted_at >= max(start, at),
+            or_(ArchivedRequest.accepted_at > at, ArchivedRequest.id > row_id),
+        )
+    rows = session.execute(query.order_by(ArchivedRequest.accepted_at, ArchivedRequest.id).limit(SIZES_PAGE))
+    return [(at, row_id, n) for at, row_id, n in rows]
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,8 @@ class ArchivedRequest(Base):
 
     __tablename__ = "event_archive"
     __table_args__ = (
-        Index("ix_event_archive_account", "account_id", "accepted_at"),
+        # Covering: a backfill picks its slices from this index alone (id, n_events), never from the blobs.
+        Index("ix_event_archive_account", "account_id", "accepted_at", "id", "n_events"),
         {"postgresql_partition_by": "RANGE (accepted_at)", "sqlite_with_rowid": False},
     )
     accepted_at: Mapped[float] = mapped_column(Float, primary_key=True)

@@ -28,7 +28,8 @@ def upgrade() -> None:
     postgresql_partition_by='RANGE (accepted_at)',
     sqlite_with_rowid=False
     )
-    op.create_index('ix_event_archive_account', 'event_archive', ['account_id', 'accepted_at'], unique=False)
+    op.create_index('ix_event_archive_account', 'event_archive', ['account_id', 'accepted_at', 'id', 'n_events'],
+                    unique=False)
     if op.get_bind().dialect.name == 'postgresql':
         # Daily partitions are created ahead by the scheduler (storage/archive.py); the default one
         # takes what arrives before that (an API started without a scheduler), never failing a 202.
