@@ -17,7 +17,7 @@ run_backfill and drain_hook), so the figures are the archive's and the backfill'
    deletes in chunks. Reference on PostgreSQL: the same events in the default partition, which
    expires in chunks like SQLite (what a non-partitioned table would cost at best).
 
-5. isolation (real api, worker and scheduler processes, Redis broker): the delivery latency of
+5. isolation (real api, worker and scheduler processes, a private Redis as broker): the delivery latency of
    another hook's live events, one every 0.25 s, while a backfill of --isolation-events archived
    events runs, beside the same measurement without a backfill; and the backfill's end-to-end
    rate over HTTP to a loopback receiver.
@@ -291,7 +291,7 @@ def run_database(name: str, url: str, tmp: Path, events: int, intake_requests: i
 
 def isolation(name: str, events: int, live_events: int = 20) -> list[list[object]]:
     """Live latency of hook B without and during a backfill of hook A; the backfill's HTTP rate."""
-    from tests.support.engine import event, http_hook, poll, postgres_database, redis_broker, running_engine
+    from tests.support.engine import event, http_hook, poll, postgres_database, running_engine
     from tests.support.receiver import Receiver
 
     def latencies(api: Any, receiver: Receiver, prefix: str) -> list[float]:
@@ -314,8 +314,10 @@ def isolation(name: str, events: int, live_events: int = 20) -> list[list[object
         url = database.__enter__() if database else None
         try:
             extra = {"DATABASE_URL": url} if url else {}
-            with running_engine(Path(folder), "api", "worker", "scheduler", BROKER_URL=redis_broker(),
-                                WORKER_POOL="prefork", WORKER_CONCURRENCY=2, **extra) as eng, eng.client() as api:
+            with common.own_redis() as (broker, _pid), running_engine(
+                Path(folder), "api", "worker", "scheduler", BROKER_URL=broker, WORKER_POOL="prefork",
+                WORKER_CONCURRENCY=2, **extra,
+            ) as eng, eng.client() as api:
                 start = time.time() - 1
                 for r in range(events // 1000):
                     batch = [event(r * 1000 + k, event_type="open", event_id=f"old-{r}-{k}") for k in range(1000)]
