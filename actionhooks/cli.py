@@ -18,9 +18,11 @@ from collections.abc import Sequence
 
 from actionhooks import __version__
 from actionhooks.errors import SettingsError
-from actionhooks.settings import Settings, load_settings
+from actionhooks.settings import Settings, environment_warnings, load_settings
 
 ROLES = ("api", "worker", "scheduler")
+
+log = logging.getLogger("actionhooks")
 
 
 def _account_id(text: str) -> int:
@@ -31,7 +33,10 @@ def _account_id(text: str) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    for warning in environment_warnings():
+        log.warning("environment: %s", warning)
+    return settings
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -43,6 +48,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return 1
     source = path or os.environ.get("ACTIONHOOKS_CONFIG") or "main.json"
     print(f"{source}: OK")
+    for warning in environment_warnings():
+        print(f"  warning: {warning}")
     for key, value in settings.model_dump().items():
         print(f"  {key} = {value!r}")
     return 0
@@ -63,15 +70,15 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from actionhooks.api.app import create_app
+    from actionhooks.api.server import serve
 
     settings = _settings(args)
-    app = create_app(settings)
-    uvicorn.run(
-        app, host=settings.API_HOST, port=settings.API_PORT, log_level=settings.LOG_LEVEL.lower(), access_log=False
-    )
+    # The capture committer's writer thread gives up the GIL at every database call; with the default
+    # 5 ms switch interval a busy event loop can make it wait up to 5 ms each time it wants it back,
+    # several times per group commit. 1 ms bounds that wait while pixels pour in (bench/capture.py).
+    sys.setswitchinterval(0.001)
+    serve(create_app(settings), settings)
     return 0
 
 

@@ -9,4 +9,5 @@ $PY bench/e2e_http.py "$@"
 $PY bench/matching.py
 $PY bench/brokers.py
 $PY bench/memory.py
+$PY bench/capture.py
 $PY bench/history.py

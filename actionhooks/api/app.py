@@ -14,14 +14,29 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actionhooks import __version__
+from actionhooks import __version__, console
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
-from actionhooks.api.routes import backfills, catalog, deliveries, events, health, hooks, profiles
-from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry
+from actionhooks.api.pipeline import app_triggers
+from actionhooks.api.routes import (
+    backfills,
+    capture,
+    catalog,
+    deliveries,
+    events,
+    health,
+    hooks,
+    profiles,
+    quarantine,
+    sources,
+)
+from actionhooks.capture.committer import GroupCommitter
+from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
+from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry, rejections_counter
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.migrate import upgrade
+from actionhooks.storage.sources import SqlSourceRepository
 
 __all__ = ["CONFIG_MAX_BODY_BYTES", "create_app"]
 
@@ -47,6 +62,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.capture.committer.close()
         if owns_engine:
             engine.dispose()
 
@@ -58,12 +74,40 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, events_max=settings.EVENTS_MAX_REQUEST_BYTES)
     app.state.liveness = LivenessCache(engine)
+    app.state.write_health = app.state.liveness.writes
     app.state.metrics = metrics_registry(app.state.liveness)
+    app.state.rejections = rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries, backfills):
+    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources, backfills):
         app.include_router(module.router, prefix=API_PREFIX)
+    console.mount(app)
+    app.state.capture = _capture_context(app, settings)
+    app.add_middleware(capture.CaptureEndpoints)  # outermost: public capture skips the API's stack
     return app
+
+
+# Webhook capture bodies: a JSON array of up to WEBHOOK_MAX_OBJECTS objects within this size.
+WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
+WEBHOOK_MAX_OBJECTS = 1000
+
+
+def _capture_context(app: FastAPI, settings: Settings) -> CaptureContext:
+    metrics = CaptureMetrics(app.state.metrics)
+    committer = GroupCommitter(
+        app.state.sessions,
+        dedup_window_sec=settings.EVENT_DEDUP_HOURS * 3600,
+        on_signal=lambda account_id: app_triggers(app.state).route(account_id),
+        on_batch=metrics.batch.observe,
+        archive=settings.EVENT_ARCHIVE_HOURS > 0,
+    )
+    return CaptureContext(
+        sources=SourceCache(SqlSourceRepository(app.state.sessions).by_key),
+        committer=committer,
+        metrics=metrics,
+        max_body_bytes=WEBHOOK_MAX_BODY_BYTES,
+        max_events_per_request=WEBHOOK_MAX_OBJECTS,
+    )
 
 
 class BodyLimit:

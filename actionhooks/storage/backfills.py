@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from actionhooks.errors import NotFound
+from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Backfill, BackfillBatch, Delivery
 
 __all__ = [
@@ -125,6 +126,7 @@ def cancel(session: Session, account_id: int, job_id: int, now: float) -> bool:
     job = _job(session, account_id, job_id)
     if job.state in FINISHED:
         return job.state == "cancelled"
+    lock_existing(session, [job.hook_id])  # the pipeline's lock order before touching the hook's batches
     unsent = select(Delivery.id).where(
         Delivery.id.in_(select(BackfillBatch.delivery_id).where(BackfillBatch.backfill_id == job_id)),
         Delivery.status == "pending",

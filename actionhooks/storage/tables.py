@@ -219,6 +219,57 @@ class Content(Base):
     stored_at: Mapped[float] = mapped_column(Float, index=True)
 
 
+class QuarantinedEvent(Base):
+    """An accepted event whose routing kept failing, set aside with its error so the account's other
+    events flow on (storage/quarantine.py); an admin lists it and replays it into the intake."""
+
+    __tablename__ = "quarantined_events"
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    event_id: Mapped[str] = mapped_column(String(100))
+    event: Mapped[bytes] = mapped_column(LargeBinary)  # the event as accepted (orjson)
+    accepted_at: Mapped[float] = mapped_column(Float)
+    quarantined_at: Mapped[float] = mapped_column(Float)
+    error: Mapped[str] = mapped_column(Text)
+
+
+class WriteProbe(Base):
+    """One row the API rewrites now and then to learn whether the database still takes writes (/healthz)."""
+
+    __tablename__ = "write_probes"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    probed_at: Mapped[float] = mapped_column(Float)
+
+
+class Source(Base):
+    """A capture source (capture.md): its public `key` names it in /t/{key}/… URLs; `config` holds the
+    rest of its settings as the API validated them (capture/model.py), `secret` signs redirect links."""
+
+    __tablename__ = "sources"
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    config: Mapped[dict[str, object]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VisitorIdentity(Base):
+    """Which profile a visitor id turned out to be (the last `identify`), per account: later captured
+    events of that visitor, from any source of the account, carry its profile_id."""
+
+    __tablename__ = "visitor_identities"
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    visitor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(200))
+    list_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    identified_at: Mapped[float] = mapped_column(Float)
 # Where PostgreSQL keeps the archive's daily partitions (and its default partition): a schema of
 # their own, so they never show up as tables of the application schema (nor in `alembic check`).
 ARCHIVE_PARTITION_SCHEMA = "actionhooks_archive"

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage import archive, backfills
+from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Delivery
 from actionhooks.worker import shutdown
 from actionhooks.worker.batching import batch_limits, new_delivery
@@ -87,6 +88,10 @@ def _slice(rt: Runtime, session: Session, job: Any) -> int | None:
     if hook is None or not hook.active:
         backfills.fail(session, job.id, "the hook was stopped" if hook else "the hook cannot be loaded", now)
         session.commit()
+        return None
+    # The pipeline's lock order before writing the hook's batches (storage/hooks.lock_existing): a
+    # DELETE of the hook waits for this slice, or this slice sees the hook (and the job) gone.
+    if not lock_existing(session, [hook.id]):
         return None
     if not allowance(session, hook):
         return 0
