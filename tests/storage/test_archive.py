@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -142,3 +143,16 @@ def test_rows_accepted_before_any_partition_existed_go_to_the_default_one_and_ex
         assert "event_archive_20200111" not in names
         assert {"event_archive_20200112", "event_archive_20200113"} <= names
         assert session.scalars(select(ArchivedRequest.id)).all() == [2]
+
+
+def test_captured_events_are_archived_by_the_group_commit_too(sessions: sessionmaker[Session]) -> None:
+    from actionhooks.capture.committer import GroupCommitter
+
+    committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=lambda _account: None, archive=True)
+    try:
+        asyncio.run(committer.submit(1, [_event("pixel-1"), _event("pixel-2")]))
+    finally:
+        committer.close()
+    with sessions() as session:
+        blobs = session.scalars(select(ArchivedRequest.events)).all()
+    assert [e["event_id"] for blob in blobs for e in orjson.loads(blob)] == ["pixel-1", "pixel-2"]
