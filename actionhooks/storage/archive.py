@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import column, delete, insert, or_, select, table, text, tuple_
+from sqlalchemy import column, delete, insert, or_, select, table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import TableClause
@@ -83,7 +83,6 @@ def read_slice(
     Two steps, like the router's claim: the row sizes pick the rows first, so only their blobs
     are read (a row holds up to EVENTS_MAX_PER_REQUEST events).
     """
-    key = tuple_(ArchivedRequest.accepted_at, ArchivedRequest.id)
     chosen: list[tuple[float, int]] = []
     total = 0
     position = after
@@ -101,12 +100,21 @@ def read_slice(
         break
     if not chosen:
         return ArchivedSlice([], None)
+    # The blobs by a range of the primary key (a row-value IN list is not an index lookup on every
+    # SQLite: it scanned the account's rows once per slice); ties at the ends are filtered by key.
+    wanted = set(chosen)
     rows = session.execute(
-        select(ArchivedRequest.events)
-        .where(ArchivedRequest.account_id == account_id, key.in_(chosen))
+        select(ArchivedRequest.accepted_at, ArchivedRequest.id, ArchivedRequest.events)
+        .where(
+            ArchivedRequest.accepted_at >= chosen[0][0],
+            ArchivedRequest.accepted_at <= chosen[-1][0],
+            ArchivedRequest.account_id == account_id,
+        )
         .order_by(ArchivedRequest.accepted_at, ArchivedRequest.id)
-    ).scalars()
-    events: list[dict[str, object]] = [event for blob in rows for event in orjson.loads(blob)]
+    )
+    events: list[dict[str, object]] = [
+        event for at, row_id, blob in rows if (at, row_id) in wanted for event in orjson.loads(blob)
+    ]
     return ArchivedSlice(events, chosen[-1])
 
 
@@ -237,18 +245,21 @@ def _delete_chunks(session: Session, rows: TableClause, cutoff: float, budget_se
     the time-ordered primary key), stopping after `budget_sec` (at least one chunk)."""
     deadline = time.monotonic() + budget_sec
     deleted = 0
-    key = tuple_(rows.c.accepted_at, rows.c.id)
     while True:
-        keys = session.execute(
-            select(rows.c.accepted_at, rows.c.id)
+        # The chunk's last acceptance time bounds a range delete of the primary key (rows sharing that
+        # exact time go with it: a few more than the chunk at most).
+        last = session.scalar(
+            select(rows.c.accepted_at)
             .where(rows.c.accepted_at < cutoff)
             .order_by(rows.c.accepted_at)
-            .limit(EXPIRE_CHUNK)
-        ).all()
-        if not keys:
-            return deleted, True
-        session.execute(delete(rows).where(key.in_([tuple(k) for k in keys])))
+            .offset(EXPIRE_CHUNK - 1)
+            .limit(1)
+        )
+        bound = rows.c.accepted_at <= last if last is not None else rows.c.accepted_at < cutoff
+        removed = session.execute(delete(rows).where(bound, rows.c.accepted_at < cutoff)).rowcount or 0
         session.commit()
-        deleted += len(keys)
+        deleted += removed
+        if last is None:  # fewer than a chunk were left: all gone
+            return deleted, True
         if time.monotonic() >= deadline:
-            return deleted, len(keys) < EXPIRE_CHUNK
+            return deleted, False
