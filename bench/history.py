@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import httpx
 import orjson
 import psycopg
 from sqlalchemy import Engine, func, select, text
@@ -318,6 +319,7 @@ def isolation(name: str, events: int, live_events: int = 20) -> list[list[object
                 Path(folder), "api", "worker", "scheduler", BROKER_URL=broker, WORKER_POOL="prefork",
                 WORKER_CONCURRENCY=2, **extra,
             ) as eng, eng.client() as api:
+                api.timeout = httpx.Timeout(120)  # a loaded 2-core machine: the SQLite write lock queues
                 start = time.time() - 1
                 for r in range(events // 1000):
                     batch = [event(r * 1000 + k, event_type="open", event_id=f"old-{r}-{k}") for k in range(1000)]
