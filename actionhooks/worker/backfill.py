@@ -70,14 +70,14 @@ def run_backfill(rt: Runtime, job_id: int) -> int:
     return scanned
 
 
-def allowance(session: Session, hook: CompiledHook) -> bool:
-    """Whether the job may make more batches for `hook` now.
+def allowance(hook: CompiledHook, waiting: int) -> bool:
+    """Whether the job may make more batches for `hook` now, `waiting` of its backfill batches being unsent.
 
     The seam for the hook's rate limit: rate limits (delivery-control.md, "Rate limits") are not
     built yet; when they are, a backfill must take its events from the hook's own budget here, so
     live and backfilled events share it. Until then only the backpressure bound applies.
     """
-    return backfills.outstanding_batches(session, hook.id) < MAX_OUTSTANDING_BATCHES
+    return waiting < MAX_OUTSTANDING_BATCHES
 
 
 def _slice(rt: Runtime, session: Session, job: Any) -> int | None:
@@ -93,7 +93,8 @@ def _slice(rt: Runtime, session: Session, job: Any) -> int | None:
     # DELETE of the hook waits for this slice, or this slice sees the hook (and the job) gone.
     if not lock_existing(session, [hook.id]):
         return None
-    if not allowance(session, hook):
+    waiting = backfills.outstanding_batches(session, hook.id)
+    if not allowance(hook, waiting):
         return 0
     cursor = (job.cursor_at, job.cursor_id) if job.cursor_at is not None else None
     found = archive.read_slice(session, job.account_id, job.from_at, job.to_at, after=cursor, max_events=SLICE_EVENTS)
@@ -115,7 +116,10 @@ def _slice(rt: Runtime, session: Session, job: Any) -> int | None:
         return None
     session.commit()
     job.cursor_at, job.cursor_id = found.last
-    if batches:
+    if batches and not waiting:
+        # Only when no earlier batch waits: a drain sending those goes on to these, and a drain
+        # trigger per slice would pile drain tasks of this hook onto every worker (each holds one for
+        # its whole time budget), which is what delays other hooks. A lost drain: the scheduler.
         rt.triggers.drain(hook.id)
     return len(found.events)
 
