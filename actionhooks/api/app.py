@@ -19,6 +19,7 @@ from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
 from actionhooks.api.pipeline import app_triggers, close_triggers
 from actionhooks.api.routes import (
+    backfills,
     capture,
     catalog,
     deliveries,
@@ -95,7 +96,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.rejections = rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources):
+    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources, backfills):
         app.include_router(module.router, prefix=API_PREFIX)
     console.mount(app)
     app.state.capture = _capture_context(app, settings)
@@ -114,6 +115,7 @@ def _capture_context(app: FastAPI, settings: Settings) -> CaptureContext:
         dedup_window_sec=settings.EVENT_DEDUP_HOURS * 3600,
         on_signal=lambda account_id: app_triggers(app.state).route(account_id),
         on_batch=metrics.batch.observe,
+        archive=settings.EVENT_ARCHIVE_HOURS > 0,
     )
     return CaptureContext(
         sources=SourceCache(SqlSourceRepository(app.state.sessions).by_key),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from actionhooks.errors import TemplateError
 from actionhooks.hooks.matching import CompiledHook
+from actionhooks.settings import Settings
 from actionhooks.storage import quarantine
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Delivery, Intake
@@ -158,13 +160,10 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
     # kept from being deleted until this transaction ends (lock_existing: the pipeline's lock order).
     alive = lock_existing(session, matched)
     hooks = [h for h in (rt.hooks.get(hook_id) for hook_id in matched) if h is not None and h.id in alive]
-    profiles = load_profiles(session, account_id, hooks, matched)
-    catalog = DictCatalog(load_catalog(session, account_id, hooks, matched))
-    wanted = (event for hook in hooks if hook.include_content for event in matched[hook.id])
-    attach = content_store.Attacher(session, account_id, contents, rt.settings, now, wanted=wanted)
     to_trigger: dict[int, float] = {}
-    for hook in sorted(hooks, key=lambda h: h.id):  # a fixed lock order across routers
-        rendered, broken = _render(hook, matched[hook.id], profiles, catalog, attach)
+    for hook, rendered, broken in render_matched(
+        session, rt.settings, account_id, hooks, matched, contents=contents, now=now
+    ):
         if broken:
             session.execute(insert(Delivery), [broken])
         formed = form_batches(session, hook, rendered, now)
@@ -173,6 +172,28 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
         elif formed.window_opened and formed.window_due_in is not None:
             to_trigger[hook.id] = formed.window_due_in
     return to_trigger
+
+
+def render_matched(
+    session: Session,
+    settings: Settings,
+    account_id: int,
+    hooks: list[CompiledHook],
+    matched: dict[int, list[dict[str, Any]]],
+    *,
+    contents: dict[str, dict[str, Any]],
+    now: float,
+) -> Iterator[tuple[CompiledHook, list[dict[str, Any]], dict[str, Any] | None]]:
+    """Each hook's matched events as it delivers them, and the failed batch of those whose templates
+    failed, in hook id order (a fixed lock order across routers). Loads the profiles, catalog names
+    and stored content they need in bulk. Shared by routing and backfill (worker/backfill.py)."""
+    profiles = load_profiles(session, account_id, hooks, matched)
+    catalog = DictCatalog(load_catalog(session, account_id, hooks, matched))
+    wanted = (event for hook in hooks if hook.include_content for event in matched[hook.id])
+    attach = content_store.Attacher(session, account_id, contents, settings, now, wanted=wanted)
+    for hook in sorted(hooks, key=lambda h: h.id):
+        rendered, broken = _render(hook, matched[hook.id], profiles, catalog, attach)
+        yield hook, rendered, broken
 
 
 def custom_data_for(
