@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actionhooks import __version__
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
-from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles
+from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles, tokens
 from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
@@ -61,7 +61,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.metrics = metrics_registry(app.state.liveness)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries):
+    for module in (hooks, catalog, profiles, events, deliveries, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 
