@@ -7,6 +7,7 @@
     ├── TemplateError
     │   ├── TemplateSyntaxError  a custom_data template that cannot be compiled (at save -> 422)
     │   └── TemplateRenderError  a template that broke a sandbox rule or a size/time bound while rendering
+    │       └── OutputTooLong    its output (or what it could be) passes the size bound it was given
     └── DeliveryError            one delivery attempt failed (.retryable, .retry_after, .status_code)
         ├── TargetUnreachable    DNS, connect, TLS, timeout, broker down              retryable
         ├── TargetRejected       non-2xx, success_regex mismatch, nack, Kafka delivery error
@@ -27,6 +28,7 @@ __all__ = [
     "DeliveryError",
     "HookValidationError",
     "NotFound",
+    "OutputTooLong",
     "PayloadError",
     "SettingsError",
     "SettingsProblem",
@@ -99,6 +101,10 @@ class TemplateSyntaxError(TemplateError):
 
 class TemplateRenderError(TemplateError):
     """Raised at render time when a template breaks the sandbox or exceeds its size or time bound."""
+
+
+class OutputTooLong(TemplateRenderError):
+    """Raised when a template's output would pass the characters it may produce (checked before it is built)."""
 
 
 class DeliveryError(ActionHooksError):

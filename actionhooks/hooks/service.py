@@ -28,7 +28,7 @@ from actionhooks.delivery.config import MASK, DeliveryConfig, KafkaDelivery
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
 from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, secret_paths
 from actionhooks.settings import Settings
-from actionhooks.templating import compile_values
+from actionhooks.templating import compile_values, template_limits
 
 __all__ = ["HookRepository", "HookService", "merge_patch"]
 
@@ -57,10 +57,7 @@ class HookService:
 
     def __init__(self, repository: HookRepository, settings: Settings) -> None:
         self._repo = repository
-        self._limits = {
-            "max_output_chars": settings.TEMPLATE_MAX_OUTPUT_CHARS,
-            "max_render_ms": settings.TEMPLATE_MAX_RENDER_MS,
-        }
+        self._limits = template_limits(settings)
 
     def create(self, account_id: int, spec: HookSpec) -> Hook:
         return self._repo.add(account_id, self._prepare(spec.model_dump(mode="json"), None))

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from actionhooks.errors import TemplateError
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage.tables import Delivery, Intake
-from actionhooks.templating import DictCatalog, build_custom_data
+from actionhooks.templating import DictCatalog, RenderBudget, build_custom_data
 from actionhooks.worker import content as content_store
 from actionhooks.worker import shutdown
 from actionhooks.worker.batching import form_batches, new_delivery
@@ -125,6 +125,7 @@ def custom_data_for(
     event: dict[str, Any],
     profiles: dict[tuple[int, str], dict[str, Any]],
     catalog: DictCatalog,
+    budget: RenderBudget | None = None,
 ) -> dict[str, Any]:
     """The custom_data `hook` delivers with `event` (its profile fields, then the event's own custom_data or
     the hook's rendered values); raises TemplateError. Shared by routing and test sending."""
@@ -134,6 +135,7 @@ def custom_data_for(
         profile=profiles.get((event.get("list_id"), event.get("profile_id"))),  # type: ignore[arg-type]
         values=hook.values,
         catalog=catalog,
+        budget=budget,
     )
 
 
@@ -150,6 +152,7 @@ def _render(
     out: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     errors: list[str] = []
+    budget = hook.values.batch_budget()  # TEMPLATE_MAX_BATCH_CHARS for this pass of this hook
     for event in events:
         # A copy only when this hook changes the event: otherwise it is delivered as captured and
         # hooks share the dict (nothing mutates it after routing; it is serialised into a batch).
@@ -159,7 +162,7 @@ def _render(
             delivered = event
         if shaped_custom_data:
             try:
-                delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog)
+                delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog, budget)
             except TemplateError as exc:
                 failed.append(delivered)
                 errors.append(str(exc))
