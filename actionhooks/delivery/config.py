@@ -3,6 +3,13 @@
 Kept free of heavy imports (no httpx, pika or confluent-kafka) so the API validates hooks without
 loading any transport. Secrets are write-only: `SECRET_FIELDS` lists them per type; the API shows
 "***" in their place and a "***" sent back keeps the stored value (hooks/service.py does that).
+
+Secrets follow their target (delivery-control.md): each model says where it delivers with
+`TARGET_FIELDS` (or by overriding `target()` when only part of a field counts, like a URL's scheme,
+host and port). When a change moves a hook to another target, a secret not given again is dropped,
+never carried over. Credentials that live inside ordinary fields (a URL's userinfo and key-like
+query parameters, key-like header values) are masked and restored by `mask_inline` /
+`restore_inline`, which a model overrides when it has such fields.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ import base64
 import binascii
 import re
 import secrets
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import re2
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
@@ -70,9 +78,48 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+# Names of query parameters and headers whose values are credentials (matched case-insensitively, in part).
+_SECRET_NAME = re.compile(r"key|token|secret|passw|pwd|sig|auth|credential|session|cookie", re.IGNORECASE)
+
+
+def secret_name(name: str) -> bool:
+    """Whether a query parameter or header called `name` carries a credential (its value is masked)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def mask_url(url: str) -> str:
+    """`url` with its userinfo password and the values of key-like query parameters replaced by MASK."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}{':' + MASK if colon else ''}@{hostport}" if colon else f"{MASK}@{hostport}"
+    query = "&".join(
+        f"{name}={MASK}" if secret_name(unquote_plus(name)) and sep else f"{name}{sep}{value}"
+        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def target(self) -> tuple[object, ...]:
+        """Where this config delivers; a stored secret is kept only while this stays the same."""
+        return tuple(getattr(self, name) for name in self.TARGET_FIELDS)
+
+    def mask_inline(self, data: dict[str, Any]) -> None:
+        """Mask credentials inside ordinary fields of `data` (this model as JSON); none by default."""
+
+    def restore_inline(self, data: dict[str, Any], stored: _Strict | None) -> list[tuple[tuple[str, ...], str]]:
+        """Put back into `data` the inline credentials a client echoed masked; (path, message) for those it cannot."""
+        return []
+
+    def drop_inline(self, data: dict[str, Any]) -> None:
+        """Remove from `data` the credentials inside ordinary fields (a clone gets none); none by default."""
 
 
 class NoAuth(_Strict):
@@ -108,6 +155,41 @@ class HttpDelivery(_Strict):
     signing_secret: str = Field(default_factory=new_signing_secret, max_length=200)
     auth: HttpAuth = Field(default_factory=NoAuth)
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("signing_secret",)
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("url",)  # its scheme, host and port
+
+    def target(self) -> tuple[object, ...]:
+        return (self.url.scheme, self.url.host, self.url.port)
+
+    def mask_inline(self, data: dict[str, Any]) -> None:
+        data["url"] = mask_url(str(self.url))
+        data["headers"] = {name: MASK if secret_name(name) else value for name, value in self.headers.items()}
+
+    def drop_inline(self, data: dict[str, Any]) -> None:
+        parts = urlsplit(mask_url(str(self.url)))
+        netloc = parts.netloc.rpartition("@")[2]
+        query = "&".join(pair for pair in parts.query.split("&") if pair and not pair.endswith("=" + MASK))
+        data["url"] = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        data["headers"] = {name: value for name, value in self.headers.items() if not secret_name(name)}
+
+    def restore_inline(self, data: dict[str, Any], stored: _Strict | None) -> list[tuple[tuple[str, ...], str]]:
+        errors: list[tuple[tuple[str, ...], str]] = []
+        old = stored if isinstance(stored, HttpDelivery) and stored.target() == self.target() else None
+        if MASK in data["url"]:
+            if old is not None and mask_url(str(old.url)) == data["url"]:
+                data["url"] = str(old.url)  # the URL echoed as the API showed it: same credentials
+            else:
+                errors.append((("url",), f'"{MASK}" in the URL keeps stored credentials only for the same URL: '
+                                         "send them again"))
+        old_headers = {name.lower(): value for name, value in old.headers.items()} if old is not None else {}
+        for name, value in self.headers.items():
+            if value != MASK:
+                continue
+            if name.lower() in old_headers:
+                data["headers"][name] = old_headers[name.lower()]
+            else:
+                errors.append((("headers", name), f'"{MASK}" keeps a stored header value only for the same target: '
+                                                  "send the value itself"))
+        return errors
 
     @field_validator("headers")
     @classmethod
@@ -154,6 +236,7 @@ class _AmqpTarget(_Strict):
     vhost: str = Field("/", min_length=1, max_length=255)
     tls: bool = False
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("host", "port", "vhost", "tls")
 
 
 class RabbitMQQueueDelivery(_AmqpTarget):
@@ -186,6 +269,10 @@ class KafkaDelivery(_Strict):
     sasl_password: str | None = Field(None, max_length=500)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("bootstrap_servers", "security_protocol")
+
+    def target(self) -> tuple[object, ...]:
+        return (self.security_protocol, tuple(sorted(self.servers())))
 
     @field_validator("bootstrap_servers")
     @classmethod

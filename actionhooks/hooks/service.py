@@ -11,22 +11,29 @@ a key (its default applies), anything else replaces. When a patch changes `deliv
 `delivery.auth.type`) that object is replaced, not merged, since fields of the old type mean nothing
 to the new one.
 
-Clone copies the whole configuration, secrets and signing secret included: the user cannot read the
-secrets back to re-enter them, so a clone that dropped them would not work, and a receiver that
-verifies the original's signatures verifies the clone's too. The copy is stopped, named
-"<name> (copy)".
+Secrets follow their target (delivery-control.md): a secret is only ever restored from "***" for the
+target it was given for (the delivery model's `target()`: a URL's scheme, host and port, a broker's
+host, port and vhost, Kafka's bootstrap servers). A PATCH is merged over the hook *as the API shows
+it* (secrets masked), so a secret the change does not give again is dropped when the target moves:
+one with a default falls back to it (a new signing secret, AMQP "guest", no SASL password), one the
+type requires (a basic password, a bearer token) is asked for with a 422.
+
+Clone copies the configuration without any secret (anyone with a token could otherwise recover a
+write-only secret by cloning a hook towards a receiver of their own): auth objects whose secret is
+required fall back to no auth, credentials inside the URL and secret-named headers are removed, and
+a new signing secret is generated. The copy is stopped, named "<name> (copy)".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from actionhooks.delivery.config import MASK, DeliveryConfig, KafkaDelivery
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
-from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, secret_paths
+from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, masked_delivery, secret_paths
 from actionhooks.settings import Settings
 from actionhooks.templating import compile_values, template_limits
 
@@ -74,14 +81,17 @@ class HookService:
 
     def patch(self, account_id: int, hook_id: int, patch: dict[str, Any]) -> Hook:
         def change(old: Hook) -> HookSpec:
-            return self._prepare(merge_patch(old.spec.model_dump(mode="json"), patch), old.spec)
+            shown = {**old.spec.model_dump(mode="json"), "delivery": masked_delivery(old.spec.delivery)}
+            return self._prepare(merge_patch(shown, patch), old.spec)
 
         return self._repo.update(account_id, hook_id, change)
 
     def clone(self, account_id: int, hook_id: int) -> Hook:
         old = self._repo.get(account_id, hook_id)
         name = old.spec.name[: NAME_MAX_LENGTH - len(_COPY_SUFFIX)] + _COPY_SUFFIX
-        return self._repo.add(account_id, old.spec.model_copy(update={"name": name, "active": False}))
+        delivery = _delivery(_without_secrets(old.spec.delivery), ())
+        return self._repo.add(account_id, old.spec.model_copy(update={"name": name, "active": False,
+                                                                       "delivery": delivery}))
 
     def activate(self, account_id: int, hook_id: int) -> Hook:
         return self._set_active(account_id, hook_id, True)
@@ -97,8 +107,8 @@ class HookService:
 
     def _prepare(self, raw: dict[str, Any], stored: HookSpec | None) -> HookSpec:
         spec = _validate(raw)
-        delivery = _restore_secrets(spec.delivery, stored.delivery if stored else None)
-        spec = spec.model_copy(update={"delivery": _DELIVERY.validate_python(delivery)})
+        delivery, dropped = _restore_secrets(spec.delivery, stored.delivery if stored else None)
+        spec = spec.model_copy(update={"delivery": _delivery(delivery, dropped)})
         self._compile(spec.custom_data.values, ("body", "custom_data", "values"), by_key=True)
         if isinstance(spec.delivery, KafkaDelivery):
             self._compile({"key": spec.delivery.key}, ("body", "delivery", "key"), by_key=False)
@@ -134,11 +144,17 @@ def _validate(raw: dict[str, Any]) -> HookSpec:
         raise HookValidationError([(("body", *err["loc"]), err["msg"]) for err in exc.errors()]) from None
 
 
-def _restore_secrets(new: BaseModel, old: BaseModel | None) -> dict[str, Any]:
-    """`new` as JSON with each "***" secret replaced by the stored one; 422 when there is none to keep."""
+def _restore_secrets(new: Any, old: Any | None) -> tuple[dict[str, Any], list[tuple[str, ...]]]:
+    """`new` as JSON with each "***" secret replaced by the stored one while the target stays the same.
+
+    Returns the data and the paths of the secrets dropped because the target moved; 422 for a "***"
+    with nothing to keep.
+    """
     data = new.model_dump(mode="json")
+    moved = old is not None and (type(new) is not type(old) or new.target() != old.target())
     old_data = old.model_dump(mode="json") if old is not None else None
-    errors = []
+    errors = [(("body", "delivery", *path), msg) for path, msg in new.restore_inline(data, old)]
+    dropped: list[tuple[str, ...]] = []
     for path in secret_paths(new):
         node, old_node = data, old_data
         for part in path[:-1]:
@@ -149,10 +165,41 @@ def _restore_secrets(new: BaseModel, old: BaseModel | None) -> dict[str, Any]:
             continue
         same_type = isinstance(old_node, dict) and old_node.get("type") == node.get("type")
         if same_type and old_node.get(leaf) is not None:
-            node[leaf] = old_node[leaf]
+            if moved:  # a stored secret is never sent to a target it was not given for
+                del node[leaf]
+                dropped.append(path)
+            else:
+                node[leaf] = old_node[leaf]
         else:
             msg = f'"{MASK}" keeps a stored secret, but there is none here to keep: send the secret itself'
             errors.append((("body", "delivery", *path), msg))
     if errors:
         raise HookValidationError(errors)
+    return data, dropped
+
+
+def _delivery(data: dict[str, Any], dropped: Sequence[tuple[str, ...]]) -> Any:
+    """Validate a delivery whose `dropped` secrets were removed; 422 naming each one the type requires."""
+    try:
+        return _DELIVERY.validate_python(data)
+    except ValidationError:
+        if not dropped:
+            raise
+    msg = "the delivery target changed, so the stored secret is not sent there: give it again"
+    raise HookValidationError([(("body", "delivery", *path), msg) for path in dropped]) from None
+
+
+def _without_secrets(delivery: Any) -> dict[str, Any]:
+    """`delivery` as JSON without its secrets (for a clone): defaults apply, required ones drop their object."""
+    data = delivery.model_dump(mode="json")
+    delivery.drop_inline(data)
+    for path in secret_paths(delivery):
+        *parents, leaf = path
+        owner, node = delivery, data
+        for part in parents:
+            owner, node = getattr(owner, part), node[part]
+        if type(owner).model_fields[leaf].is_required() and parents:
+            data.pop(parents[0], None)  # e.g. basic auth without its password: the default (no auth) applies
+        else:
+            node.pop(leaf, None)
     return data
