@@ -102,6 +102,17 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+_USERINFO_IN_TEXT = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@]*@")
+_SECRET_PARAM_IN_TEXT = re.compile(
+    r"([?&;][^=&\s#]*(?:key|token|secret|passw|pwd|sig|auth|credential|session)[^=&\s#]*=)[^&\s#'\"]*", re.IGNORECASE
+)
+
+
+def redact(text: str) -> str:
+    """`text` (an error message, a log line) with credentials of any URL in it replaced by MASK."""
+    return _SECRET_PARAM_IN_TEXT.sub(rf"\1{MASK}", _USERINFO_IN_TEXT.sub(rf"\1{MASK}@", text))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()

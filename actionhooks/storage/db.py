@@ -20,6 +20,9 @@ from actionhooks.settings import Settings
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`; creates the folder of a SQLite file and applies the SQLite pragmas."""
     parsed = make_url(url)
+    # A failed statement's error (logged, raised) must not carry its parameters: they hold event and
+    # message content, hook configurations and their secrets.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)
