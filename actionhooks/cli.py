@@ -44,8 +44,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return 1
     source = path or os.environ.get("ACTIONHOOKS_CONFIG") or "main.json"
     print(f"{source}: OK")
+    from actionhooks.delivery.config import MASK, redact
+
     for key, value in settings.model_dump().items():
-        print(f"  {key} = {value!r}")
+        shown = MASK if key == "METRICS_TOKEN" and value else value  # URLs' passwords are redacted too
+        print(f"  {key} = {redact(repr(shown))}")
     return 0
 
 

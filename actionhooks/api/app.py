@@ -18,6 +18,7 @@ from actionhooks import __version__
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
 from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles, tokens
+from actionhooks.api.security import SecurityHeaders, install_docs
 from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
@@ -50,7 +51,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         if owns_engine:
             engine.dispose()
 
-    app = FastAPI(title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
@@ -59,7 +63,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, events_max=settings.EVENTS_MAX_REQUEST_BYTES)
     app.state.liveness = LivenessCache(engine)
     app.state.metrics = metrics_registry(app.state.liveness)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
+    install_docs(app)
     app.include_router(health.router)
     for module in (hooks, catalog, profiles, events, deliveries, tokens):
         app.include_router(module.router, prefix=API_PREFIX)

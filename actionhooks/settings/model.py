@@ -71,6 +71,9 @@ class Settings(BaseModel):
         description="Most custom_data characters one routing pass renders for one hook (so in any one batch).",
     )
     ATTEMPTS_KEEP_PER_HOOK: int = Field(1000, ge=1, description="Delivery attempts kept per hook for the log.")
+    METRICS_TOKEN: str = Field(
+        "", max_length=500, description="When set, GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'."
+    )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     @field_validator("HOOK_RETRY_PERIOD_SEC", mode="before")
