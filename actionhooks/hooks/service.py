@@ -89,7 +89,7 @@ class HookService:
     def clone(self, account_id: int, hook_id: int) -> Hook:
         old = self._repo.get(account_id, hook_id)
         name = old.spec.name[: NAME_MAX_LENGTH - len(_COPY_SUFFIX)] + _COPY_SUFFIX
-        delivery = _delivery(_without_secrets(old.spec.delivery), ())
+        delivery = _delivery(_without_secrets(old.spec.delivery), (), old.spec.delivery)
         return self._repo.add(account_id, old.spec.model_copy(update={"name": name, "active": False,
                                                                        "delivery": delivery}))
 
@@ -108,7 +108,7 @@ class HookService:
     def _prepare(self, raw: dict[str, Any], stored: HookSpec | None) -> HookSpec:
         spec = _validate(raw)
         delivery, dropped = _restore_secrets(spec.delivery, stored.delivery if stored else None)
-        spec = spec.model_copy(update={"delivery": _delivery(delivery, dropped)})
+        spec = spec.model_copy(update={"delivery": _delivery(delivery, dropped, spec.delivery)})
         self._compile(spec.custom_data.values, ("body", "custom_data", "values"), by_key=True)
         if isinstance(spec.delivery, KafkaDelivery):
             self._compile({"key": spec.delivery.key}, ("body", "delivery", "key"), by_key=False)
@@ -178,15 +178,20 @@ def _restore_secrets(new: Any, old: Any | None) -> tuple[dict[str, Any], list[tu
     return data, dropped
 
 
-def _delivery(data: dict[str, Any], dropped: Sequence[tuple[str, ...]]) -> Any:
-    """Validate a delivery whose `dropped` secrets were removed; 422 naming each one the type requires."""
-    try:
-        return _DELIVERY.validate_python(data)
-    except ValidationError:
-        if not dropped:
-            raise
-    msg = "the delivery target changed, so the stored secret is not sent there: give it again"
-    raise HookValidationError([(("body", "delivery", *path), msg) for path in dropped]) from None
+def _delivery(data: dict[str, Any], dropped: Sequence[tuple[str, ...]], model: Any) -> Any:
+    """Validate a delivery whose `dropped` secrets were removed; 422 naming each one its type requires."""
+    required = [path for path in dropped if _is_required(model, path)]
+    if required:
+        msg = "the delivery target changed, so the stored secret is not sent there: give it again"
+        raise HookValidationError([(("body", "delivery", *path), msg) for path in required])
+    return _DELIVERY.validate_python(data)
+
+
+def _is_required(model: Any, path: tuple[str, ...]) -> bool:
+    *parents, leaf = path
+    for part in parents:
+        model = getattr(model, part)
+    return bool(type(model).model_fields[leaf].is_required())
 
 
 def _without_secrets(delivery: Any) -> dict[str, Any]:
@@ -195,10 +200,10 @@ def _without_secrets(delivery: Any) -> dict[str, Any]:
     delivery.drop_inline(data)
     for path in secret_paths(delivery):
         *parents, leaf = path
-        owner, node = delivery, data
+        node = data
         for part in parents:
-            owner, node = getattr(owner, part), node[part]
-        if type(owner).model_fields[leaf].is_required() and parents:
+            node = node[part]
+        if parents and _is_required(delivery, path):
             data.pop(parents[0], None)  # e.g. basic auth without its password: the default (no auth) applies
         else:
             node.pop(leaf, None)
