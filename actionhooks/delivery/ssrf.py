@@ -14,7 +14,6 @@ for delivery (a proxy would make the proxy's address the one checked).
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 from collections.abc import Iterable
 
@@ -26,11 +25,6 @@ from actionhooks.errors import TargetForbidden
 __all__ = ["GuardedBackend", "forbidden_reason", "http_transport", "vetted_addresses"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# httpx logs every request's full URL (userinfo and query included) at INFO: never let it. Delivery
-# outcomes are logged by the worker itself (worker/deliver.py), without credentials.
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 # Prefixes whose addresses carry an IPv4 address in their last 32 bits (NAT64: RFC 6052 well-known
