@@ -5,8 +5,8 @@ the engine works offline and no third party can change the page's script). The p
 script is allowed by its SHA-256 in the Content-Security-Policy, nothing else inline runs.
 
 Every answer carries `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`; every
-HTML answer also a CSP with `frame-ancestors 'none'` (no clickjacking) — the strict default
-`HTML_CSP` unless the page set its own.
+HTML answer also a CSP with `frame-ancestors 'none'` (no clickjacking) and `X-Frame-Options: DENY`.
+A header the page set itself is kept as it is (the console sets its own CSP and referrer policy).
 """
 
 from __future__ import annotations
@@ -75,12 +75,12 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
-                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
-                content_type = dict(headers).get(b"content-type", b"")
-                if content_type.startswith(b"text/html") and b"content-security-policy" not in names:
-                    headers.append((b"content-security-policy", HTML_CSP.encode()))
-                if content_type.startswith(b"text/html"):
-                    headers.append((b"x-frame-options", b"DENY"))  # for browsers without frame-ancestors
+                wanted = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                if dict(headers).get(b"content-type", b"").startswith(b"text/html"):
+                    # x-frame-options for browsers without CSP frame-ancestors
+                    wanted += [(b"content-security-policy", HTML_CSP.encode()), (b"x-frame-options", b"DENY")]
+                # A page that set its own (a stricter CSP, another referrer policy) keeps it.
+                headers += [(name, value) for name, value in wanted if name not in names]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -157,3 +157,21 @@ def test_config_check_accepts_config_after_the_subcommand_and_hides_secrets(tmp_
     failed = _cli(tmp_path, "config", "check", "--config", str(bad))
     assert failed.returncode == 1
     assert "API_PORT" in failed.stderr
+
+
+def test_a_page_that_sets_its_own_security_headers_keeps_them() -> None:
+    from fastapi.responses import HTMLResponse
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from actionhooks.api.security import SecurityHeaders
+
+    own = {"Content-Security-Policy": "default-src 'none'", "Referrer-Policy": "same-origin"}
+    page = Starlette(routes=[Route("/page", lambda _request: HTMLResponse("<p>hi</p>", headers=own))])
+    page.add_middleware(SecurityHeaders)
+    with TestClient(page) as client:
+        response = client.get("/page")
+    assert response.headers.get_list("content-security-policy") == ["default-src 'none'"]
+    assert response.headers.get_list("referrer-policy") == ["same-origin"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
