@@ -172,7 +172,7 @@ def test_catalog_names_and_profile_values_are_bounded_with_a_422_naming_the_fiel
     assert bulk.status_code == 422
     assert bulk.json()["detail"][0]["loc"] == ["body", "profiles", 1, "fields", "bio"]
     whole = client.put("/api/v1/databases/111/profiles/p1", headers=owner,
-                       json={"fields": {f"f{i}": "v" * 4000 for i in range(20)}})
+                       json={"fields": {f"f{i}": "v" * 4000 for i in range(5)}})
     assert whole.status_code == 422
     assert whole.json()["detail"][0]["loc"] == ["body", "fields"]
     assert client.get("/api/v1/databases/111/profiles/p1", headers=owner).status_code == 404
