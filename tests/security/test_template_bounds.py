@@ -7,8 +7,6 @@ a concatenation bomb over a huge input, and amplification of a long catalog name
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from actionhooks.api.app import create_app
 from actionhooks.errors import TemplateRenderError
-from actionhooks.settings import Settings
 from actionhooks.storage.tables import Hook
 from actionhooks.templating import DictCatalog, build_custom_data, compile_values
 from actionhooks.templating.environment import MAX_NESTING, MAX_OPERATORS, MAX_TEMPLATE_CHARS
@@ -34,15 +30,6 @@ NESTING_ATTACKS = {
     "short bomb": "{{ " + "~".join(["profile_id"] * 100) + " }}",  # within the length limit
     "brackets": "{{ profile_id" + "[0:]" * 40 + " }}",
 }
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[FastAPI]:
-    application = create_app(
-        Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}", DATA_DIR=str(tmp_path), BROKER_URL="memory://")
-    )
-    yield application
-    application.state.engine.dispose()
 
 
 def hook_with(values: dict[str, str], **delivery: Any) -> dict[str, Any]:
