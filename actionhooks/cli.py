@@ -19,9 +19,11 @@ from typing import Any
 
 from actionhooks import __version__
 from actionhooks.errors import SettingsError
-from actionhooks.settings import Settings, load_settings
+from actionhooks.settings import Settings, environment_warnings, load_settings
 
 ROLES = ("api", "worker", "scheduler")
+
+log = logging.getLogger("actionhooks")
 
 
 def _account_id(text: str) -> int:
@@ -32,7 +34,10 @@ def _account_id(text: str) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    for warning in environment_warnings():
+        log.warning("environment: %s", warning)
+    return settings
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -44,6 +49,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return 1
     source = path or os.environ.get("ACTIONHOOKS_CONFIG") or "main.json"
     print(f"{source}: OK")
+    for warning in environment_warnings():
+        print(f"  warning: {warning}")
     from actionhooks.delivery.config import MASK, redact
 
     for key, value in settings.model_dump().items():
@@ -92,15 +99,11 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from actionhooks.api.app import create_app
+    from actionhooks.api.server import serve
 
     settings = _settings(args)
-    app = create_app(settings)
-    uvicorn.run(
-        app, host=settings.API_HOST, port=settings.API_PORT, log_level=settings.LOG_LEVEL.lower(), access_log=False
-    )
+    serve(create_app(settings), settings)
     return 0
 
 

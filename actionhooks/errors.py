@@ -3,6 +3,7 @@
     ActionHooksError
     ├── SettingsError            main.json / environment problems, all of them at once (.problems)
     ├── HookValidationError      a hook or request body that breaks a rule pydantic cannot express (.errors)
+    │   └── EventsRejected       POST /events events that break the event rules (.reasons, counted in /metrics)
     ├── NotFound                 an object of this account does not exist (or belongs to another account)
     ├── TemplateError
     │   ├── TemplateSyntaxError  a custom_data template that cannot be compiled (at save -> 422)
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 __all__ = [
     "ActionHooksError",
     "DeliveryError",
+    "EventsRejected",
     "HookValidationError",
     "NotFound",
     "OutputTooLong",
@@ -75,6 +77,15 @@ class HookValidationError(ActionHooksError):
     def __init__(self, errors: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
         self.errors = [(tuple(loc), msg) for loc, msg in errors]
         super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in self.errors))
+
+
+class EventsRejected(HookValidationError):
+    """Raised when events break the event rules; `reasons` ("too_long", "nul_character", "integer_range",
+    "invalid") is a small fixed set, so /metrics can count rejections by it without unbounded labels."""
+
+    def __init__(self, errors: Sequence[tuple[tuple[str | int, ...], str]], reasons: set[str]) -> None:
+        super().__init__(errors)
+        self.reasons = frozenset(reasons)
 
 
 class NotFound(ActionHooksError):

@@ -3,14 +3,23 @@
 Kept below both `hooks` and `templating` (architecture.md) so neither imports the other.
 
 Validation is strict on the fields the engine acts on (ids are JSON integers, flags are JSON booleans:
-a `"973"` campaign id would silently never match a filter) and loose elsewhere (unknown
-`event_data` keys pass). `parse_events` returns the dicts exactly as captured, never a
-`model_dump`, because the engine must deliver an event byte-for-byte the way the platform sent it.
+a `"973"` campaign id would silently never match a filter) and tolerant elsewhere: unknown
+`event_data` keys and unknown top-level fields (Altcraft adds fields over its versions) pass
+through unchanged to every transport, bounded only by the request's size. `parse_events` returns
+the dicts exactly as captured, never a `model_dump`, because the engine must deliver an event
+byte-for-byte the way the platform sent it.
+
+What the database cannot store is refused here, before anything is stored, never left to fail
+in routing where it would stop the account's other events (issue 13): every string field we know
+has a maximum length (MAX_LENGTHS, what its column holds where it is stored on its own), no
+string anywhere holds a NUL (PostgreSQL text cannot), and no integer anywhere lies outside 64 bits
+(orjson would silently turn it into a float, so the event would not be delivered as sent).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -20,10 +29,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from actionhooks.errors import HookValidationError
+from actionhooks.errors import EventsRejected, HookValidationError
 
 __all__ = [
     "EVENT_TYPES",
+    "MAX_LENGTHS",
     "Content",
     "Event",
     "EventData",
@@ -55,6 +65,29 @@ EVENT_TYPES: dict[str, str] = {
 _MAX_ID = 2**63 - 1  # ids land in BIGINT columns
 Id = Annotated[int, Field(ge=0, le=_MAX_ID)]
 _NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
+
+# Longest value of each known string field, in characters (README "Guarantees and limits"). Fields
+# stored in a column of their own get that column's size: profile_id (profiles.profile_id),
+# send_message_id (contents.send_message_id), event_id (seen_events.event_id). Altcraft documents no
+# lengths; its examples are 16-64 characters, so the others are generous bounds of what such a value
+# can be (a URL, a user agent), there to keep one field from taking a whole request.
+MAX_LENGTHS: dict[str, int] = {
+    # top level
+    "event_date": 64, "profile_id": 200, "_xxh": 64, "_md5": 64, "subscription_hash_id": 200, "event_id": 100,
+    # event_data
+    "send_message_id": 200, "launch_id": 200, "ip": 64, "country": 64, "city": 200, "postal_code": 64,
+    "region": 200, "tz": 64, "user_agent": 8192, "os": 200, "browser": 200, "device": 200,
+    "link_url": 32768, "extra_uid": 1024, "status": 64, "previous_status": 64,
+}
+# Integers orjson keeps as integers; beyond them it returns a float (a 20-digit id would arrive rounded).
+_INT_RANGE = (-(2**63), 2**64 - 1)
+# Every integer outside _INT_RANGE has at least 19 digits; as a JSON value it follows "[", ":" or ",".
+# (Digits inside strings rarely match, and a match only costs a second, exact look: _big_int_paths.)
+_LONG_DIGITS = re.compile(rb"[\[:,]\s*-?\d{19,}")
+
+
+def _text(field: str) -> Any:
+    return Annotated[str, Field(max_length=MAX_LENGTHS[field])]
 
 # RFC 3339 date-time (section 5.6); "T"/"Z" may be lower case and any number of fraction digits is allowed.
 _RFC3339 = re.compile(
@@ -112,24 +145,24 @@ class EventData(BaseModel):
     resource_id: Id | None = None
     pixel_id: Id | None = None
     list_id: Id | None = None
-    send_message_id: str | None = None
-    launch_id: str | None = None
-    ip: str | None = None
-    country: str | None = None
-    city: str | None = None
-    postal_code: str | None = None
-    region: str | None = None
-    tz: str | None = None
+    send_message_id: _text("send_message_id") | None = None
+    launch_id: _text("launch_id") | None = None
+    ip: _text("ip") | None = None
+    country: _text("country") | None = None
+    city: _text("city") | None = None
+    postal_code: _text("postal_code") | None = None
+    region: _text("region") | None = None
+    tz: _text("tz") | None = None
     lat: float | None = None
     lon: float | None = None
-    user_agent: str | None = None
-    os: str | None = None
-    browser: str | None = None
-    device: str | None = None
-    link_url: str | None = None
-    extra_uid: str | None = None
-    status: str | None = None
-    previous_status: str | None = None
+    user_agent: _text("user_agent") | None = None
+    os: _text("os") | None = None
+    browser: _text("browser") | None = None
+    device: _text("device") | None = None
+    link_url: _text("link_url") | None = None
+    extra_uid: _text("extra_uid") | None = None
+    status: _text("status") | None = None
+    previous_status: _text("previous_status") | None = None
 
 
 class Content(BaseModel):
@@ -147,25 +180,27 @@ class Content(BaseModel):
 
 
 class Event(BaseModel):
-    """One captured event (altcraft-action-hooks.md §3.1 plus `event_id` and `content`)."""
+    """One captured event (altcraft-action-hooks.md §3.1 plus `event_id` and `content`); other fields pass."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True)
 
     event_type: str
-    event_date: str
+    event_date: _text("event_date")
     account_id: Id
     is_test: bool
     event_data: EventData
-    profile_id: str | None = None
-    xxh: str | None = Field(None, alias="_xxh")
-    md5: str | None = Field(None, alias="_md5")
+    profile_id: _text("profile_id") | None = None
+    xxh: _text("_xxh") | None = Field(None, alias="_xxh")
+    md5: _text("_md5") | None = Field(None, alias="_md5")
     list_id: Id | None = None
     sends_trying_num: Annotated[int, Field(ge=0)] | None = None
     is_static: bool | None = None
-    subscription_hash_id: str | None = None
+    subscription_hash_id: _text("subscription_hash_id") | None = None
     subscription: list[dict[str, Any]] | None = None
     custom_data: dict[str, Any] | None = None
-    event_id: Annotated[str, Field(min_length=1, max_length=100, pattern=_NO_CONTROL_CHARS)] | None = None
+    event_id: Annotated[
+        str, Field(min_length=1, max_length=MAX_LENGTHS["event_id"], pattern=_NO_CONTROL_CHARS)
+    ] | None = None
     content: Content | None = None
 
     @field_validator("event_type")
@@ -201,7 +236,8 @@ def parse_events(body: bytes, *, max_events: int, assign_ids: bool = True) -> li
     (unless `assign_ids` is false: the API first notes which ids the platform supplied, since only
     those can be repeats worth a dedup look-up).
     Raises HookValidationError naming every problem of every event, loc = (index, field, ...);
-    a single object is index 0. Nothing is returned unless every event is valid.
+    a single object is index 0 (EventsRejected, with the reasons /metrics counts, once the body
+    parsed). Nothing is returned unless every event is valid.
     """
     try:
         data = orjson.loads(body)
@@ -215,12 +251,70 @@ def parse_events(body: bytes, *, max_events: int, assign_ids: bool = True) -> li
         raise HookValidationError([(("body",), "must be a JSON array of events or one event object")])
     if len(events) > max_events:
         raise HookValidationError([(("body",), f"too many events: {len(events)} > {max_events} per request")])
+    errors: list[tuple[tuple[str | int, ...], str, str]] = []
     try:
         _EVENTS.validate_python(events)
     except ValidationError as exc:
-        raise HookValidationError([(tuple(err["loc"]), err["msg"]) for err in exc.errors()]) from None
+        errors.extend((tuple(err["loc"]), err["msg"], _reason(err["type"])) for err in exc.errors())
+    if b"\\u0000" in body:  # the only way JSON can carry a NUL; rare, so the walk is only done then
+        nul = "must not contain a NUL character (\\u0000)"
+        errors.extend((loc, nul, "nul_character") for loc in _nul_paths(events))
+    if _LONG_DIGITS.search(body):
+        errors.extend(
+            (loc, f"integer outside 64 bits ({_INT_RANGE[0]}..{_INT_RANGE[1]})", "integer_range")
+            for loc in _big_int_paths(body)
+        )
+    if errors:
+        raise EventsRejected([(loc, msg) for loc, msg, _ in errors], {reason for _, _, reason in errors})
     if assign_ids:
         for event in events:
             if event.get("event_id") is None:
                 event["event_id"] = str(uuid.uuid4())
     return events
+
+
+def _reason(pydantic_type: str) -> str:
+    return "too_long" if pydantic_type == "string_too_long" else "invalid"
+
+
+def _paths(root: Any, bad: Any) -> list[tuple[str | int, ...]]:
+    """Where in `root` (lists and dicts, any depth, iteratively) a key or value satisfies `bad`; index first."""
+    found: list[tuple[str | int, ...]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), root)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if bad(key):
+                    found.append((*path, key))
+                stack.append(((*path, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in enumerate(value))
+        elif bad(value):
+            found.append(path)
+    return sorted(found, key=lambda loc: tuple(map(str, loc)))
+
+
+def _nul_paths(events: list[Any]) -> list[tuple[str | int, ...]]:
+    return _paths(events, lambda v: isinstance(v, str) and "\x00" in v)
+
+
+class _OutOfRange(int):
+    """An integer literal orjson would have turned into a float."""
+
+
+def _big_int_paths(body: bytes) -> list[tuple[str | int, ...]]:
+    """Where the body holds integer literals outside _INT_RANGE (read again by the standard parser, which
+    shows each literal; only done when the body has a run of 19 digits somewhere)."""
+    low, high = _INT_RANGE
+
+    def parse_int(text: str) -> int:
+        value = int(text)
+        return value if low <= value <= high else _OutOfRange(value)
+
+    try:
+        data = json.loads(body, parse_int=parse_int)
+    except ValueError:  # orjson read it; the standard parser may not (e.g. nesting): nothing more to say
+        return []
+    events = [data] if isinstance(data, dict) else data
+    return _paths(events, lambda v: isinstance(v, _OutOfRange))

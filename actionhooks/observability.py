@@ -7,7 +7,12 @@ database with indexed min/max queries (or tables that stay small) and cached for
 polled /healthz and a scraped /metrics cost one round of queries per API process every few seconds.
 
 The queries run on the raw DBAPI connection: the engine's SQLite sessions BEGIN IMMEDIATE (the write
-lock), which a probe must never take; in autocommit each SELECT reads its own snapshot.
+lock), which a read must never take; in autocommit each SELECT reads its own snapshot.
+
+A database that answers reads may still refuse writes (disk full, read-only): then nothing
+progresses although every query above answers. WriteHealth remembers how this process's latest
+write ended (POST /events, or a one-row write probe when no write happened for WRITE_PROBE_SEC), and
+/healthz reports a database that cannot write as an error.
 """
 
 from __future__ import annotations
@@ -26,11 +31,24 @@ from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actionhooks.storage.tables import Attempt, Delivery, Intake, Outbox
+from actionhooks.storage.db import cannot_write
+from actionhooks.storage.health import probe_write
+from actionhooks.storage.tables import Attempt, Delivery, Intake, Outbox, QuarantinedEvent
 
-__all__ = ["CACHE_SEC", "Liveness", "LivenessCache", "RequestMetrics", "measure", "metrics_registry"]
+__all__ = [
+    "CACHE_SEC",
+    "Liveness",
+    "LivenessCache",
+    "RequestMetrics",
+    "WriteHealth",
+    "measure",
+    "metrics_registry",
+    "rejections_counter",
+]
 
 CACHE_SEC = 2.0
+# How long without a write of its own before the API probes whether the database still takes one.
+WRITE_PROBE_SEC = 10.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,7 @@ class Liveness:
     pending_batches: int
     failed_batches: int
     intake_events: int
+    quarantined_events: int = 0
 
     def details(self) -> dict[str, Any]:
         """The /healthz `details` object."""
@@ -53,15 +72,20 @@ class Liveness:
             "pending_batches": self.pending_batches,
             "failed_batches": self.failed_batches,
             "intake_events": self.intake_events,
+            "quarantined_events": self.quarantined_events,
         }
 
 
 def _waiting_since(now: float) -> list[Select[Any]]:
-    """Since when the oldest work of each kind waits: unrouted intake, due batches, overdue windows."""
+    """Since when the oldest work of each kind waits: unrouted intake, due batches, overdue windows.
+
+    A due batch counts whoever holds its lease: a batch claimed by a worker that died waits out the
+    lease unsent, and one in flight is still waiting for its receiver; both are work not yet done.
+    """
     return [
         select(Intake.created_at).order_by(Intake.id).limit(1),  # ids grow with arrival: the primary key
-        select(func.min(Delivery.next_attempt_at)).where(  # ix_deliveries_due; a leased batch is in flight
-            Delivery.status == "pending", Delivery.next_attempt_at <= now, Delivery.lease_until <= now
+        select(func.min(Delivery.next_attempt_at)).where(  # ix_deliveries_due
+            Delivery.status == "pending", Delivery.next_attempt_at <= now
         ),
         select(func.min(Outbox.due_at)).where(Outbox.due_at <= now),  # indexed; one row per open window
     ]
@@ -73,7 +97,7 @@ def measure(engine: Engine, now: float | None = None) -> Liveness:
     try:
         raw = engine.raw_connection()
         try:
-            since, last, by_status, intake = _read(engine, raw.cursor(), now)
+            since, last, by_status, intake, quarantined = _read(engine, raw.cursor(), now)
         finally:
             raw.close()
     except engine.dialect.loaded_dbapi.Error as exc:
@@ -85,10 +109,11 @@ def measure(engine: Engine, now: float | None = None) -> Liveness:
         pending_batches=int(by_status.get("pending", 0)),
         failed_batches=int(by_status.get("failed", 0)),
         intake_events=intake,
+        quarantined_events=quarantined,
     )
 
 
-def _read(engine: Engine, cursor: Any, now: float) -> tuple[list[float], float | None, dict[str, int], int]:
+def _read(engine: Engine, cursor: Any, now: float) -> tuple[list[float], float | None, dict[str, int], int, int]:
     def rows(stmt: Select[Any]) -> list[Any]:
         cursor.execute(str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})))
         return list(cursor.fetchall())
@@ -102,16 +127,54 @@ def _read(engine: Engine, cursor: Any, now: float) -> tuple[list[float], float |
     last = scalar(last_ok)  # newest first by primary key: stops at the first success
     by_status = dict(rows(select(Delivery.status, func.count()).group_by(Delivery.status)))
     intake = scalar(select(func.coalesce(func.sum(Intake.n_events), 0)))
+    quarantined = scalar(select(func.count()).select_from(QuarantinedEvent))  # small: what could not be routed
     cursor.close()
-    return since, last, by_status, int(intake or 0)
+    return since, last, by_status, int(intake or 0), int(quarantined or 0)
+
+
+class WriteHealth:
+    """How this process's latest write to the database ended: the reason it could not write, if it could not."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ok_at = 0.0
+        self._failed_at = 0.0
+        self._reason: str | None = None
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._ok_at = time.monotonic()
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self._failed_at, self._reason = time.monotonic(), reason
+
+    def problem(self) -> str | None:
+        """Why the database cannot write, while no write succeeded since the latest failure."""
+        with self._lock:
+            return self._reason if self._failed_at > self._ok_at else None
+
+    def quiet_for(self) -> float:
+        """Seconds since the latest write outcome (success or failure)."""
+        with self._lock:
+            return time.monotonic() - max(self._ok_at, self._failed_at)
 
 
 class LivenessCache:
-    """measure() at most once per `ttl` seconds per process; failures are never cached."""
+    """measure() at most once per `ttl` seconds per process; failures are never cached.
 
-    def __init__(self, engine: Engine, ttl: float = CACHE_SEC) -> None:
+    When this process has written nothing for `probe_every` seconds, a measurement also probes a
+    write (storage/health.py), so a database that stopped taking writes shows while the API is idle.
+    """
+
+    def __init__(
+        self, engine: Engine, ttl: float = CACHE_SEC, writes: WriteHealth | None = None,
+        probe_every: float = WRITE_PROBE_SEC,
+    ) -> None:
         self._engine = engine
         self._ttl = ttl
+        self.writes = writes or WriteHealth()
+        self._probe_every = probe_every
         self._lock = threading.Lock()
         self._value: Liveness | None = None
         self._expires = 0.0
@@ -122,7 +185,20 @@ class LivenessCache:
             if self._value is None or now >= self._expires:
                 self._value = measure(self._engine)
                 self._expires = now + self._ttl
+                if self.writes.quiet_for() >= self._probe_every:
+                    self._probe()
             return self._value
+
+    def _probe(self) -> None:
+        try:
+            wrote = probe_write(self._engine)
+        except self._engine.dialect.loaded_dbapi.Error as exc:
+            reason = cannot_write(exc)
+            if reason is not None:
+                self.writes.failed(reason)
+            return
+        if wrote:
+            self.writes.succeeded()
 
 
 class _LivenessCollector(Collector):
@@ -152,6 +228,16 @@ class _LivenessCollector(Collector):
                                 value=live.failed_batches)
         yield GaugeMetricFamily("actionhooks_intake_events", "Accepted events not yet routed to their hooks.",
                                 value=live.intake_events)
+        yield GaugeMetricFamily(
+            "actionhooks_quarantined_events",
+            "Accepted events set aside because routing them kept failing (GET /api/v1/quarantine, replayable).",
+            value=live.quarantined_events,
+        )
+        yield GaugeMetricFamily(
+            "actionhooks_database_writable",
+            "1 while the database takes this API's writes, 0 after a write failed for want of space or permission.",
+            value=0 if self._liveness.writes.problem() else 1,
+        )
 
 
 class RequestMetrics:
@@ -188,6 +274,17 @@ class RequestMetrics:
         finally:
             self.latency.observe(time.perf_counter() - started)
             self.requests.labels(status=str(status)).inc()
+
+
+def rejections_counter(registry: CollectorRegistry) -> Counter:
+    """POST /events requests refused for breaking an event rule, by reason (a fixed set: see EventsRejected)."""
+    return Counter(
+        "actionhooks_events_rejected_requests",
+        "POST /events requests refused with 422 because an event broke a rule, by reason "
+        "(too_long, nul_character, integer_range, invalid).",
+        ["reason"],
+        registry=registry,
+    )
 
 
 def metrics_registry(liveness: LivenessCache) -> CollectorRegistry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from actionhooks.tokens import hash_token
 
 
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "main.json"
     if not config.exists():
         config.write_text(json.dumps({"DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", "DATA_DIR": str(tmp_path)}))
@@ -23,6 +24,7 @@ def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         cwd=tmp_path,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -59,3 +61,13 @@ def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
     result = _run(tmp_path, "config", "check")
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+
+
+def test_config_check_lists_kubernetes_service_variables_as_warnings_and_exits_0(tmp_path: Path) -> None:
+    k8s = {"ACTIONHOOKS_PORT": "tcp://10.0.0.1:8080", "ACTIONHOOKS_SERVICE_HOST": "10.0.0.1",
+           "ACTIONHOOKS_PORT_8080_TCP_ADDR": "10.0.0.1", "ACTIONHOOKS_API_PORT": "9191"}
+    result = _run(tmp_path, "config", "check", env=k8s)
+    assert result.returncode == 0, result.stderr
+    assert "API_PORT = 9191" in result.stdout
+    for name in ("ACTIONHOOKS_PORT", "ACTIONHOOKS_SERVICE_HOST", "ACTIONHOOKS_PORT_8080_TCP_ADDR"):
+        assert f"warning: {name}: unknown setting, ignored" in result.stdout

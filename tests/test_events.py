@@ -8,8 +8,17 @@ from typing import Any
 import orjson
 import pytest
 
-from actionhooks.errors import HookValidationError
-from actionhooks.events import EVENT_TYPES, event_timestamp, parse_event_date, parse_events
+from actionhooks.errors import EventsRejected, HookValidationError
+from actionhooks.events import (
+    EVENT_TYPES,
+    MAX_LENGTHS,
+    Event,
+    EventData,
+    event_timestamp,
+    parse_event_date,
+    parse_events,
+)
+from actionhooks.storage import tables
 
 # altcraft-action-hooks.md §3.7, the documented RabbitMQ example
 CLICK: dict[str, Any] = {
@@ -134,7 +143,9 @@ def test_each_required_field_is_named_when_missing(field: str) -> None:
         ("event_id", "bad\nid"),
         ("event_id", 7),
         ("content", "hello"),
-        ("surprise", 1),
+        ("profile_id", "p" * 201),
+        ("_xxh", "x" * 65),
+        ("subscription_hash_id", "h" * 201),
     ],
 )
 def test_a_bad_top_level_field_is_rejected_by_name(field: str, value: Any) -> None:
@@ -152,6 +163,8 @@ def test_a_bad_top_level_field_is_rejected_by_name(field: str, value: Any) -> No
         ("pixel_id", [1]),
         ("list_id", "1"),
         ("send_message_id", 12),
+        ("send_message_id", "s" * 201),
+        ("link_url", "u" * 32769),
         ("lat", "55.2"),
     ],
 )
@@ -244,3 +257,68 @@ def _timed(fn: Any) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+# Tolerant reader, bounded input (issue 13 points 1a and 7)
+
+
+def test_an_unknown_top_level_field_is_kept_exactly_as_sent() -> None:
+    newer = {**CLICK, "field_added_by_a_newer_platform": {"nested": [1, "two", None], "n": 2**63}}
+    (parsed,) = parse_events(body(newer), max_events=1, assign_ids=False)
+    assert parsed == newer
+
+
+def test_every_known_string_field_has_a_documented_maximum_and_the_maximum_itself_is_accepted() -> None:
+    for model in (Event, EventData):
+        for name, prop in model.model_json_schema(by_alias=True)["properties"].items():
+            strings = [p for p in prop.get("anyOf", [prop]) if p.get("type") == "string"]
+            if strings and name not in ("event_type", "content"):
+                assert strings[0].get("maxLength") == MAX_LENGTHS[name], name
+    at_limit = {**CLICK, "profile_id": "p" * MAX_LENGTHS["profile_id"],
+                "event_data": {**CLICK["event_data"], "send_message_id": "s" * MAX_LENGTHS["send_message_id"]}}
+    assert parse_events(body(at_limit), max_events=1)[0]["profile_id"] == at_limit["profile_id"]
+
+
+def test_the_lengths_of_stored_ids_are_what_their_columns_hold() -> None:
+    assert MAX_LENGTHS["profile_id"] == tables.Profile.__table__.c.profile_id.type.length
+    assert MAX_LENGTHS["send_message_id"] == tables.Content.__table__.c.send_message_id.type.length
+    assert MAX_LENGTHS["event_id"] == tables.SeenEvent.__table__.c.event_id.type.length
+
+
+@pytest.mark.parametrize(
+    ("event", "loc"),
+    [
+        ({**CLICK, "profile_id": "a\x00b"}, (0, "profile_id")),
+        (
+            {**CLICK, "event_data": {**CLICK["event_data"], "send_message_id": "s\x00"}},
+            (0, "event_data", "send_message_id"),
+        ),
+        ({**CLICK, "custom_data": {"email": ["ok", "n\x00"]}}, (0, "custom_data", "email", 1)),
+        ({**CLICK, "newer_field": {"k\x00": 1}}, (0, "newer_field", "k\x00")),
+    ],
+)
+def test_a_nul_character_anywhere_is_refused_naming_where(event: dict[str, Any], loc: tuple[Any, ...]) -> None:
+    with pytest.raises(EventsRejected) as info:
+        parse_events(body(event), max_events=1)
+    assert [e[0] for e in info.value.errors] == [loc]
+    assert info.value.reasons == {"nul_character"}
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    event = {**CLICK, "profile_id": "\\u0000"}  # backslash, then the six characters u0000
+    assert parse_events(body(event), max_events=1)[0]["profile_id"] == "\\u0000"
+
+
+@pytest.mark.parametrize("literal", [b"18446744073709551616", b"-9223372036854775809", b"1" + b"0" * 40])
+def test_an_integer_orjson_would_turn_into_a_float_is_refused_naming_where(literal: bytes) -> None:
+    raw = body([CLICK, {**CLICK, "newer_field": {"id": 1}}]).replace(b'"id":1', b'"id":' + literal)
+    with pytest.raises(EventsRejected) as info:
+        parse_events(raw, max_events=2)
+    assert [e[0] for e in info.value.errors] == [(1, "newer_field", "id")]
+    assert info.value.reasons == {"integer_range"}
+
+
+def test_the_edges_of_64_bits_and_long_digit_strings_are_accepted() -> None:
+    raw = body({**CLICK, "newer_field": [2**64 - 1, -(2**63), "123456789012345678901234567890"]})
+    (parsed,) = parse_events(raw, max_events=1)
+    assert parsed["newer_field"] == [2**64 - 1, -(2**63), "123456789012345678901234567890"]

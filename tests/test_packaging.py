@@ -136,6 +136,19 @@ def test_every_migration_of_the_checkout_is_in_the_wheel(installed_wheel: Instal
     assert expected - shipped == set()
 
 
+def test_every_console_template_and_static_file_is_in_the_wheel(installed_wheel: InstalledWheel) -> None:
+    console = ROOT / "actionhooks" / "console"
+    done = installed_wheel.python(
+        "import json; from actionhooks.console.routes import HERE;"
+        "print(json.dumps(sorted(str(p.relative_to(HERE)) for d in ('templates', 'static')"
+        " for p in (HERE / d).iterdir() if p.is_file())))"
+    )
+
+    assert done.returncode == 0, done.stderr
+    expected = {str(p.relative_to(console)) for d in ("templates", "static") for p in (console / d).iterdir()}
+    assert expected - set(json.loads(done.stdout)) == set()
+
+
 def test_the_wheels_migrations_build_the_schema_on_an_empty_database(installed_wheel: InstalledWheel) -> None:
     done = installed_wheel.python(
         "import json; from sqlalchemy import create_engine, inspect;"

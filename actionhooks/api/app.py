@@ -14,12 +14,12 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actionhooks import __version__
+from actionhooks import __version__, console
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
-from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles, tokens
+from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles, quarantine, tokens
 from actionhooks.api.security import SecurityHeaders, install_docs
-from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry
+from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry, rejections_counter
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.migrate import upgrade
@@ -62,13 +62,16 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, events_max=settings.EVENTS_MAX_REQUEST_BYTES)
     app.state.liveness = LivenessCache(engine)
+    app.state.write_health = app.state.liveness.writes
     app.state.metrics = metrics_registry(app.state.liveness)
-    app.add_middleware(SecurityHeaders)
+    app.state.rejections = rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     install_docs(app)
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries, tokens):
+    for module in (hooks, catalog, profiles, events, deliveries, quarantine, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
+    console.mount(app)
+    app.add_middleware(SecurityHeaders)  # outermost: it sees, and keeps, the headers a page (the console) set
     return app
 
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from actionhooks.errors import HookValidationError, NotFound
+from actionhooks.storage.db import UNAVAILABLE, cannot_write
 
 __all__ = ["error_body", "install_error_handlers"]
 
@@ -59,7 +60,26 @@ async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+# Seconds a client is asked to wait when the database is failing or overloaded.
+RETRY_AFTER_SEC = 5
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 + Retry-After, answered by our handler so the connection stays usable (an unhandled error
+    makes uvicorn close it after its 500, and a keep-alive client then loses its next request too).
+    The request's transaction was rolled back when its session closed: nothing of it is stored."""
+    reason = cannot_write(exc)
+    if reason is not None:
+        request.app.state.write_health.failed(reason)
+    msg = f"database unavailable ({'cannot write: ' + reason if reason else type(exc).__name__}); retry later"
+    return JSONResponse(
+        error_body([([], msg, "unavailable")]), status_code=503, headers={"Retry-After": str(RETRY_AFTER_SEC)}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    for error in UNAVAILABLE:
+        app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(HookValidationError, _hook_validation)
     app.add_exception_handler(NotFound, _not_found)

@@ -37,7 +37,7 @@ from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, masked_del
 from actionhooks.settings import Settings
 from actionhooks.templating import compile_values, template_limits
 
-__all__ = ["HookRepository", "HookService", "merge_patch"]
+__all__ = ["HookRepository", "HookService", "merge_patch", "parse_spec"]
 
 _DELIVERY: TypeAdapter[Any] = TypeAdapter(DeliveryConfig)
 _COPY_SUFFIX = " (copy)"
@@ -106,7 +106,7 @@ class HookService:
         self._repo.delete(account_id, hook_id)
 
     def _prepare(self, raw: dict[str, Any], stored: HookSpec | None) -> HookSpec:
-        spec = _validate(raw)
+        spec = parse_spec(raw)
         delivery, dropped = _restore_secrets(spec.delivery, stored.delivery if stored else None)
         spec = spec.model_copy(update={"delivery": _delivery(delivery, dropped, spec.delivery)})
         self._compile(spec.custom_data.values, ("body", "custom_data", "values"), by_key=True)
@@ -137,7 +137,8 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-def _validate(raw: dict[str, Any]) -> HookSpec:
+def parse_spec(raw: dict[str, Any]) -> HookSpec:
+    """HookSpec of a JSON-like body; HookValidationError with locations under "body" (the console's forms too)."""
     try:
         return HookSpec.model_validate(raw)
     except ValidationError as exc:

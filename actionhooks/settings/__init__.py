@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actionhooks.errors import SettingsError, SettingsProblem
-from actionhooks.settings.loader import load_settings
+from actionhooks.settings.loader import environment_warnings, load_settings
 from actionhooks.settings.model import Settings
 
-__all__ = ["Settings", "SettingsError", "SettingsProblem", "load_settings"]
+__all__ = ["Settings", "SettingsError", "SettingsProblem", "environment_warnings", "load_settings"]

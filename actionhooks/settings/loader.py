@@ -2,6 +2,12 @@
 
 Every problem of every layer is gathered and raised as one SettingsError, so `config check`
 shows an operator all of them at once instead of one per run.
+
+The file is strict (an unknown key is an error: it can only be a typo of ours), the environment is
+not: an ACTIONHOOKS_* variable that names no setting is a warning (`environment_warnings`), because
+the environment is shared with others. Kubernetes injects ACTIONHOOKS_PORT=tcp://…,
+ACTIONHOOKS_SERVICE_HOST, ACTIONHOOKS_PORT_8080_TCP_ADDR… into every pod of a namespace that has a
+Service named `actionhooks`; those must never stop the engine.
 """
 
 from __future__ import annotations
@@ -92,9 +98,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
             continue
         key = name.removeprefix(ENV_PREFIX)
         if key not in KNOWN_KEYS:
-            suggestion = _suggest(key)
-            problems.append(SettingsProblem(name, "unknown setting", ENV_PREFIX + suggestion if suggestion else None))
-            continue
+            continue  # a warning, not a problem: environment_warnings()
         values[key] = _env_value(key, raw)
         origin[key] = name
     for key in list(values):
@@ -113,6 +117,25 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
         raise SettingsError(_dedupe(problems), source=str(file_path))
     assert settings is not None
     return settings
+
+
+def environment_warnings(environ: Mapping[str, str] | None = None) -> list[SettingsProblem]:
+    """ACTIONHOOKS_* variables that name no setting (ignored by load_settings), with the closest setting.
+
+    Logged by every role at start and listed by `config check`; never fatal (see the module docstring).
+    """
+    environ = os.environ if environ is None else environ
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or name.startswith(TEST_ENV_PREFIX):
+            continue
+        key = name.removeprefix(ENV_PREFIX)
+        if key not in KNOWN_KEYS:
+            suggestion = _suggest(key)
+            warnings.append(
+                SettingsProblem(name, "unknown setting, ignored", ENV_PREFIX + suggestion if suggestion else None)
+            )
+    return warnings
 
 
 def _message(err: Mapping[str, Any]) -> str:

@@ -50,6 +50,12 @@ class Settings(BaseModel):
     DATA_DIR: str = Field("data", min_length=1, description="Folder for the embedded database and broker files.")
     API_HOST: str = Field("127.0.0.1", min_length=1, description="API listen address.")
     API_PORT: int = Field(8080, ge=0, le=65535, description="API listen port (0 = any free port).")
+    API_REQUEST_TIMEOUT_SEC: float = Field(
+        30, gt=0, le=60, description="Time a client has to send a whole request (headers and body) before it is cut."
+    )
+    API_MAX_CONNECTIONS: int = Field(
+        500, ge=1, le=100_000, description="Open connections the API serves at once; more get 503 and are closed."
+    )
     WORKER_POOL: Literal["prefork", "threads", "solo"] = Field("prefork", description="Celery worker pool.")
     WORKER_CONCURRENCY: int = Field(2, ge=1, le=256, description="Celery worker processes or threads.")
     SCHEDULER_TICK_SEC: float = Field(1.0, gt=0, le=60, description="How often the scheduler looks for due work.")

@@ -12,9 +12,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.settings import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -36,7 +40,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -52,3 +56,29 @@ def engine_from_settings(settings: Settings) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+# What a failing database raises, as opposed to what a bad statement or bad data raises (Integrity,
+# Data, Programming): the API answers these with 503 + Retry-After, never 500.
+UNAVAILABLE = (OperationalError, InterfaceError, InternalError, PoolTimeout)
+
+_SQLITE_CANNOT_WRITE = {8: "read-only database", 10: "disk I/O error", 13: "database or disk is full",
+                        14: "cannot open database file"}
+
+
+def cannot_write(exc: BaseException) -> str | None:
+    """Why the database cannot take writes when `exc` says so (disk full, I/O error, read-only), else None.
+
+    A busy or locked database, a deadlock or a lost connection are not it: they pass, or show as an
+    unreachable database. SQLite: the primary result code; PostgreSQL: SQLSTATE classes 53
+    (insufficient resources: disk full), 58 (system I/O error) and 25006 (read-only transaction).
+    """
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        reason = _SQLITE_CANNOT_WRITE.get(code & 0xFF)
+        return f"{reason} ({orig})" if reason else None
+    state = getattr(orig, "sqlstate", None) or ""
+    if state.startswith(("53", "58")) or state == "25006":
+        return f"{type(orig).__name__}: {str(orig).strip().splitlines()[0] if str(orig).strip() else state}"
+    return None

@@ -9,7 +9,7 @@ also drops its queued work (outbox, deliveries, attempts) through the ON DELETE 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
@@ -20,7 +20,7 @@ from actionhooks.hooks.models import Hook, HookSpec
 from actionhooks.storage.tables import Hook as HookRow
 from actionhooks.storage.tables import HookChange
 
-__all__ = ["SqlHookRepository", "to_hook"]
+__all__ = ["SqlHookRepository", "lock_existing", "to_hook"]
 
 
 class SqlHookRepository:
@@ -68,6 +68,26 @@ class SqlHookRepository:
             session.add(HookChange(hook_id=hook_id, account_id=account_id))
 
 
+def lock_existing(session: Session, hook_ids: Iterable[int]) -> set[int]:
+    """Which of `hook_ids` still exist, each kept from being deleted until the caller's transaction ends.
+
+    The lock order of the pipeline (PostgreSQL): a transaction that writes a hook's outbox, batches
+    or attempts first takes this KEY SHARE lock on the hook's row, in id order, before any of those
+    rows; DELETE /hooks/{id} locks the hook row first and then cascades to them. So a delete waits for
+    a router or drain that is writing for the hook (and then drops what it wrote), or makes it see the
+    hook gone; it can never hold the hook while the other holds a batch (the deadlock of issue 13).
+    KEY SHARE does not conflict with an edit of the hook (FOR NO KEY UPDATE), only with its deletion.
+    SQLite has one writer at a time: the query just says which hooks exist.
+    """
+    wanted = sorted(set(hook_ids))
+    if not wanted:
+        return set()
+    stmt = select(HookRow.id).where(HookRow.id.in_(wanted)).order_by(HookRow.id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(key_share=True, read=True)
+    return set(session.scalars(stmt))
+
+
 def to_hook(row: HookRow) -> Hook:
     """The domain hook of a row, re-validated so a hook the engine runs always passed HookSpec."""
     spec = HookSpec.model_validate(
@@ -94,7 +114,8 @@ def to_hook(row: HookRow) -> Hook:
 
 def _row(session: Session, account_id: int, hook_id: int, *, lock: bool = False) -> HookRow:
     query = select(HookRow).where(HookRow.id == hook_id, HookRow.account_id == account_id)
-    row = session.scalars(query.with_for_update() if lock else query).first()
+    # FOR NO KEY UPDATE: an edit never waits for routers and drains holding the hook (lock_existing)
+    row = session.scalars(query.with_for_update(key_share=True) if lock else query).first()
     if row is None:
         raise NotFound("hook", hook_id)
     return row

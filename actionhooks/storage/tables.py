@@ -217,3 +217,26 @@ class Content(Base):
     send_message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     content: Mapped[dict[str, object]] = mapped_column(JSON)
     stored_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class QuarantinedEvent(Base):
+    """An accepted event whose routing kept failing, set aside with its error so the account's other
+    events flow on (storage/quarantine.py); an admin lists it and replays it into the intake."""
+
+    __tablename__ = "quarantined_events"
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    event_id: Mapped[str] = mapped_column(String(100))
+    event: Mapped[bytes] = mapped_column(LargeBinary)  # the event as accepted (orjson)
+    accepted_at: Mapped[float] = mapped_column(Float)
+    quarantined_at: Mapped[float] = mapped_column(Float)
+    error: Mapped[str] = mapped_column(Text)
+
+
+class WriteProbe(Base):
+    """One row the API rewrites now and then to learn whether the database still takes writes (/healthz)."""
+
+    __tablename__ = "write_probes"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    probed_at: Mapped[float] = mapped_column(Float)

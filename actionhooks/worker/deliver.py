@@ -8,6 +8,11 @@ Phases (after outpost):
 - record: success deletes the batch; a failure asks the retry policy for the delay, and either
   schedules the next attempt in the database (never as a Celery ETA: long delays would sit in the
   broker and Redis would redeliver them) or moves the batch to the failed list.
+
+Every transaction that writes the hook's batches or attempts first locks the hook row KEY SHARE
+(storage/hooks.lock_existing): the same order as DELETE /hooks/{id}, which locks the hook and then
+cascades to its rows, so a delete and a drain wait for each other instead of deadlocking. A hook
+deleted meanwhile ends the drain; an outcome it can no longer record went with the hook.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from actionhooks.delivery import Batch, Receipt, attempt
 from actionhooks.delivery.config import redact
 from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
+from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker import shutdown
 from actionhooks.worker.batching import form_batches
@@ -68,7 +74,7 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
     with rt.sessions() as session:
         rt.hooks.refresh(session)
         hook = rt.hooks.get(hook_id)
-        if hook is None:
+        if hook is None or not lock_existing(session, [hook_id]):
             return 0  # deleted (its work went with it) or not compilable (logged by the cache)
         form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
         session.commit()
@@ -83,6 +89,8 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
             return attempts
         outcomes = run_attempts(rt, hook, claimed, parallel)
         with rt.sessions() as session:
+            if not lock_existing(session, [hook_id]):
+                return attempts  # deleted while sending: its batches and attempts went with it
             record(session, rt, hook, outcomes)
             session.commit()
         attempts += len(claimed)
@@ -93,7 +101,9 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
 def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> list[Claimed]:
     """Claim up to `limit` due batches with a fixed number of statements, whatever `limit` is: a
     statement costs about as much as sending a batch of 100 events, so per-batch statements would
-    make the bookkeeping dearer than the delivery."""
+    make the bookkeeping dearer than the delivery. Nothing when the hook was deleted."""
+    if not lock_existing(session, [hook.id]):
+        return []
     now = time.time()
     stmt = (
         select(Delivery.id, Delivery.attempts, Delivery.events)

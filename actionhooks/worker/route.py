@@ -5,6 +5,14 @@ at a time, matches each event against the compiled hook index, loads the profile
 and stored content the matched hooks need in a few bulk queries, renders custom_data, and cuts
 batches — all in one transaction with the removal of the intake rows, so a crash at any point
 either routes a request completely or leaves it for the next router.
+
+One event never blocks the others. A chunk is routed inside a savepoint; when that fails with an
+error that belongs to the data (the database refusing a value or a row, a bug our code hits only
+for some event: POISON), the chunk is bisected, each half in its own savepoint, down to the events
+that fail on their own. Those are quarantined with their error (storage/quarantine.py: listed by
+GET /quarantine, counted in /metrics, replayable) in the same transaction that routes the rest and
+removes the chunk from the intake. A failing database (disk full, lost connection, lock timeout) is
+not the event's fault: it fails the task, and the chunk stays for the next try.
 """
 
 from __future__ import annotations
@@ -16,10 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from actionhooks.errors import TemplateError
 from actionhooks.hooks.matching import CompiledHook
+from actionhooks.storage import quarantine
+from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Delivery, Intake
 from actionhooks.templating import DictCatalog, RenderBudget, build_custom_data
 from actionhooks.worker import content as content_store
@@ -35,6 +46,14 @@ log = logging.getLogger(__name__)
 
 ROUTE_CHUNK_EVENTS = 5000
 ROUTE_TIME_BUDGET_SEC = 10.0
+# Errors that follow an event wherever it is routed: what the database refuses for its values or rows
+# (DataError: too long, NUL, out of range; IntegrityError: a constraint or a trigger), and what our code
+# raises only for some input. OperationalError, InterfaceError, InternalError are the database's state.
+POISON: tuple[type[Exception], ...] = (
+    DataError, IntegrityError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+)
+
+Accepted = list[tuple[float, dict[str, Any]]]
 
 
 def route_account(rt: Runtime, account_id: int) -> int:
@@ -50,7 +69,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
                 return routed
             # After the claim: every hook change committed before these events were accepted is seen.
             rt.hooks.refresh(session, force=True)
-            windows = _route_events(rt, session, account_id, events)
+            windows = _route_isolating(rt, session, account_id, events)
             session.execute(delete(Intake).where(Intake.id.in_(ids)))
             session.commit()
         for hook_id, due_in in windows.items():
@@ -90,9 +109,42 @@ def _claim(session: Session, account_id: int) -> tuple[list[int], list[tuple[flo
     return ids, events
 
 
-def _route_events(
-    rt: Runtime, session: Session, account_id: int, accepted: list[tuple[float, dict[str, Any]]]
-) -> dict[int, float]:
+def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, float]:
+    """Route `accepted`, quarantining the events that fail on their own (see the module docstring).
+
+    Returns {hook_id: seconds until its batch window closes} to trigger. A chunk with one poison
+    event costs about 2·log2(n) extra partial routings, each of at most half the previous part.
+    """
+    windows: dict[int, float] = {}
+    parts = [accepted]
+    while parts:
+        part = parts.pop()
+        try:
+            with session.begin_nested():
+                routed = _route_events(rt, session, account_id, part)
+        except POISON as exc:
+            if len(part) > 1:
+                middle = len(part) // 2
+                parts += [part[middle:], part[:middle]]  # the first half next: events keep their order
+                continue
+            accepted_at, event = part[0]
+            error = _describe(exc)
+            log.warning("account %s: event %s quarantined, routing it failed: %s",
+                        account_id, event.get("event_id"), error.splitlines()[0])
+            quarantine.quarantine(session, account_id, event, accepted_at, error)
+            continue
+        for hook_id, due_in in routed.items():
+            windows[hook_id] = min(due_in, windows.get(hook_id, due_in))
+    return windows
+
+
+def _describe(exc: Exception) -> str:
+    """The error as its admin reads it: the database's own message, not our SQL and its parameters."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return f"{type(cause).__name__}: {cause}".strip()
+
+
+def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, float]:
     """Match, render and batch events; returns {hook_id: seconds until its batch window closes} to trigger."""
     now = time.time()
     contents = content_store.remember(session, account_id, [event for _, event in accepted], now)
@@ -102,7 +154,10 @@ def _route_events(
             matched[hook.id].append(event)
     if not matched:
         return {}
-    hooks = [h for h in (rt.hooks.get(hook_id) for hook_id in matched) if h is not None]
+    # A hook deleted since the cache saw it loses its share (the rest is routed); one that exists is
+    # kept from being deleted until this transaction ends (lock_existing: the pipeline's lock order).
+    alive = lock_existing(session, matched)
+    hooks = [h for h in (rt.hooks.get(hook_id) for hook_id in matched) if h is not None and h.id in alive]
     profiles = load_profiles(session, account_id, hooks, matched)
     catalog = DictCatalog(load_catalog(session, account_id, hooks, matched))
     wanted = (event for hook in hooks if hook.include_content for event in matched[hook.id])

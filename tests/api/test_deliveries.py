@@ -52,6 +52,7 @@ def test_test_sending_posts_a_generated_sample_once_and_returns_exactly_what_was
     assert result["status_code"] == 200
     assert result["error"] is None
     assert result["latency_ms"] >= 0
+    assert result["response_excerpt"] == "ok"  # the start of the receiver's answer
     (request,) = receiver.wait_for(1)
     assert orjson.loads(request.body) == result["payload"]
     (sample,) = result["payload"]
@@ -125,7 +126,7 @@ def test_a_get_url_over_8_kb_fails_clearly_without_truncating(
         "event_date": "2023-03-17T15:07:00Z",
         "account_id": 1,
         "is_test": True,
-        "event_data": {"user_agent": "x" * 9000},
+        "event_data": {"link_url": "x" * 9000},
     }
     result = client.post(f"/api/v1/hooks/{hook['id']}/test", json={"event": given}, headers=admin).json()
     assert result["ok"] is False

@@ -53,7 +53,10 @@ def test_one_object_is_accepted_as_a_request_of_one_event(client: TestClient, in
         ({"event_date": "yesterday"}, [1, "event_date"]),
         ({"is_test": "no"}, [1, "is_test"]),
         ({"event_data": None}, [1, "event_data"]),
-        ({"surprise": 1}, [1, "surprise"]),
+        ({"profile_id": "p" * 201}, [1, "profile_id"]),
+        ({"profile_id": "p\x00"}, [1, "profile_id"]),
+        ({"event_data": {"send_message_id": "s" * 201}}, [1, "event_data", "send_message_id"]),
+        ({"event_data": {"send_message_id": "s\x00"}}, [1, "event_data", "send_message_id"]),
     ],
 )
 def test_one_bad_event_rejects_the_whole_request_naming_index_and_field(
@@ -115,3 +118,26 @@ def test_an_event_id_repeated_within_the_window_is_not_queued_again(
     assert again["duplicates"] == ["e1", "e2"]
     assert again["queued"] == 1
     assert [e["event_id"] for e in _stored(app)] == ["e1", "e2"]
+
+
+def test_an_unknown_top_level_field_is_accepted_and_stored_as_sent(
+    client: TestClient, app: FastAPI, ingest: dict[str, str]
+) -> None:
+    sent = _event(1, field_added_by_a_newer_platform={"version": 99, "tags": ["a"]})
+    response = client.post("/api/v1/events", json=[sent], headers=ingest)
+    assert response.status_code == 202
+    assert _stored(app) == [{**sent, "event_id": response.json()["ids"][0]}]
+
+
+def test_rejections_are_counted_in_metrics_by_reason(client: TestClient, app: FastAPI, ingest: dict[str, str]) -> None:
+    client.post("/api/v1/events", json=[_event(1, profile_id="p\x00")], headers=ingest)
+    client.post("/api/v1/events", json=[_event(1, profile_id="p" * 500)], headers=ingest)
+    big = orjson.dumps([_event(1, newer={"n": 1})]).replace(b'"n":1', b'"n":99999999999999999999')
+    response = client.post("/api/v1/events", content=big, headers={**ingest, "content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == [0, "newer", "n"]
+    text = client.get("/metrics").text
+    for reason in ("nul_character", "too_long", "integer_range"):
+        assert f'actionhooks_events_rejected_requests_total{{reason="{reason}"}} 1.0' in text
+    assert _stored(app) == []
+

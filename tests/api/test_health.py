@@ -16,11 +16,13 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine as SqlEngine
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.api.app import create_app
@@ -29,12 +31,22 @@ from actionhooks.settings import Settings
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Attempt, Delivery, Hook, Intake, Outbox
-from tests.support.engine import Engine, event, http_hook, poll, postgres_database, redis_broker, running_engine
+from actionhooks.tokens import create_token
+from tests.support.engine import (
+    PG_ADMIN,
+    Engine,
+    event,
+    http_hook,
+    poll,
+    postgres_database,
+    redis_broker,
+    running_engine,
+)
 from tests.support.receiver import Receiver
 
 EMPTY_DETAILS = {
     "oldest_queued_age_sec": 0.0, "last_delivery_at": None, "pending_batches": 0, "failed_batches": 0,
-    "intake_events": 0,
+    "intake_events": 0, "quarantined_events": 0,
 }
 
 
@@ -98,7 +110,7 @@ def test_the_oldest_queued_age_is_that_of_the_oldest_waiting_work_of_any_kind(
             Intake(account_id=1, events=b"[]", n_events=3, created_at=now - 30),  # unrouted for 30 s
             Intake(account_id=1, events=b"[]", n_events=2, created_at=now - 5),
             _delivery(hook_id, next_attempt_at=now - 10),  # due for 10 s
-            _delivery(hook_id, next_attempt_at=now - 500, lease_until=now + 5),  # in flight: not waiting
+            _delivery(hook_id, next_attempt_at=now - 15, lease_until=now + 40),  # leased (a dead worker's?): waits
             _delivery(hook_id, next_attempt_at=now + 60),  # a retry later: not due
             _delivery(hook_id, next_attempt_at=now - 900, status="failed"),  # the failed list is not a queue
             Outbox(hook_id=hook_id, events=b"[]", n_events=1, created_at=now - 70, due_at=now - 20),  # overdue 20 s
@@ -117,6 +129,10 @@ def test_the_oldest_queued_age_is_that_of_the_oldest_waiting_work_of_any_kind(
     assert measure(engine, now=now).oldest_queued_age_sec == 20  # the overdue window
     with sessions() as session:
         session.query(Outbox).delete()
+        session.commit()
+    assert measure(engine, now=now).oldest_queued_age_sec == 15  # the leased batch: waiting whoever leased it
+    with sessions() as session:
+        session.query(Delivery).filter(Delivery.lease_until > now).delete()
         session.commit()
     assert measure(engine, now=now).oldest_queued_age_sec == 10  # the due batch
 
@@ -206,3 +222,36 @@ def test_a_stopped_worker_makes_the_oldest_queued_age_grow_and_a_restarted_one_b
         assert after["intake_events"] == 0
         assert after["pending_batches"] == 0
         assert after["last_delivery_at"] > first
+
+
+def test_a_read_only_postgresql_gets_503_on_post_events_and_healthz_names_why(tmp_path: Path) -> None:
+    with postgres_database("actionhooks_readonly") as url:
+        name = url.rsplit("/", 1)[1]
+        app = create_app(Settings(DATABASE_URL=url, DATA_DIR=str(tmp_path), BROKER_URL="memory://"))
+        token = {"Authorization": f"Bearer {create_token(app.state.sessions, 1, 'ingest')}"}
+
+        def read_only(on: bool) -> None:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if on else "off"}')
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+
+        try:
+            with TestClient(app) as client:
+                assert client.get("/healthz").status_code == 200
+                read_only(True)
+                refused = client.post("/api/v1/events", json=[event(1, account_id=1)], headers=token)
+                assert refused.status_code == 503, refused.text
+                assert refused.headers["retry-after"] == "5"
+                health = client.get("/healthz")
+                assert health.status_code == 503
+                assert health.json()["checks"]["database"].startswith("cannot write: ReadOnlySqlTransaction")
+                assert gauges(client.get("/metrics").text)["actionhooks_database_writable"] == 0
+                read_only(False)
+                assert client.post("/api/v1/events", json=[event(2, account_id=1)], headers=token).status_code == 202
+                assert client.get("/healthz").status_code == 200
+                with app.state.sessions() as session:
+                    stored = [e["event_id"] for blob in session.scalars(select(Intake.events))
+                              for e in orjson.loads(blob)]
+                assert len(stored) == 1  # the refused request left nothing
+        finally:
+            app.state.engine.dispose()

@@ -63,7 +63,8 @@ class Arrival:
 
 
 def sample_events(count: int) -> list[dict[str, Any]]:
-    """Events shaped like the wire format, each with its own event_id, with non-ASCII text and a null."""
+    """Events shaped like the wire format, each with its own event_id, with non-ASCII text and a null, and a
+    top-level field the engine does not know (Altcraft adds fields over its versions: delivered as sent)."""
     return [
         {
             "event_id": str(uuid.uuid4()),
@@ -75,6 +76,7 @@ def sample_events(count: int) -> list[dict[str, Any]]:
             "is_test": False,
             "event_data": {"campaign_id": 973, "resource_id": 3, "send_message_id": f"m-{n}"},
             "custom_data": {"name": "Jürgen ✓ 东京", "score": 1.5, "nothing": None, "tags": ["a", "b"]},
+            "field_added_by_a_newer_platform": {"version": 2, "flags": [True, None], "big": 2**63},
         }
         for n in range(count)
     ]

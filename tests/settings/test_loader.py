@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from actionhooks.errors import SettingsError, SettingsProblem
-from actionhooks.settings import Settings, load_settings
+from actionhooks.settings import Settings, environment_warnings, load_settings
 
 
 def problems_of(path: Path | None = None, environ: dict[str, str] | None = None) -> list[SettingsProblem]:
@@ -137,11 +137,41 @@ def test_an_unknown_key_unlike_any_other_gets_no_suggestion(write_config: Callab
     assert (problem.key, problem.message, problem.suggestion) == ("ZZZ", "unknown key", None)
 
 
-def test_an_unknown_variable_is_reported_with_the_closest_variable() -> None:
-    [problem] = problems_of(environ={"ACTIONHOOKS_HOOK_RETRY_PERIOD": "15"})
+def test_an_unknown_variable_is_a_warning_with_the_closest_variable_never_an_error() -> None:
+    environ = {"ACTIONHOOKS_HOOK_RETRY_PERIOD": "15"}
 
-    assert problem.key == "ACTIONHOOKS_HOOK_RETRY_PERIOD"
-    assert problem.suggestion == "ACTIONHOOKS_HOOK_RETRY_PERIOD_SEC"
+    assert load_settings(None, environ=environ) == Settings()
+    [warning] = environment_warnings(environ)
+    assert warning.key == "ACTIONHOOKS_HOOK_RETRY_PERIOD"
+    assert warning.suggestion == "ACTIONHOOKS_HOOK_RETRY_PERIOD_SEC"
+
+
+# What Kubernetes injects into every pod of a namespace with a Service named `actionhooks`.
+KUBERNETES_SERVICE_VARIABLES = {
+    "ACTIONHOOKS_PORT": "tcp://10.0.0.1:8080",
+    "ACTIONHOOKS_SERVICE_HOST": "10.0.0.1",
+    "ACTIONHOOKS_SERVICE_PORT": "8080",
+    "ACTIONHOOKS_SERVICE_PORT_HTTP": "8080",
+    "ACTIONHOOKS_PORT_8080_TCP": "tcp://10.0.0.1:8080",
+    "ACTIONHOOKS_PORT_8080_TCP_PROTO": "tcp",
+    "ACTIONHOOKS_PORT_8080_TCP_PORT": "8080",
+    "ACTIONHOOKS_PORT_8080_TCP_ADDR": "10.0.0.1",
+}
+
+
+def test_kubernetes_service_variables_are_listed_as_warnings_and_the_real_settings_still_apply() -> None:
+    environ = {**KUBERNETES_SERVICE_VARIABLES, "ACTIONHOOKS_API_PORT": "9090"}
+
+    settings = load_settings(None, environ=environ)
+
+    assert settings.API_PORT == 9090
+    assert {w.key for w in environment_warnings(environ)} == set(KUBERNETES_SERVICE_VARIABLES)
+
+
+def test_a_known_variable_with_a_bad_value_is_still_an_error_beside_unknown_ones() -> None:
+    [problem] = problems_of(environ={**KUBERNETES_SERVICE_VARIABLES, "ACTIONHOOKS_API_PORT": "tcp://10.0.0.1:8080"})
+
+    assert problem.key == "API_PORT"
 
 
 @pytest.mark.parametrize(
@@ -251,8 +281,7 @@ def test_every_problem_of_the_file_and_the_environment_is_reported_at_once(write
         "API_PORT",
         "HOOK_RETRY_PERIOD_SEC",
         "HOOK_HTTP_TIMEOUT_SEC",
-        "ACTIONHOOKS_BROKERURL",
     }
     assert caught.value.source == str(path)
-    assert "5 settings problem(s)" in str(caught.value)
+    assert "4 settings problem(s)" in str(caught.value)
     assert all(key in str(caught.value) for key in keys)

@@ -214,7 +214,7 @@ def test_get_mode_sends_each_event_alone_and_an_oversized_url_fails_once(tmp_pat
         engine.client() as api,
     ):
         hook = api.post("/hooks", json=http_hook(receiver.url, method="GET")).json()
-        huge = event(9, event_data={"campaign_id": 973, "user_agent": "x" * 9000})
+        huge = event(9, event_data={"campaign_id": 973, "link_url": "x" * 9000})
         api.post("/events", json=[event(1), event(2), huge, event(3)])
         requests = receiver.wait_for(3, timeout=15)
         failed = poll(lambda: api.get(f"/hooks/{hook['id']}/failed").json(), "the oversized event to fail", 15)

@@ -64,6 +64,7 @@ class TestResult(BaseModel):
     error: str | None
     latency_ms: float | None
     payload: Any
+    response_excerpt: str = Field("", description="the start of the receiver's answer (HTTP)")
 
 
 def sample_event(account_id: int, hook_actions: frozenset[str], database_id: int | None) -> dict[str, Any]:
@@ -84,11 +85,20 @@ def sample_event(account_id: int, hook_actions: frozenset[str], database_id: int
 def send_test(
     hook_id: HookId, request: Request, principal: Admin, body: Annotated[TestRequest | None, Body()] = None
 ) -> TestResult:
+    return send_test_attempt(request, principal.account_id, hook_id, body.event if body is not None else None)
+
+
+def send_test_attempt(
+    request: Request, account_id: int, hook_id: int, given_event: dict[str, Any] | None
+) -> TestResult:
+    """One synchronous attempt of `given_event` (or a sample) through the hook's real transport.
+
+    Shared by POST /hooks/{id}/test and the console's "Send test"."""
     settings = request.app.state.settings
     with request.app.state.sessions() as session:
-        hook = load_hook(session, request, principal.account_id, hook_id)
-        if body is not None and body.event is not None:
-            given = {**body.event, "account_id": principal.account_id, "is_test": True}
+        hook = load_hook(session, request, account_id, hook_id)
+        if given_event is not None:
+            given = {**given_event, "account_id": account_id, "is_test": True}
             try:
                 event = parse_events(orjson.dumps(given), max_events=1)[0]
             except orjson.JSONEncodeError as exc:  # an integer past 64 bits or nesting orjson cannot write
@@ -96,10 +106,10 @@ def send_test(
             except HookValidationError as exc:
                 raise HookValidationError([(("body", "event", *loc[1:]), msg) for loc, msg in exc.errors]) from None
         else:
-            event = sample_event(principal.account_id, hook.actions, hook.database_id)
+            event = sample_event(account_id, hook.actions, hook.database_id)
         matched = {hook.id: [event]}
-        profiles = load_profiles(session, principal.account_id, [hook], matched)
-        catalog = DictCatalog(load_catalog(session, principal.account_id, [hook], matched))
+        profiles = load_profiles(session, account_id, [hook], matched)
+        catalog = DictCatalog(load_catalog(session, account_id, [hook], matched))
     delivered = {k: v for k, v in event.items() if k != "content"}
     try:
         if hook.profile_fields or hook.values:
@@ -130,6 +140,7 @@ def send_test(
         payload=[mask_url(p) if isinstance(p, str) else p for p in receipt.payload]
         if isinstance(receipt.payload, list)
         else receipt.payload,
+        response_excerpt=receipt.response_excerpt,
     )
 
 
@@ -137,8 +148,13 @@ def send_test(
 def list_attempts(
     hook_id: HookId, request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
+    return attempts_of(request, principal.account_id, hook_id, limit)
+
+
+def attempts_of(request: Request, account_id: int, hook_id: int, limit: int) -> list[dict[str, Any]]:
+    """The hook's latest attempts, newest first (REST and console)."""
     with request.app.state.sessions() as session:
-        load_hook(session, request, principal.account_id, hook_id)
+        load_hook(session, request, account_id, hook_id)
         rows = session.scalars(
             select(Attempt).where(Attempt.hook_id == hook_id).order_by(Attempt.id.desc()).limit(limit)
         ).all()
@@ -162,8 +178,13 @@ def list_attempts(
 def list_failed(
     hook_id: HookId, request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:
+    return failed_of(request, principal.account_id, hook_id, limit)
+
+
+def failed_of(request: Request, account_id: int, hook_id: int, limit: int) -> list[dict[str, Any]]:
+    """The hook's failed batches, latest failure first (REST and console)."""
     with request.app.state.sessions() as session:
-        load_hook(session, request, principal.account_id, hook_id)
+        load_hook(session, request, account_id, hook_id)
         rows = session.scalars(
             select(Delivery)
             .where(Delivery.hook_id == hook_id, Delivery.status == "failed")
@@ -194,14 +215,20 @@ class ReplayRequest(BaseModel):
 async def replay_failed(
     hook_id: HookId, request: Request, principal: Admin, body: Annotated[ReplayRequest | None, Body()] = None
 ) -> dict[str, int]:
+    return {"replayed": await replay_batches(request, principal.account_id, hook_id, body.ids if body else None)}
+
+
+async def replay_batches(request: Request, account_id: int, hook_id: int, ids: list[str] | None) -> int:
+    """Move failed batches (all, or `ids`) back to pending and wake a worker; how many moved (REST and console)."""
+
     def _replay() -> int:
         with request.app.state.sessions() as session:
-            load_hook(session, request, principal.account_id, hook_id)
-            count = replay(session, hook_id, body.ids if body is not None else None)
+            load_hook(session, request, account_id, hook_id)
+            count = replay(session, hook_id, ids)
             session.commit()
             return count
 
     count = await run_in_threadpool(_replay)
     if count:
         await run_in_threadpool(triggers_of(request).drain, hook_id)
-    return {"replayed": count}
+    return count

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from actionhooks.api.auth import Principal, any_principal
 from actionhooks.api.pipeline import read_bounded_body, triggers_of
-from actionhooks.errors import HookValidationError
+from actionhooks.errors import EventsRejected, HookValidationError
 from actionhooks.events import parse_events
 from actionhooks.worker.intake import accept_events
 
@@ -72,7 +72,12 @@ class EventsAccepted(BaseModel):
 async def capture_events(request: Request, principal: Annotated[Principal, Depends(any_principal)]) -> JSONResponse:
     settings = request.app.state.settings
     body = await read_bounded_body(request, settings.EVENTS_MAX_REQUEST_BYTES)
-    events = parse_events(body, max_events=settings.EVENTS_MAX_PER_REQUEST, assign_ids=False)
+    try:
+        events = parse_events(body, max_events=settings.EVENTS_MAX_PER_REQUEST, assign_ids=False)
+    except EventsRejected as exc:
+        for reason in exc.reasons:
+            request.app.state.rejections.labels(reason=reason).inc()
+        raise
     wrong = [
         ((i, "account_id"), f"must be the token's account ({principal.account_id})")
         for i, e in enumerate(events)
@@ -115,11 +120,15 @@ _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def _store(request: Request, account_id: int, events: list[dict[str, Any]], supplied: list[str]) -> Any:
+    """Store the request (a database failure propagates to the 503 handler of api/errors.py, which also
+    tells /healthz when it means the database cannot write)."""
     with request.app.state.sessions() as session:
-        return accept_events(
+        accepted = accept_events(
             session,
             account_id,
             events,
             supplied_ids=supplied,
             dedup_window_sec=request.app.state.settings.EVENT_DEDUP_HOURS * 3600,
         )
+    request.app.state.write_health.succeeded()
+    return accepted

@@ -1,8 +1,9 @@
 """GET /healthz (no auth) and GET /metrics (Prometheus text).
 
-/healthz answers 503 only when the database is unreachable, the one thing a restart of this API
-could be about; a stalled pipeline keeps it 200 but shows in `details` (observability.py), which
-is what alerting should watch: `oldest_queued_age_sec` growing, `last_delivery_at` getting old.
+/healthz answers 503 when the database is unreachable or cannot write (disk full, read-only: nothing
+can progress, and POST /events answers 503 too); a stalled pipeline keeps it 200 but shows in
+`details` (observability.py), which is what alerting should watch: `oldest_queued_age_sec` growing,
+`last_delivery_at` getting old, `quarantined_events` above 0.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/healthz",
-    summary="200 while the database answers (else 503), with progress details: oldest queued work, last delivery",
+    summary="200 while the database answers and writes (else 503, with the reason), with progress details",
 )
 def healthz(request: Request) -> JSONResponse:
     try:
@@ -27,6 +28,12 @@ def healthz(request: Request) -> JSONResponse:
     except SQLAlchemyError as exc:
         return JSONResponse(
             {"status": "error", "checks": {"database": f"error: {type(exc).__name__}"}}, status_code=503
+        )
+    problem = request.app.state.write_health.problem()
+    if problem is not None:
+        return JSONResponse(
+            {"status": "error", "checks": {"database": f"cannot write: {problem}"}, "details": live.details()},
+            status_code=503,
         )
     return JSONResponse({"status": "ok", "checks": {"database": "ok"}, "details": live.details()})
 

@@ -25,11 +25,12 @@ _PATCH_EXAMPLES: dict[str, Any] = {
 }
 
 
-def _service(request: Request) -> HookService:
+def hook_service(request: Request) -> HookService:
+    """The hooks service on the app's database (REST routes and console)."""
     return HookService(SqlHookRepository(request.app.state.sessions), request.app.state.settings)
 
 
-Service = Annotated[HookService, Depends(_service)]
+Service = Annotated[HookService, Depends(hook_service)]
 
 
 @router.post("", status_code=201, response_model=HookOut, summary="Create a hook")
