@@ -4,8 +4,9 @@
 the engine works offline and no third party can change the page's script). The page's one inline
 script is allowed by its SHA-256 in the Content-Security-Policy, nothing else inline runs.
 
-Every answer carries `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`; every
-HTML answer also a CSP with `frame-ancestors 'none'` (no clickjacking) and `X-Frame-Options: DENY`.
+Every answer carries `X-Content-Type-Options: nosniff`; every HTML answer also a CSP with
+`frame-ancestors 'none'` (no clickjacking), `X-Frame-Options: DENY` and `Referrer-Policy:
+no-referrer` (not on other answers: a capture redirect must not change what its target sees).
 A header the page set itself is kept as it is (the console sets its own CSP and referrer policy).
 """
 
@@ -75,10 +76,11 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
-                wanted = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                wanted = [(b"x-content-type-options", b"nosniff")]
                 if dict(headers).get(b"content-type", b"").startswith(b"text/html"):
                     # x-frame-options for browsers without CSP frame-ancestors
-                    wanted += [(b"content-security-policy", HTML_CSP.encode()), (b"x-frame-options", b"DENY")]
+                    wanted += [(b"content-security-policy", HTML_CSP.encode()), (b"x-frame-options", b"DENY"),
+                               (b"referrer-policy", b"no-referrer")]
                 # A page that set its own (a stricter CSP, another referrer policy) keeps it.
                 headers += [(name, value) for name, value in wanted if name not in names]
                 message = {**message, "headers": headers}
