@@ -60,6 +60,7 @@ EVENT_TYPES: dict[str, str] = {
     "uclick_push": _TRACKING,
     # ours, where Altcraft's code is unknown (contract.md "Events")
     "deliv_push": _DELIVERY, "undeliv_push": _DELIVERY, "pixel": _TRACKING, "sub_status": _SUBSCRIPTION,
+    "page_view": _TRACKING, "site_event": _TRACKING, "identify": _TRACKING,  # capture.md (site script)
 }
 
 _MAX_ID = 2**63 - 1  # ids land in BIGINT columns

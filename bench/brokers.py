@@ -1,15 +1,18 @@
-"""RabbitMQ (publisher confirms on) and Kafka delivery, events/s per worker process.
+"""Broker and queue delivery (RabbitMQ, Kafka, Redis Streams, NATS JetStream, MQTT, SQS, S3), events/s
+per worker process.
 
-Three figures per broker, measured in the same run:
+Three figures per destination, measured in the same run:
 - engine: events posted to the API (requests of 100) and delivered by ONE worker process (prefork,
   concurrency 1; PostgreSQL, Redis broker), counted in the queue / topic;
 - transport: the engine's transport alone (`Transport.send` of batches of 1,000, as the worker
   sends them), in this process;
-- raw: the same messages published with pika (BlockingConnection, confirm each / no confirms)
-  or confluent-kafka (idempotent producer, produce + flush), the client library's own limit.
+- raw: the same messages published with pika (BlockingConnection, confirm each / no confirms),
+  confluent-kafka (idempotent producer, produce + flush), or the client each newer destination's
+  transport uses (bench/destinations.py), the client library's own limit.
 
-Run: `.venv/bin/python bench/brokers.py` (RabbitMQ and PostgreSQL, Redis on 127.0.0.1; the Kafka test
-broker is started and stopped by the script, see scripts/kafka_broker.py).
+Run: `.venv/bin/python bench/brokers.py` (RabbitMQ, NATS with JetStream, PostgreSQL and Redis on
+127.0.0.1; the Kafka test broker, a private Mosquitto and a moto server for SQS and S3 are started
+and stopped by the script). `--only redis_stream nats` runs only those destinations.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import destinations
 import e2e_http
 import orjson
 import pika
@@ -250,6 +254,30 @@ def kafka_row(args: argparse.Namespace, events: list[dict[str, Any]], tmp: Path)
             ">= 50,000"]
 
 
+def destination_row(args: argparse.Namespace, kind: str, env: destinations.Env, tmp: Path) -> list[object]:
+    """Engine, transport alone and raw client for one of issue 21's destinations, each on a fresh target."""
+    cls = destinations.DESTINATIONS[kind]
+    count = min(args.dest_events, cls.max_events or args.dest_events)
+    events = messages(count)
+
+    def on_fresh(measure: Callable[[destinations.Destination], float]) -> float:
+        target = cls(env)
+        try:
+            return measure(target)
+        finally:
+            target.close()
+
+    transport = median_of(args.runs, lambda: on_fresh(lambda t: transport_rate(t.delivery(), events)),
+                          f"{kind} transport")
+    raw = median_of(args.runs, lambda: on_fresh(lambda t: t.raw(events, rate)), f"{kind} raw")
+    label = f"{cls.name}, {count:,} events"
+    if not cls.engine:
+        return [label, "not measured (the server's limit)", transport, f"{cls.raw_label} {raw:,.0f}", "", ""]
+    engine = median_of(args.runs, lambda: on_fresh(lambda t: engine_rate(
+        Path(tempfile.mkdtemp(dir=tmp)), t.delivery(), t.count, count)), f"{kind} engine")
+    return [label, engine, transport, f"{cls.raw_label} {raw:,.0f}", f"{engine / raw:.0%}", ""]
+
+
 def median_of(runs: int, measure: Callable[[], float], label: str) -> float:
     values = []
     for _ in range(runs):
@@ -264,17 +292,26 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000, help="messages per run")
     parser.add_argument("--raw-confirm-events", type=int, default=2_000,
                         help="messages per run of pika confirming each one (slow)")
-    parser.add_argument("--only", choices=["rabbitmq", "kafka"])
+    parser.add_argument("--dest-events", type=int, default=20_000,
+                        help="messages per run for Redis, NATS, MQTT, SQS and S3")
+    parser.add_argument("--only", nargs="+", choices=["rabbitmq", "kafka", *destinations.DESTINATIONS],
+                        help="run these destinations only")
     args = parser.parse_args()
     print(common.machine(), file=sys.stderr)
     events = messages(args.events)
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="ah-bench-") as tmp:
-        if args.only in (None, "rabbitmq"):
+        if not args.only or "rabbitmq" in args.only:
             rows.append(rabbit_row(args, events, Path(tmp)))
-        if args.only in (None, "kafka"):
+        if not args.only or "kafka" in args.only:
             rows.append(kafka_row(args, events, Path(tmp)))
-    print(common.table(f"Broker delivery, events/s per worker process ({args.events:,} events, median of {args.runs})",
+        kinds = [k for k in destinations.DESTINATIONS if not args.only or k in args.only]
+        if kinds:
+            with destinations.started() as env:
+                rows.extend(destination_row(args, kind, env, Path(tmp)) for kind in kinds)
+    title = (f"Broker delivery, events/s per worker process ({args.events:,} events for RabbitMQ and Kafka, "
+             f"{args.dest_events:,} for the others, median of {args.runs})")
+    print(common.table(title,
                        ["target", "engine, 1 worker process", "transport alone", "raw client (reference)",
                         "engine of raw", "target"], rows))
 

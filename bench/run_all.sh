@@ -9,3 +9,4 @@ $PY bench/e2e_http.py "$@"
 $PY bench/matching.py
 $PY bench/brokers.py
 $PY bench/memory.py
+$PY bench/capture.py

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Local services the test suite talks to: Redis, RabbitMQ and PostgreSQL on 127.0.0.1.
+# Local services the test suite talks to: Redis, RabbitMQ, PostgreSQL, NATS (with JetStream) and
+# Mosquitto on 127.0.0.1.
 #
 # Sourced by scripts/test. `services_up` checks that each one answers its own protocol (an open port
 # is not enough: RabbitMQ listens before it can serve), starts any that is installed but down with the
@@ -9,6 +10,10 @@
 SERVICES_STARTED=()
 SERVICES_RABBITMQ_DEADLINE_SEC=${SERVICES_RABBITMQ_DEADLINE_SEC:-60}
 SERVICES_DEADLINE_SEC=${SERVICES_DEADLINE_SEC:-30}
+SERVICES_NATS_PORT=${SERVICES_NATS_PORT:-4222}
+SERVICES_MOSQUITTO_PORT=${SERVICES_MOSQUITTO_PORT:-1883}
+SERVICES_DIR="" # data, logs and pids of the NATS and Mosquitto servers this run starts
+declare -A SERVICES_PIDS=()
 
 # Redis answers PING with +PONG.
 _redis_answers() {
@@ -30,6 +35,25 @@ _rabbitmq_answers() {
     [[ $frame_type == 01 ]]
 }
 
+# NATS greets every client with an INFO line; the transport's tests need JetStream on.
+_nats_answers() {
+    local info=""
+    { exec 3<>"/dev/tcp/127.0.0.1/${SERVICES_NATS_PORT}"; } 2>/dev/null || return 1
+    IFS= read -r -t 2 info <&3 2>/dev/null || true
+    exec 3<&-
+    [[ $info == INFO* && $info == *'"jetstream":true'* ]]
+}
+
+# Mosquitto answers an MQTT 3.1.1 CONNECT (clean session, empty client id) with a CONNACK (0x20).
+_mosquitto_answers() {
+    local packet_type=""
+    { exec 3<>"/dev/tcp/127.0.0.1/${SERVICES_MOSQUITTO_PORT}"; } 2>/dev/null || return 1
+    printf '\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00' >&3
+    packet_type=$(timeout 3 head -c 1 <&3 | od -An -tx1 | tr -d ' \n') || true
+    exec 3<&-
+    [[ $packet_type == 20 ]]
+}
+
 # PostgreSQL: pg_isready tells "accepting connections" apart from "starting up".
 _postgres_answers() {
     pg_isready -q -h 127.0.0.1 -p 5432 -t 2
@@ -41,6 +65,42 @@ _postgres_installed() {
     command -v pg_ctlcluster >/dev/null && command -v pg_isready >/dev/null \
         && [[ -n $(ls /etc/postgresql 2>/dev/null) ]]
 }
+
+_nats_installed() { command -v nats-server >/dev/null; }
+_mosquitto_installed() { command -v mosquitto >/dev/null; }
+
+# NATS and Mosquitto run as children of this shell; their pids are kept to stop them.
+_services_dir() {
+    [[ -n $SERVICES_DIR ]] || SERVICES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/actionhooks-services.XXXXXX")
+}
+_nats_start() {
+    _services_dir
+    local dir=$SERVICES_DIR
+    nats-server -js -a 127.0.0.1 -p "$SERVICES_NATS_PORT" -sd "$dir/jetstream" \
+        >"$dir/nats.log" 2>&1 </dev/null &
+    SERVICES_PIDS[nats]=$!
+}
+_mosquitto_start() {
+    _services_dir
+    local dir=$SERVICES_DIR
+    # `user`: started as root, mosquitto would switch to the "mosquitto" user, who cannot use $dir.
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser %s\n' \
+        "$SERVICES_MOSQUITTO_PORT" "$(id -un)" >"$dir/mosquitto.conf"
+    mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 </dev/null &
+    SERVICES_PIDS[mosquitto]=$!
+}
+_stop_pid() { # _stop_pid NAME: SIGTERM the process this run started as NAME, and wait for it
+    local pid=${SERVICES_PIDS[$1]:-} waited
+    [[ -n $pid ]] || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for ((waited = 0; waited < 40; waited++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25 # waiting for a process we do not parent here: nothing to wait on but time
+    done
+    unset "SERVICES_PIDS[$1]"
+}
+_nats_stop() { _stop_pid nats; }
+_mosquitto_stop() { _stop_pid mosquitto; }
 
 _redis_start() {
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
@@ -87,7 +147,9 @@ _service_up() {
 services_up() {
     _service_up redis redis-server 6379 "$SERVICES_DEADLINE_SEC" \
         && _service_up rabbitmq rabbitmq-server 5672 "$SERVICES_RABBITMQ_DEADLINE_SEC" \
-        && _service_up postgres postgresql 5432 "$SERVICES_DEADLINE_SEC"
+        && _service_up postgres postgresql 5432 "$SERVICES_DEADLINE_SEC" \
+        && _service_up nats nats-server "$SERVICES_NATS_PORT" "$SERVICES_DEADLINE_SEC" \
+        && _service_up mosquitto mosquitto "$SERVICES_MOSQUITTO_PORT" "$SERVICES_DEADLINE_SEC"
 }
 
 services_down() {
@@ -97,4 +159,8 @@ services_down() {
         "_${name}_stop" || echo "warning: could not stop ${name}" >&2
     done
     SERVICES_STARTED=()
+    if [[ -n $SERVICES_DIR ]]; then
+        rm -rf "$SERVICES_DIR"
+        SERVICES_DIR=""
+    fi
 }

@@ -56,8 +56,9 @@ def locs(value: Any) -> set[tuple[str | int, ...]]:
 
 
 def test_the_event_types_are_the_32_altcraft_codes_plus_ours() -> None:
-    assert len(EVENT_TYPES) == 36
+    assert len(EVENT_TYPES) == 39
     assert {"deliv_push", "undeliv_push", "pixel", "sub_status"} <= EVENT_TYPES.keys()
+    assert {EVENT_TYPES[c] for c in ("page_view", "site_event", "identify")} == {"tracking"}  # capture.md
     assert EVENT_TYPES["click"] == "tracking"
     assert EVENT_TYPES["deliv"] == "delivery"
     assert EVENT_TYPES["import_api"] == "import"

@@ -161,3 +161,10 @@ def test_the_wheels_migrations_build_the_schema_on_an_empty_database(installed_w
     declared, created = json.loads(done.stdout)
     assert declared
     assert set(declared) <= set(created)
+
+
+def test_the_site_script_is_in_the_wheel(installed_wheel: InstalledWheel) -> None:
+    done = installed_wheel.python("from actionhooks.capture.kinds.site import SCRIPT; print(len(SCRIPT))")
+
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == (ROOT / "actionhooks" / "capture" / "static" / "s.js").stat().st_size

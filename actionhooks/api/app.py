@@ -17,12 +17,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actionhooks import __version__, console
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
-from actionhooks.api.routes import catalog, deliveries, events, health, hooks, profiles, quarantine, tokens
+from actionhooks.api.pipeline import app_triggers
+from actionhooks.api.routes import (
+    capture,
+    catalog,
+    deliveries,
+    events,
+    health,
+    hooks,
+    profiles,
+    quarantine,
+    sources,
+    tokens,
+)
 from actionhooks.api.security import SecurityHeaders, install_docs
+from actionhooks.capture.committer import GroupCommitter
+from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
 from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry, rejections_counter
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.migrate import upgrade
+from actionhooks.storage.sources import SqlSourceRepository
 
 __all__ = ["CONFIG_MAX_BODY_BYTES", "create_app"]
 
@@ -48,6 +63,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.capture.committer.close()
         if owns_engine:
             engine.dispose()
 
@@ -68,11 +84,35 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     install_docs(app)
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries, quarantine, tokens):
+    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
     console.mount(app)
-    app.add_middleware(SecurityHeaders)  # outermost: it sees, and keeps, the headers a page (the console) set
+    app.add_middleware(SecurityHeaders)  # outside the console's: it sees, and keeps, the headers a page set
+    app.state.capture = _capture_context(app, settings)
+    app.add_middleware(capture.CaptureEndpoints)  # outermost: public capture skips the API's stack
     return app
+
+
+# Webhook capture bodies: a JSON array of up to WEBHOOK_MAX_OBJECTS objects within this size.
+WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
+WEBHOOK_MAX_OBJECTS = 1000
+
+
+def _capture_context(app: FastAPI, settings: Settings) -> CaptureContext:
+    metrics = CaptureMetrics(app.state.metrics)
+    committer = GroupCommitter(
+        app.state.sessions,
+        dedup_window_sec=settings.EVENT_DEDUP_HOURS * 3600,
+        on_signal=lambda account_id: app_triggers(app.state).route(account_id),
+        on_batch=metrics.batch.observe,
+    )
+    return CaptureContext(
+        sources=SourceCache(SqlSourceRepository(app.state.sessions).by_key),
+        committer=committer,
+        metrics=metrics,
+        max_body_bytes=WEBHOOK_MAX_BODY_BYTES,
+        max_events_per_request=WEBHOOK_MAX_OBJECTS,
+    )
 
 
 class BodyLimit:

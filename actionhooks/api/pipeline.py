@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import State
 
 from actionhooks.errors import NotFound
 from actionhooks.hooks.matching import CompiledHook, compile_hook
@@ -41,7 +42,11 @@ def _too_large(limit: int) -> HTTPException:
 
 def triggers_of(request: Request) -> Triggers:
     """The app's trigger sender, created on first use so an API that only serves reads needs no broker."""
-    state = request.app.state
+    return app_triggers(request.app.state)
+
+
+def app_triggers(state: State) -> Triggers:
+    """triggers_of for code that has the app's state but no request (the capture committer)."""
     if getattr(state, "triggers", None) is None:
         state.triggers = Triggers(make_celery(state.settings))
     triggers: Triggers = state.triggers

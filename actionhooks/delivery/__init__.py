@@ -1,4 +1,5 @@
-"""Transports, by delivery `type`, imported on first use so the API never loads pika or confluent-kafka.
+"""Transports, by delivery `type`, imported on first use so the API never loads a client library
+(pika, confluent-kafka, redis-py's pipelines, nats-py, paho-mqtt, boto3).
 
 Adding a transport: a config model in config.py (joined to the union), a module with the class,
 and one line here.
@@ -17,6 +18,11 @@ REGISTRY: dict[str, str] = {
     "rabbitmq_queue": "actionhooks.delivery.rabbitmq:RabbitMQQueueTransport",
     "rabbitmq_exchange": "actionhooks.delivery.rabbitmq:RabbitMQExchangeTransport",
     "kafka": "actionhooks.delivery.kafka:KafkaTransport",
+    "redis_stream": "actionhooks.delivery.redis_stream:RedisStreamTransport",
+    "nats": "actionhooks.delivery.nats:NatsTransport",
+    "mqtt": "actionhooks.delivery.mqtt:MqttTransport",
+    "sqs": "actionhooks.delivery.sqs:SqsTransport",
+    "s3": "actionhooks.delivery.s3:S3Transport",
 }
 
 

@@ -17,6 +17,7 @@ POST /hooks/{id}/test calls the same `send` with no policy at all.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
@@ -81,6 +82,33 @@ class Transport(Generic[ConfigT]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class SerialTransport(Transport[ConfigT]):
+    """A transport whose one connection (or client) serves one attempt at a time.
+
+    `send` and `close` hold one lock: a threads-pool worker can run two drain tasks of one hook, or
+    close a changed hook's transport, at the same moment. Subclasses implement `_send` (the attempt)
+    and `_release` (forget the connection, closing it when it belongs to this process).
+    """
+
+    def __init__(self, config: ConfigT, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self._lock = threading.Lock()
+
+    def send(self, batch: Batch) -> Receipt:
+        with self._lock:
+            return self._send(batch)
+
+    def close(self) -> None:
+        with self._lock:
+            self._release()
+
+    def _send(self, batch: Batch) -> Receipt:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
 
 
 def attempt(transport: Transport[Any], batch: Batch) -> Receipt:

@@ -114,23 +114,70 @@ def redact(text: str) -> str:
 
 
 class _Strict(BaseModel):
+    """Base of every delivery model; three class-level tuples say what its fields are:
+
+    - SECRET_FIELDS: write-only (masked as "***" in answers, kept when "***" is sent back);
+    - TARGET_FIELDS: where the hook delivers (a change of any of them is a new target, for the
+      "secrets follow their target" rule of delivery-control.md);
+    - TEMPLATE_FIELDS: templates rendered per event, compiled at save (422 at the field).
+    """
+
     model_config = ConfigDict(extra="forbid")
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
     TARGET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def target(self) -> tuple[object, ...]:
         """Where this config delivers; a stored secret is kept only while this stays the same."""
         return tuple(getattr(self, name) for name in self.TARGET_FIELDS)
 
     def mask_inline(self, data: dict[str, Any]) -> None:
-        """Mask credentials inside ordinary fields of `data` (this model as JSON); none by default."""
+        """Mask credentials inside ordinary fields of `data` (this model as JSON): the URLs among the target fields."""
+        for name, urls in self._urls(data):
+            masked = [mask_url(url) for url in urls]
+            data[name] = masked if isinstance(data[name], list) else masked[0]
 
     def restore_inline(self, data: dict[str, Any], stored: _Strict | None) -> list[tuple[tuple[str, ...], str]]:
-        """Put back into `data` the inline credentials a client echoed masked; (path, message) for those it cannot."""
-        return []
+        """Put back into `data` the inline credentials a client echoed masked; (path, message) for those it cannot.
+
+        A URL sent back exactly as the API shows it keeps the stored one (same credentials, same target).
+        """
+        errors: list[tuple[tuple[str, ...], str]] = []
+        for name, urls in self._urls(data):
+            if not any(MASK in url for url in urls):
+                continue
+            old = getattr(stored, name, None) if type(stored) is type(self) else None
+            old_urls = [str(u) for u in old] if isinstance(old, list) else [str(old)] if old is not None else []
+            if [mask_url(url) for url in old_urls] == urls:
+                data[name] = old_urls if isinstance(data[name], list) else old_urls[0]
+            else:
+                errors.append(((name,), f'"{MASK}" in a URL keeps stored credentials only for the same URL: '
+                                        "send them again"))
+        return errors
 
     def drop_inline(self, data: dict[str, Any]) -> None:
-        """Remove from `data` the credentials inside ordinary fields (a clone gets none); none by default."""
+        """Remove from `data` the credentials inside ordinary fields (a clone gets none)."""
+        for name, urls in self._urls(data):
+            stripped = [_without_credentials(url) for url in urls]
+            data[name] = stripped if isinstance(data[name], list) else stripped[0]
+
+    def _urls(self, data: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        """(field, its URLs) for each target field holding URLs (a URL, or a list of them like NATS servers)."""
+        found = []
+        for name in self.TARGET_FIELDS:
+            value = data.get(name)
+            urls = value if isinstance(value, list) else [value]
+            if urls and all(isinstance(url, str) and "://" in url for url in urls):
+                found.append((name, list(urls)))
+        return found
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without userinfo and without key-like query parameters."""
+    parts = urlsplit(mask_url(url))
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(pair for pair in parts.query.split("&") if pair and not pair.endswith("=" + MASK))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class NoAuth(_Strict):
@@ -172,25 +219,16 @@ class HttpDelivery(_Strict):
         return (self.url.scheme, self.url.host, self.url.port)
 
     def mask_inline(self, data: dict[str, Any]) -> None:
-        data["url"] = mask_url(str(self.url))
+        super().mask_inline(data)
         data["headers"] = {name: MASK if secret_name(name) else value for name, value in self.headers.items()}
 
     def drop_inline(self, data: dict[str, Any]) -> None:
-        parts = urlsplit(mask_url(str(self.url)))
-        netloc = parts.netloc.rpartition("@")[2]
-        query = "&".join(pair for pair in parts.query.split("&") if pair and not pair.endswith("=" + MASK))
-        data["url"] = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        super().drop_inline(data)
         data["headers"] = {name: value for name, value in self.headers.items() if not secret_name(name)}
 
     def restore_inline(self, data: dict[str, Any], stored: _Strict | None) -> list[tuple[tuple[str, ...], str]]:
-        errors: list[tuple[tuple[str, ...], str]] = []
+        errors = super().restore_inline(data, stored)
         old = stored if isinstance(stored, HttpDelivery) and stored.target() == self.target() else None
-        if MASK in data["url"]:
-            if old is not None and mask_url(str(old.url)) == data["url"]:
-                data["url"] = str(old.url)  # the URL echoed as the API showed it: same credentials
-            else:
-                errors.append((("url",), f'"{MASK}" in the URL keeps stored credentials only for the same URL: '
-                                         "send them again"))
         old_headers = {name.lower(): value for name, value in old.headers.items()} if old is not None else {}
         for name, value in self.headers.items():
             if value != MASK:
@@ -281,6 +319,7 @@ class KafkaDelivery(_Strict):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
     TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("bootstrap_servers", "security_protocol")
+    TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ("key",)
 
     def target(self) -> tuple[object, ...]:
         return (self.security_protocol, tuple(sorted(self.servers())))
@@ -299,16 +338,162 @@ class KafkaDelivery(_Strict):
         return [_split_server(entry) for entry in self.bootstrap_servers.split(",")]
 
 
-def _split_server(entry: str) -> tuple[str, int]:
-    """(host, port) of "host:port", "[v6]:port" or "host" (port 9092), with an optional "proto://"; port -1 if bad."""
+def _split_server(entry: str, default_port: int = 9092) -> tuple[str, int]:
+    """(host, port) of "host:port", "[v6]:port" or "host" (default port), optionally after "proto://"; -1 if bad."""
     address = entry.strip().rpartition("://")[2]
     host, colon, port = address.rpartition(":")
     if not colon or address.endswith("]") or (":" in host and not host.startswith("[")):
-        host, port = address, "9092"  # no port: "host", "[v6]" or a bare IPv6 address
+        host, port = address, str(default_port)  # no port: "host", "[v6]" or a bare IPv6 address
     host = host.removeprefix("[").removesuffix("]")
     return host, int(port) if port.isdecimal() else -1
 
 
+# Templates of the destinations below: rendered per event from the event alone (no catalog), so
+# catalog names (campaign_name...) render empty; each is compiled at save (hooks/service.py, 422 at
+# its field) and bounded by TEMPLATE_MAX_OUTPUT_CHARS like custom_data values.
+_TEMPLATE = 1000
+
+
+_HOST = r"^([0-9A-Fa-f:]+:[0-9A-Fa-f:.]*|[A-Za-z0-9._-]+)$"  # a name, an IPv4 or a bare IPv6 address
+
+
+class RedisStreamDelivery(_Strict):
+    """One XADD per event to a Redis stream: fields event (JSON), event_id, hook_id, event_type."""
+
+    type: Literal["redis_stream"]
+    url: str = Field(min_length=1, max_length=2000, description="redis:// or rediss:// URL, with the database number")
+    stream: str = Field("actionhooks.{{event_type}}", min_length=1, max_length=_TEMPLATE, description="template")
+    maxlen: int | None = Field(None, ge=1, le=10**12, description="approximate MAXLEN trim (XADD MAXLEN ~)")
+    username: str | None = Field(None, max_length=255, description="ACL user name (Redis 6+)")
+    password: str | None = Field(None, max_length=500, description="AUTH password (kept out of `url`)")
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("url",)
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+    TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ("stream",)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        if not parts.hostname:
+            raise ValueError("must name a host (redis://host:6379/0)")
+        if parts.username or parts.password:
+            raise ValueError("credentials go in `username` and `password` (write-only), not in the URL")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        if parts.path not in ("", "/") and not parts.path[1:].isdecimal():
+            raise ValueError("the path is the database number (redis://host:6379/0)")
+        return url
+
+    def address(self) -> tuple[str, int, int, bool]:
+        """(host, port, database, tls) of `url`."""
+        parts = urlsplit(self.url)
+        db = int(parts.path[1:]) if parts.path[1:].isdecimal() else 0
+        return parts.hostname or "", parts.port or 6379, db, parts.scheme == "rediss"
+
+
+class NatsDelivery(_Strict):
+    """JetStream publish per event, Nats-Msg-Id = event id, each acknowledged by the stream."""
+
+    type: Literal["nats"]
+    servers: list[str] = Field(min_length=1, max_length=10, description="nats://host:port or host:port")
+    subject: str = Field("actionhooks.{{list_id}}.{{event_type}}", min_length=1, max_length=_TEMPLATE)
+    jetstream: Literal[True] = Field(True, description="only JetStream: core NATS publishes are not acknowledged")
+    username: str | None = Field(None, max_length=255)
+    password: str | None = Field(None, max_length=500)
+    token: str | None = Field(None, max_length=4000)
+    tls: bool = False
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("servers",)
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "token")
+    TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ("subject",)
+
+    @field_validator("servers")
+    @classmethod
+    def _host_ports(cls, servers: list[str]) -> list[str]:
+        for entry in servers:
+            scheme, _, rest = entry.rpartition("://")
+            if scheme not in ("", "nats", "tls"):
+                raise ValueError(f"{entry!r}: the scheme must be nats:// or tls://")
+            if "@" in rest or "/" in rest:
+                raise ValueError(f"{entry!r} must be host:port (credentials go in username/password/token)")
+            host, port = _split_server(rest, 4222)
+            if not host or not 1 <= port <= 65535:
+                raise ValueError(f"{entry!r} is not host:port")
+        return servers
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return [_split_server(entry.rpartition("://")[2], 4222) for entry in self.servers]
+
+
+class MqttDelivery(_Strict):
+    """One PUBLISH per event at QoS 1 (MQTT 5 user properties event_id, hook_id, event_type), PUBACK awaited."""
+
+    type: Literal["mqtt"]
+    host: str = Field(min_length=1, max_length=255, pattern=_HOST, description="a name or an IP address")
+    port: int = Field(1883, ge=1, le=65535)
+    topic: str = Field("actionhooks/{{list_id}}/{{event_type}}", min_length=1, max_length=_TEMPLATE)
+    qos: Literal[1] = Field(1, description="QoS 1: each message is acknowledged (PUBACK)")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="3.1.1 has no user properties: identity in the body")
+    username: str | None = Field(None, max_length=255)
+    password: str | None = Field(None, max_length=500)
+    tls: bool = False
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("host", "port")
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+    TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ("topic",)
+
+
+_AWS_REGION = r"^[a-z]{2}(-[a-z0-9]+)+-\d+$"
+
+
+class _AwsTarget(_Strict):
+    region: str = Field(min_length=1, max_length=50, pattern=_AWS_REGION, description="e.g. eu-west-1")
+    access_key_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9]+$")
+    secret_access_key: str = Field(min_length=1, max_length=500)
+    endpoint_url: HttpUrl | None = Field(None, description="another endpoint than AWS's (MinIO, LocalStack...)")
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("secret_access_key",)
+
+
+class SqsDelivery(_AwsTarget):
+    """SendMessageBatch of up to 10 messages; FIFO queues get MessageDeduplicationId = event id."""
+
+    type: Literal["sqs"]
+    queue_url: HttpUrl
+    message_group_id: str = Field("{{profile_id}}", min_length=1, max_length=_TEMPLATE, description="FIFO only")
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("queue_url", "region", "endpoint_url")
+    TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ("message_group_id",)
+
+    @property
+    def fifo(self) -> bool:
+        return (self.queue_url.path or "").endswith(".fifo")
+
+
+class S3Delivery(_AwsTarget):
+    """One gzip JSON Lines object per batch: <prefix>/<yyyy>/<mm>/<dd>/<batch id>.jsonl.gz (PutObject)."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    prefix: str = Field("actionhooks", max_length=_TEMPLATE, description="template; '' = the bucket's root")
+    # An archive wants few large objects: events wait up to batch_timeout_sec for others, as for HTTP.
+    max_batch_size: int = Field(1000, ge=1, le=10_000, description="events per object at most")
+    batch_timeout_sec: float = Field(60, ge=0, le=3600, description="how long the first event waits for others")
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("bucket", "region", "endpoint_url")
+    TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ("prefix",)
+
+
 DeliveryConfig = Annotated[
-    HttpDelivery | RabbitMQQueueDelivery | RabbitMQExchangeDelivery | KafkaDelivery, Field(discriminator="type")
+    HttpDelivery
+    | RabbitMQQueueDelivery
+    | RabbitMQExchangeDelivery
+    | KafkaDelivery
+    | RedisStreamDelivery
+    | NatsDelivery
+    | MqttDelivery
+    | SqsDelivery
+    | S3Delivery,
+    Field(discriminator="type"),
 ]

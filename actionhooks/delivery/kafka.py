@@ -27,23 +27,20 @@ import threading
 import time
 from typing import Any, ClassVar
 
-import httpcore
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import KafkaDelivery
-from actionhooks.delivery.ssrf import vetted_addresses
+from actionhooks.delivery.ssrf import vet_target
+from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
 from actionhooks.errors import (
     DeliveryError,
     PayloadError,
-    TargetForbidden,
     TargetRejected,
     TargetUnreachable,
-    TemplateError,
 )
 from actionhooks.settings import Settings
-from actionhooks.templating import DictCatalog, compile_values
 
 __all__ = ["KafkaTransport"]
 
@@ -55,7 +52,6 @@ _UNREACHABLE = frozenset({
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
 # Client-wide errors (error_cb) after which waiting for the deadline cannot help.
 _GIVE_UP = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
-_NO_CATALOG = DictCatalog()
 # Producers inherited over a fork: their librdkafka threads do not exist in the child, and destroying
 # them there can hang, so the child keeps them unreferenced-but-alive instead of freeing them.
 _inherited: list[Producer] = []
@@ -69,11 +65,7 @@ class KafkaTransport(Transport[KafkaDelivery]):
     def __init__(self, config: KafkaDelivery, settings: Settings) -> None:
         super().__init__(config, settings)
         self.timeout = settings.HOOK_HTTP_TIMEOUT_SEC
-        self._key = compile_values(
-            {"key": config.key},
-            max_output_chars=settings.TEMPLATE_MAX_OUTPUT_CHARS,
-            max_render_ms=settings.TEMPLATE_MAX_RENDER_MS,
-        )
+        self._key = FieldTemplate(config, "key", settings)
         self._producer: Producer | None = None
         self._pid = 0
         self._client_error: KafkaError | None = None
@@ -199,18 +191,10 @@ class KafkaTransport(Transport[KafkaDelivery]):
     def _vet_bootstrap_servers(self) -> None:
         """Raise TargetForbidden when a bootstrap server resolves to a non-public address."""
         for host, port in self.config.servers():
-            try:
-                vetted_addresses(host, port)
-            except TargetForbidden as exc:
-                raise TargetForbidden(f"Kafka bootstrap server {exc.message}") from exc
-            except httpcore.ConnectError as exc:  # the name does not resolve
-                raise TargetUnreachable(f"Kafka bootstrap server {host}:{port}: {exc}") from exc
+            vet_target("Kafka bootstrap server", host, port)
 
     def _render_key(self, event: dict[str, Any]) -> bytes | None:
-        try:
-            key = self._key.render(event, _NO_CATALOG)["key"]
-        except TemplateError as exc:
-            raise PayloadError(f"kafka key template: {exc.message}", retryable=False) from exc
+        key = self._key.render(event)
         return key.encode() if key else None
 
     def _produce(

@@ -34,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-import httpcore
 import orjson
 import pika
 import pika.exceptions as amqp
@@ -44,9 +43,9 @@ from pika.frame import Method
 
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import RabbitMQExchangeDelivery, RabbitMQQueueDelivery
-from actionhooks.delivery.ssrf import vetted_addresses
+from actionhooks.delivery.ssrf import vet_target
 from actionhooks.delivery.wire import dumps
-from actionhooks.errors import DeliveryError, PayloadError, TargetForbidden, TargetRejected, TargetUnreachable
+from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 
 __all__ = ["RabbitMQExchangeTransport", "RabbitMQQueueTransport"]
@@ -237,12 +236,7 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         """The host's first address once the SSRF guard passed all of them (TargetForbidden otherwise)."""
         cfg = self.config
         acked = frozenset(self._acked)  # a reconnect within a send keeps what the first connection delivered
-        try:
-            return str(vetted_addresses(cfg.host, cfg.port)[0])
-        except TargetForbidden as exc:
-            raise TargetForbidden(f"RabbitMQ {exc.message}", delivered=acked) from exc
-        except httpcore.ConnectError as exc:  # the name does not resolve
-            raise TargetUnreachable(f"RabbitMQ {cfg.host}:{cfg.port}: {exc}", delivered=acked) from exc
+        return str(vet_target("RabbitMQ", cfg.host, cfg.port, acked)[0])
 
     def _open_channel(self, deadline: float) -> Channel:
         assert self._conn is not None

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 import httpcore
 import httpx
 
-from actionhooks.errors import TargetForbidden
+from actionhooks.errors import TargetForbidden, TargetUnreachable
 
-__all__ = ["GuardedBackend", "forbidden_reason", "http_transport", "vetted_addresses"]
+__all__ = ["GuardedBackend", "forbidden_reason", "http_transport", "vet_target", "vetted_addresses"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -145,6 +145,21 @@ def _is_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def vet_target(what: str, host: str, port: int, delivered: frozenset[int] = frozenset()) -> list[IPAddress]:
+    """`vetted_addresses` for a broker transport, failing with our errors named after `what` ("Redis"...).
+
+    A non-public address is TargetForbidden (never retried); a name that does not resolve is
+    TargetUnreachable (retried like any connection failure). `delivered` carries what an attempt
+    already delivered before it had to reconnect.
+    """
+    try:
+        return vetted_addresses(host, port)
+    except TargetForbidden as exc:
+        raise TargetForbidden(f"{what} {exc.message}", delivered=delivered) from exc
+    except httpcore.ConnectError as exc:
+        raise TargetUnreachable(f"{what} {host}:{port}: {exc}", delivered=delivered) from exc
 
 
 def http_transport(limits: httpx.Limits, *, allow_private: bool) -> httpx.HTTPTransport:

@@ -21,7 +21,8 @@ type requires (a basic password, a bearer token) is asked for with a 422.
 Clone copies the configuration without any secret (anyone with a token could otherwise recover a
 write-only secret by cloning a hook towards a receiver of their own): auth objects whose secret is
 required fall back to no auth, credentials inside the URL and secret-named headers are removed, and
-a new signing secret is generated. The copy is stopped, named "<name> (copy)".
+a new signing secret is generated. A type that cannot exist without its secret (SQS and S3 need the
+secret access key) cannot be cloned: 422. The copy is stopped, named "<name> (copy)".
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from actionhooks.delivery.config import MASK, DeliveryConfig, KafkaDelivery
+from actionhooks.delivery.config import MASK, DeliveryConfig
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
 from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, masked_delivery, secret_paths
 from actionhooks.settings import Settings
@@ -89,6 +90,11 @@ class HookService:
     def clone(self, account_id: int, hook_id: int) -> Hook:
         old = self._repo.get(account_id, hook_id)
         name = old.spec.name[: NAME_MAX_LENGTH - len(_COPY_SUFFIX)] + _COPY_SUFFIX
+        required = [path for path in secret_paths(old.spec.delivery)
+                    if len(path) == 1 and _is_required(old.spec.delivery, path)]
+        if required:  # e.g. SQS's secret_access_key: there is no secret-less form of this type to copy
+            msg = "a clone carries no secret and this delivery type requires one: create the hook with it instead"
+            raise HookValidationError([(("delivery", *path), msg) for path in required])
         delivery = _delivery(_without_secrets(old.spec.delivery), (), old.spec.delivery)
         return self._repo.add(account_id, old.spec.model_copy(update={"name": name, "active": False,
                                                                        "delivery": delivery}))
@@ -110,8 +116,8 @@ class HookService:
         delivery, dropped = _restore_secrets(spec.delivery, stored.delivery if stored else None)
         spec = spec.model_copy(update={"delivery": _delivery(delivery, dropped, spec.delivery)})
         self._compile(spec.custom_data.values, ("body", "custom_data", "values"), by_key=True)
-        if isinstance(spec.delivery, KafkaDelivery):
-            self._compile({"key": spec.delivery.key}, ("body", "delivery", "key"), by_key=False)
+        for name in spec.delivery.TEMPLATE_FIELDS:  # Kafka key, stream/subject/topic names, S3 prefix...
+            self._compile({name: getattr(spec.delivery, name)}, ("body", "delivery", name), by_key=False)
         return spec
 
     def _compile(self, templates: dict[str, str], loc: tuple[str, ...], *, by_key: bool) -> None:

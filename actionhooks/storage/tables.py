@@ -240,3 +240,33 @@ class WriteProbe(Base):
     __tablename__ = "write_probes"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     probed_at: Mapped[float] = mapped_column(Float)
+
+
+class Source(Base):
+    """A capture source (capture.md): its public `key` names it in /t/{key}/… URLs; `config` holds the
+    rest of its settings as the API validated them (capture/model.py), `secret` signs redirect links."""
+
+    __tablename__ = "sources"
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    config: Mapped[dict[str, object]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VisitorIdentity(Base):
+    """Which profile a visitor id turned out to be (the last `identify`), per account: later captured
+    events of that visitor, from any source of the account, carry its profile_id."""
+
+    __tablename__ = "visitor_identities"
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    visitor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(200))
+    list_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    identified_at: Mapped[float] = mapped_column(Float)

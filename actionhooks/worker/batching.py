@@ -1,6 +1,6 @@
 """Cutting a hook's rendered events into delivery batches.
 
-HTTP POST hooks batch: a batch leaves when `max_batch_size` events wait or `batch_timeout_sec`
+HTTP POST and S3 hooks batch: a batch leaves when `max_batch_size` events wait or `batch_timeout_sec`
 after the first of them, across any number of POST /events requests. GET hooks send one event per
 request, brokers one message per event with no window; for them a "batch" is just the events one
 attempt carries, so publisher confirms and delivery reports are waited for in bulk.
@@ -29,9 +29,9 @@ BROKER_BATCH = 1000
 def batch_limits(hook: CompiledHook) -> tuple[int, float]:
     """(events per batch, seconds the first event may wait for others) for a hook's delivery type."""
     config = hook.delivery
-    if config.type == "http":
-        if config.method == "GET":
-            return 1, 0.0
+    if config.type == "http" and config.method == "GET":
+        return 1, 0.0
+    if config.type in ("http", "s3"):  # a POST body or an archive object: worth waiting for more events
         return config.max_batch_size, float(config.batch_timeout_sec)
     return BROKER_BATCH, 0.0
 

@@ -157,3 +157,42 @@ def test_a_clone_drops_credentials_inside_the_url_and_headers(
     assert str(copied.url) == "https://crm.example.com/in?x=1"
     assert copied.headers == {"X-Team": "blue"}
     assert MASK not in str(copied.model_dump())
+
+
+REDIS = {"type": "redis_stream", "url": "redis://127.0.0.1:6379/0", "password": "redis-pw"}
+NATS = {"type": "nats", "servers": ["nats://127.0.0.1:4222"], "token": "nats-tok"}
+MQTT = {"type": "mqtt", "host": "mqtt.example.com", "username": "u", "password": "mqtt-pw"}
+SQS = {"type": "sqs", "queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/q", "region": "eu-west-1",
+       "access_key_id": "AKIDEXAMPLE", "secret_access_key": "aws-secret"}
+
+
+@pytest.mark.parametrize(
+    ("delivery", "move", "secret"),
+    [
+        (REDIS, {"url": "redis://attacker.example.net:6379/0"}, "password"),
+        (NATS, {"servers": ["nats://attacker.example.net:4222"]}, "token"),
+        (MQTT, {"host": "attacker.example.net"}, "password"),
+        (MQTT, {"port": 8883}, "password"),
+    ],
+    ids=["redis url", "nats servers", "mqtt host", "mqtt port"],
+)
+def test_the_new_destination_types_follow_the_same_rule(
+    app: FastAPI, client: TestClient, owner: dict[str, str], delivery: dict[str, Any], move: dict[str, Any], *,
+    secret: str,
+) -> None:
+    hook_id = create(client, owner, delivery)
+    assert client.patch(f"/api/v1/hooks/{hook_id}", json={"delivery": {"stream": "s"} if "url" in delivery
+                                                           else {"username": "u2"}}, headers=owner).status_code == 200
+    assert getattr(stored(app, hook_id), secret) == delivery[secret]  # same target: kept
+    assert client.patch(f"/api/v1/hooks/{hook_id}", json={"delivery": move}, headers=owner).status_code == 200
+    assert getattr(stored(app, hook_id), secret) is None  # moved: dropped
+
+
+def test_a_type_that_cannot_exist_without_its_secret_is_not_cloned(
+    app: FastAPI, client: TestClient, owner: dict[str, str]
+) -> None:
+    hook_id = create(client, owner, SQS)
+    response = client.post(f"/api/v1/hooks/{hook_id}/clone", headers=owner)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["delivery", "secret_access_key"]
+    assert len(client.get("/api/v1/hooks", headers=owner).json()) == 1

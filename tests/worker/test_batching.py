@@ -37,7 +37,8 @@ def _hook(session: Session, **delivery: Any) -> CompiledHook:
         actions=["open"],
         filters={},
         custom_data={},
-        delivery={"type": "http", "url": "http://example.org/", **delivery},
+        delivery={"type": "http", "url": "http://example.org/", **delivery}
+        if delivery.get("type", "http") == "http" else delivery,
     )
     session.add(row)
     session.flush()
@@ -74,3 +75,14 @@ def test_get_mode_and_zero_windows_cut_every_event_immediately(session: Session)
     now_hook = _hook(session, batch_timeout_sec=0)
     assert form_batches(session, now_hook, [{"n": 1}], now=5.0).batches == 1
     assert _batches(session) == [1, 1, 1]
+
+
+def test_an_s3_hook_has_a_batch_window_and_other_brokers_none(session: Session) -> None:
+    s3 = {"type": "s3", "bucket": "archive", "region": "eu-west-1", "access_key_id": "AKID",
+          "secret_access_key": "s", "max_batch_size": 4, "batch_timeout_sec": 30}
+    archive = _hook(session, **s3)
+    formed = form_batches(session, archive, [{"n": i} for i in range(5)], now=100.0)
+    assert (formed.batches, formed.window_due_in) == (1, 30.0)  # 4 leave, 1 waits for others
+    redis_stream = _hook(session, type="redis_stream", url="redis://r:6379/0")
+    assert form_batches(session, redis_stream, [{"n": 1}], now=100.0).batches == 1  # no window
+    assert _batches(session) == [4, 1]

@@ -1,0 +1,158 @@
+"""Group commit: the events of concurrent capture requests become durable in one transaction.
+
+A pixel in a mass send is hit by thousands of strangers a second; one transaction per hit would make
+the database's commit (an fsync) the limit. Instead each request hands its events to the committer
+and awaits a future; one writer thread takes everything that queued while the previous transaction
+ran and writes it in one go, then resolves every future. Under light load a batch is one request
+(no added wait); under heavy load batches grow by themselves, which is what keeps latency bounded.
+
+The write reuses the intake path of POST /events (`accept_events`: one intake row per account and
+batch, the route signal, one trigger per burst), so captured events are matched, rendered and
+delivered exactly like the platform's. Visitor identities are read and written in the same
+transaction: an event accepted after an `identify` was durable always carries its profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from actionhooks.storage.sources import Identity, identities_for, put_identities
+from actionhooks.worker.intake import accept_events  # the one intake write path (storage/ after issue 16)
+
+__all__ = ["Busy", "GroupCommitter"]
+
+MAX_BATCH_EVENTS = 20_000  # one transaction's upper bound; the rest waits for the next
+MAX_WAITING = 20_000  # requests waiting for a commit; beyond it new ones are refused at once (Busy)
+MAX_WAITING_PER_ACCOUNT = 10_000  # so one account's flood leaves room for the others
+
+
+class Busy(Exception):
+    """The database falls behind: this many requests already wait for a commit."""
+
+
+@dataclass
+class _Pending:
+    account_id: int
+    events: list[dict[str, Any]]
+    identities: dict[str, Identity]
+    returning: frozenset[str]  # visitor ids that may have identified before (they came from a cookie)
+    supplied: bool  # the events' ids came from the sender: a repeat within the dedup window is dropped
+    future: asyncio.Future[None] = field(repr=False)
+
+
+class GroupCommitter:
+    """Owns one writer thread; `submit` returns once the events are committed (or raises what failed)."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, dedup_window_sec: float,
+                 on_signal: Callable[[int], None], on_batch: Callable[[int], None] = lambda n: None) -> None:
+        self._sessions = sessions
+        self._dedup_window_sec = dedup_window_sec
+        self._on_signal = on_signal
+        self._on_batch = on_batch
+        self._queue: list[_Pending] = []
+        self._waiting: collections.Counter[int] = collections.Counter()  # account -> requests queued
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-commit")
+        self._signaller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-trigger")
+        self._draining: asyncio.Task[None] | None = None
+
+    async def submit(self, account_id: int, events: list[dict[str, Any]],
+                     identities: dict[str, Identity] | None = None, returning: frozenset[str] = frozenset(),
+                     *, supplied_ids: bool = False) -> None:
+        """Durably accept `events` of `account_id`, recording `identities` (visitor id -> profile) and
+        giving events of the `returning` visitors the profile they identified as. With `supplied_ids`
+        the events' ids are the sender's, deduplicated like POST /events (EVENT_DEDUP_HOURS)."""
+        if len(self._queue) >= MAX_WAITING or self._waiting[account_id] >= MAX_WAITING_PER_ACCOUNT:
+            raise Busy(f"{len(self._queue)} capture requests ({self._waiting[account_id]} of this account) wait")
+        self._waiting[account_id] += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(account_id, events, identities or {}, returning, supplied_ids, future))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = self._take()
+            try:
+                signals, failed = await loop.run_in_executor(self._writer, self._write, batch)
+            except Exception as exc:  # e.g. no connection: every request of the batch learns it failed
+                signals, failed = [], {item.account_id: exc for item in batch}
+            for item in batch:
+                if item.future.done():
+                    continue
+                if item.account_id in failed:
+                    item.future.set_exception(failed[item.account_id])
+                else:
+                    item.future.set_result(None)
+            for account_id in signals:
+                loop.run_in_executor(self._signaller, self._on_signal, account_id)
+
+    def _take(self) -> list[_Pending]:
+        taken, size = 0, 0
+        for item in self._queue:
+            if taken and size + len(item.events) > MAX_BATCH_EVENTS:
+                break
+            taken += 1
+            size += len(item.events)
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
+        for item in batch:
+            self._waiting[item.account_id] -= 1
+            if not self._waiting[item.account_id]:
+                del self._waiting[item.account_id]
+        return batch
+
+    def _write(self, batch: list[_Pending]) -> tuple[list[int], dict[int, Exception]]:
+        """One transaction per account of the batch (usually one), so one account's failure never
+        fails another's events; returns the accounts to trigger and the accounts that failed."""
+        by_account: dict[int, list[_Pending]] = {}
+        for item in batch:
+            by_account.setdefault(item.account_id, []).append(item)
+        signals: list[int] = []
+        failed: dict[int, Exception] = {}
+        now = time.time()
+        for account_id, items in by_account.items():
+            try:
+                with self._sessions() as session:
+                    events = _join_visitors(session, account_id, items)
+                    learned = {v: who for item in items for v, who in item.identities.items()}
+                    put_identities(session, account_id, learned, now)
+                    supplied = [e["event_id"] for item in items if item.supplied for e in item.events]
+                    accepted = accept_events(session, account_id, events, supplied_ids=supplied,
+                                             dedup_window_sec=self._dedup_window_sec)
+            except Exception as exc:  # reported to this account's requests; nothing of it was committed
+                failed[account_id] = exc
+                continue
+            if accepted.signal_raised:
+                signals.append(account_id)
+            self._on_batch(len(events))
+        return signals, failed
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._signaller.shutdown(wait=True)
+
+
+def _join_visitors(session: Session, account_id: int, items: list[_Pending]) -> list[dict[str, Any]]:
+    """The batch's events in arrival order, each anonymous event of an identified visitor given its profile."""
+    visitors = {visitor for item in items for visitor in item.returning}
+    known = identities_for(session, account_id, visitors) if visitors else {}
+    events = []
+    for item in items:
+        for event in item.events:
+            who = known.get(event["event_data"].get("visitor_id") or "")
+            if who is not None and event.get("profile_id") is None:
+                event["profile_id"], list_id = who
+                if list_id is not None:
+                    event["list_id"] = list_id
+            events.append(event)
+        known.update(item.identities)  # later requests of this batch see this request's identify
+    return events

@@ -1,0 +1,97 @@
+"""The one interface of a capture kind, and what every kind's answers share.
+
+A kind owns some of the public endpoints under /t/{key}/ and answers them; the router
+(api/routes/capture.py) finds the kind by endpoint, the source by key, and calls `answer`. A source
+of another kind, an unknown key and a deleted source all reach `answer` as `source=None`: each kind
+decides what a stranger gets then (the pixel still answers its image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actionhooks.capture.committer import Busy
+from actionhooks.capture.context import CaptureContext
+from actionhooks.capture.model import Source
+from actionhooks.capture.request import Env, Refused
+from actionhooks.storage.sources import Identity
+
+__all__ = ["Call", "CaptureKind", "TooLarge", "problem", "read_body"]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One public request: the shared context, the request, and its source (None: not one of this kind)."""
+
+    ctx: CaptureContext
+    request: Request
+    source: Source | None
+    endpoint: str
+
+    def refuse(self, kind: str, reason: str) -> None:
+        """Count why this request (or part of it) is not captured."""
+        self.ctx.metrics.refused.labels(kind=kind, reason=reason).inc()
+
+    async def capture(self, kind: str, env: Env, events: list[dict[str, Any]],
+                      identities: dict[str, Identity] | None = None, *, supplied_ids: bool = False) -> bool:
+        """Make `events` durable (group commit); False, counted, when the database refused.
+
+        Only a visitor id that came from the request's cookie can have identified before, so only
+        then does the committer look it up (a mass send's first opens cost no identity query).
+        """
+        assert self.source is not None
+        returning = frozenset({env.visitor_id}) if env.returning and env.visitor_id else frozenset()
+        try:
+            await self.ctx.committer.submit(self.source.account_id, events, identities, returning,
+                                            supplied_ids=supplied_ids)
+        except Busy:
+            self.refuse(kind, "overloaded")
+            return False
+        except Exception:
+            self.refuse(kind, "store_failed")
+            return False
+        self.ctx.metrics.captured.labels(kind=kind).inc(len(events))
+        return True
+
+
+class CaptureKind(Protocol):
+    """A capture kind: its name (SourceSpec.kind), its endpoints with their methods, and their answers."""
+
+    name: str
+    endpoints: Mapping[str, frozenset[str]]
+
+    async def answer(self, call: Call) -> Response: ...
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, or TooLarge past `limit` bytes (before reading when Content-Length says so)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def problem(status: int, loc: list[Any], msg: str, kind: str, headers: Mapping[str, str] | None = None) -> Response:
+    """The API's error shape ({"detail": [{loc, msg, type}]}) for a public endpoint."""
+    body = orjson.dumps({"detail": [{"loc": loc, "msg": msg, "type": kind}]})
+    return Response(body, status, headers=dict(headers or {}), media_type="application/json")
+
+
+def refused_problem(refused: Refused, loc_prefix: list[Any], headers: Mapping[str, str] | None = None) -> Response:
+    return problem(422, [*loc_prefix, refused.field], refused.msg, refused.reason, headers)

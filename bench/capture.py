@@ -1,0 +1,221 @@
+"""Pixel capture end to end: hits answered by the engine and delivered to a receiver, beside a raw server.
+
+In one run, with `wrk` as the load generator (it reaches ~80,000 req/s on a raw server here, so it is
+not the limit):
+  1. reference: a raw asyncio server answering the same 1x1 GIF (what the machine and client allow);
+  2. the engine on its embedded defaults (`actionhooks run`: SQLite, embedded broker, prefork worker
+     with 2 processes), one pixel source (event_types ["open"]) and one HTTP hook to a raw receiver
+     (batches of 100, a 1 s batch window so the last partial batch does not pad the figure):
+     full load for --seconds, then wait until every captured hit is delivered -> hits/s answered,
+     hits/s delivered (captured hits / time from the first request to the last delivery), p99 answer;
+  3. the same at a paced rate (--half-rate, default 2,500 hits/s: half the 5,000/s target): p99 answer.
+
+Every accepted hit is durable (group commit) before its GIF is sent. Needs `wrk`
+(`apt-get install -y wrk`). Run: `.venv/bin/python bench/capture.py` (prints a Markdown table).
+The machine may be shared: the load average is printed with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import common
+import httpx
+import orjson
+
+from tests.support.engine import Engine, free_port, poll
+
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+QUERY = "?profile_id=p-1&campaign_id=973&message_id=17&utm_source=mail"
+
+
+# the two raw servers (run in their own processes) ---------------------------------------------
+async def _serve(port: int, handle_body: object) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length) if length else b""
+                reply, content_type = handle_body(head, body)  # type: ignore[operator]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-store\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (content_type, len(reply), reply))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024, limit=1 << 24)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def gif_server(port: int) -> None:
+    asyncio.run(_serve(port, lambda head, body: (GIF, b"image/gif")))
+
+
+def receiver(port: int) -> None:
+    """Counts delivered events (no JSON parsing: one `"event_type"` per event) and when the last came."""
+    seen = {"events": 0, "first": 0.0, "last": 0.0}
+
+    def handle(head: bytes, body: bytes) -> tuple[bytes, bytes]:
+        if head.startswith(b"GET /stats"):
+            return orjson.dumps(seen), b"application/json"
+        if head.startswith(b"GET /reset"):
+            seen.update(events=0, first=0.0, last=0.0)
+            return b"{}", b"application/json"
+        now = time.time()
+        seen["first"] = seen["first"] or now
+        seen["last"] = now
+        seen["events"] += body.count(b'"event_type"')
+        return b"ok", b"text/plain"
+
+    asyncio.run(_serve(port, handle))
+
+
+@contextmanager
+def subprocess_server(role: str) -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, role, str(port)], stdout=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+# wrk ------------------------------------------------------------------------------------------
+PACED = """
+local delay_ms = {delay}
+function delay() return delay_ms end
+"""
+
+
+def wrk(url: str, seconds: float, connections: int, rate: float | None = None) -> dict[str, float]:
+    """Run wrk; requests/s, total requests, p50/p99 latency (ms), non-2xx count. `rate` paces it with a
+    per-connection delay (wrk has no -R): each connection waits connections/rate s between requests."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-H", f"User-Agent: {AGENT}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        if rate:
+            script.write(PACED.format(delay=max(1, round(connections / rate * 1000))))
+    if rate:
+        args += ["-s", script.name]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"\n\s+50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"\n\s+99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0.0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+# the engine -----------------------------------------------------------------------------------
+def captured(engine: Engine) -> float:
+    text = httpx.get(f"{engine.base_url}/metrics", timeout=30).text
+    line = next((x for x in text.splitlines() if x.startswith('actionhooks_capture_events_total{kind="pixel"}')), "")
+    return float(line.split()[-1]) if line else 0.0
+
+
+def stats(port: int) -> dict[str, float]:
+    return orjson.loads(httpx.get(f"http://127.0.0.1:{port}/stats", timeout=30).content)
+
+
+def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, connections: int,
+               rate: float | None) -> dict[str, float]:
+    httpx.get(f"http://127.0.0.1:{receiver_port}/reset", timeout=10)
+    before = captured(engine)
+    start = time.time()
+    load = wrk(url, seconds, connections, rate)
+    hits = captured(engine) - before
+    poll(lambda: stats(receiver_port)["events"] >= hits, f"{hits:.0f} hits delivered", timeout=600, every=0.5)
+    seen = stats(receiver_port)
+    return load | {"captured": hits, "delivered": seen["events"],
+                   "delivered_rps": seen["events"] / (seen["last"] - start)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--half-rate", type=float, default=2500)
+    args = parser.parse_args()
+    machine = common.machine()
+    with subprocess_server("gif-server") as port:
+        reference = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, args.connections)
+        reference_paced = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, 50, args.half_rate)
+    print(f"reference: {reference}, paced {reference_paced}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as folder, subprocess_server("receiver") as receiver_port:
+        engine = Engine(Path(folder), WORKER_POOL="prefork", WORKER_CONCURRENCY=2, SCHEDULER_TICK_SEC=1.0,
+                        HOOK_RETRY_PERIOD_SEC=[15])
+        engine.config.pop("DATABASE_URL")  # the embedded defaults: SQLite under DATA_DIR, embedded broker
+        engine.config_path.write_text(orjson.dumps(engine.config).decode())
+        try:
+            engine.start("run")
+            with engine.client() as admin:
+                source = admin.post("/sources", json={"name": "bench", "kind": "pixel", "event_types": ["open"]}).json()
+                admin.post("/hooks", json={"name": "bench", "actions": ["open"], "delivery": {
+                    "type": "http", "url": f"http://127.0.0.1:{receiver_port}/hook", "batch_timeout_sec": 1,
+                }}).raise_for_status()
+            url = f"{engine.base_url}/t/{source['key']}/p.gif{QUERY}"
+            wrk(url, 3, 8)  # warm up (imports, caches, SQLite file growth), then let it drain
+            warm = captured(engine)
+            poll(lambda: stats(receiver_port)["events"] >= warm, "the warm-up delivered", timeout=300, every=0.5)
+            full = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=args.connections, rate=None)
+            print(f"full: {full}", file=sys.stderr)
+            paced = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=50, rate=args.half_rate)
+            print(f"paced: {paced}", file=sys.stderr)
+        finally:
+            engine.stop()
+    rows = [
+        ["raw asyncio GIF server (reference)", f"{reference['rps']:,.0f}", "-", f"{reference['p50']:.1f}",
+         f"{reference['p99']:.1f}", f"{reference_paced['rps']:,.0f}", f"{reference_paced['p99']:.1f}"],
+        ["engine, embedded defaults", f"{full['rps']:,.0f}", f"{full['delivered_rps']:,.0f}", f"{full['p50']:.1f}",
+         f"{full['p99']:.1f}", f"{paced['rps']:,.0f}", f"{paced['p99']:.1f}"],
+    ]
+    print(f"Machine: {machine}; wrk -t2 on the same 2 cores\n")
+    print(common.table(
+        f"Pixel capture, wrk {args.connections} connections x {args.seconds:.0f} s; paced run: 50 connections "
+        f"aiming at {args.half_rate:,.0f}/s",
+        ["server", "answered hits/s", "delivered hits/s", "p50 ms", "p99 ms", "paced hits/s", "paced p99 ms"],
+        rows))
+    non2xx = full["non2xx"] + paced["non2xx"]
+    print(f"\nEvery captured hit delivered: full {full['delivered']:.0f}/{full['captured']:.0f}, "
+          f"paced {paced['delivered']:.0f}/{paced['captured']:.0f}; non-2xx answers: {non2xx:.0f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] in ("gif-server", "receiver"):
+        {"gif-server": gif_server, "receiver": receiver}[sys.argv[1]](int(sys.argv[2]))
+    else:
+        main()
