@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actionhooks import __version__, console
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
-from actionhooks.api.pipeline import app_triggers
+from actionhooks.api.pipeline import app_triggers, close_triggers
 from actionhooks.api.routes import (
     capture,
     catalog,
@@ -54,6 +54,22 @@ Errors are `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`.
 """
 
 
+class App(FastAPI):
+    """FastAPI with the public capture paths (/t/…) answered before its middleware stack is entered.
+
+    Middleware added with `add_middleware` still runs inside Starlette's error middleware and
+    FastAPI's telemetry and body-limit wrappers, which cost a pixel hit ~10% of the API's CPU
+    (an environment look-up per request among them: bench/capture.py under py-spy). Capture needs
+    none of them: it bounds its own inputs and answers its own errors.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(capture.PREFIX):
+            await capture.serve(self, scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the API on `engine` (default: DATABASE_URL), migrating the database first."""
     owns_engine = engine is None
@@ -64,10 +80,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         app.state.capture.committer.close()
+        close_triggers(_app.state)
         if owns_engine:
             engine.dispose()
 
-    app = FastAPI(
+    app = App(
         title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
         redoc_url=None,
     )
@@ -89,7 +106,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     console.mount(app)
     app.add_middleware(SecurityHeaders)  # outside the console's: it sees, and keeps, the headers a page set
     app.state.capture = _capture_context(app, settings)
-    app.add_middleware(capture.CaptureEndpoints)  # outermost: public capture skips the API's stack
     return app
 
 
