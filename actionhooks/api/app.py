@@ -29,7 +29,9 @@ from actionhooks.api.routes import (
     profiles,
     quarantine,
     sources,
+    tokens,
 )
+from actionhooks.api.security import SecurityHeaders, install_docs
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
 from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry, rejections_counter
@@ -83,7 +85,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         if owns_engine:
             engine.dispose()
 
-    app = App(title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = App(
+        title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
@@ -95,10 +100,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.metrics = metrics_registry(app.state.liveness)
     app.state.rejections = rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
+    install_docs(app)
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources, backfills):
+    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources, backfills, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
     console.mount(app)
+    app.add_middleware(SecurityHeaders)  # outside the console's: it sees, and keeps, the headers a page set
     app.state.capture = _capture_context(app, settings)
     return app
 

@@ -34,7 +34,7 @@ from actionhooks.settings import Settings
 from actionhooks.storage import quarantine
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Delivery, Intake
-from actionhooks.templating import DictCatalog, build_custom_data
+from actionhooks.templating import DictCatalog, RenderBudget, build_custom_data
 from actionhooks.worker import content as content_store
 from actionhooks.worker import shutdown
 from actionhooks.worker.batching import form_batches, new_delivery
@@ -201,6 +201,7 @@ def custom_data_for(
     event: dict[str, Any],
     profiles: dict[tuple[int, str], dict[str, Any]],
     catalog: DictCatalog,
+    budget: RenderBudget | None = None,
 ) -> dict[str, Any]:
     """The custom_data `hook` delivers with `event` (its profile fields, then the event's own custom_data or
     the hook's rendered values); raises TemplateError. Shared by routing and test sending."""
@@ -210,6 +211,7 @@ def custom_data_for(
         profile=profiles.get((event.get("list_id"), event.get("profile_id"))),  # type: ignore[arg-type]
         values=hook.values,
         catalog=catalog,
+        budget=budget,
     )
 
 
@@ -226,6 +228,7 @@ def _render(
     out: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     errors: list[str] = []
+    budget = hook.values.batch_budget()  # TEMPLATE_MAX_BATCH_CHARS for this pass of this hook
     for event in events:
         # A copy only when this hook changes the event: otherwise it is delivered as captured and
         # hooks share the dict (nothing mutates it after routing; it is serialised into a batch).
@@ -235,7 +238,7 @@ def _render(
             delivered = event
         if shaped_custom_data:
             try:
-                delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog)
+                delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog, budget)
             except TemplateError as exc:
                 failed.append(delivered)
                 errors.append(str(exc))
