@@ -19,6 +19,7 @@ from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
 from actionhooks.api.pipeline import app_triggers, close_triggers
 from actionhooks.api.routes import (
+    backfills,
     capture,
     catalog,
     deliveries,
@@ -28,7 +29,9 @@ from actionhooks.api.routes import (
     profiles,
     quarantine,
     sources,
+    tokens,
 )
+from actionhooks.api.security import SecurityHeaders, install_docs
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
 from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry, rejections_counter
@@ -52,6 +55,22 @@ Errors are `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`.
 """
 
 
+class App(FastAPI):
+    """FastAPI with the public capture paths (/t/…) answered before its middleware stack is entered.
+
+    Middleware added with `add_middleware` still runs inside Starlette's error middleware and
+    FastAPI's telemetry and body-limit wrappers, which cost a pixel hit ~10% of the API's CPU
+    (an environment look-up per request among them: bench/capture.py under py-spy). Capture needs
+    none of them: it bounds its own inputs and answers its own errors.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(capture.PREFIX):
+            await capture.serve(self, scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """Build the API on `engine` (default: DATABASE_URL), migrating the database first."""
     owns_engine = engine is None
@@ -66,7 +85,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         if owns_engine:
             engine.dispose()
 
-    app = FastAPI(title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = App(
+        title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
@@ -78,12 +100,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.metrics = metrics_registry(app.state.liveness)
     app.state.rejections = rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
+    install_docs(app)
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources):
+    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources, backfills, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
     console.mount(app)
+    app.add_middleware(SecurityHeaders)  # outside the console's: it sees, and keeps, the headers a page set
     app.state.capture = _capture_context(app, settings)
-    app.add_middleware(capture.CaptureEndpoints)  # outermost: public capture skips the API's stack
     return app
 
 
@@ -99,6 +122,7 @@ def _capture_context(app: FastAPI, settings: Settings) -> CaptureContext:
         dedup_window_sec=settings.EVENT_DEDUP_HOURS * 3600,
         on_signal=lambda account_id: app_triggers(app.state).route(account_id),
         on_batch=metrics.batch.observe,
+        archive=settings.EVENT_ARCHIVE_HOURS > 0,
     )
     return CaptureContext(
         sources=SourceCache(SqlSourceRepository(app.state.sessions).by_key),

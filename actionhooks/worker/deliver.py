@@ -21,6 +21,7 @@ deleted meanwhile ends the drain; an outcome it can no longer record went with t
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from actionhooks.delivery import Batch, Receipt, attempt
+from actionhooks.delivery.config import redact
 from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage.hooks import lock_existing
@@ -50,6 +52,8 @@ SENDS_PER_THREAD = 2
 # What a lease leaves after the sends' deadlines: recording the round (one transaction).
 LEASE_MARGIN_SEC = 5.0
 ERROR_TEXT_LIMIT = 2000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,7 +107,7 @@ def _drain_rounds(rt: Runtime, hook: CompiledHook, parallel: int, senders: Threa
         notices: list[dict[str, Any]] = []
         with rt.sessions() as session:
             claimed, gate = claim_round(session, rt, hook, parallel * SENDS_PER_THREAD, notices)
-            raised = _capture(session, hook, notices)
+            raised = _capture(rt, session, hook, notices)
             session.commit()
         _after_commit(rt, hook, raised, gate)
         if not claimed:
@@ -114,18 +118,19 @@ def _drain_rounds(rt: Runtime, hook: CompiledHook, parallel: int, senders: Threa
             if not lock_existing(session, [hook.id]):
                 return attempts, True  # deleted while sending: its batches and attempts went with it
             record(session, rt, hook, outcomes, gate=gate, notices=notices)
-            raised = _capture(session, hook, notices)
+            raised = _capture(rt, session, hook, notices)
             session.commit()
         _after_commit(rt, hook, raised, None)
         attempts += len(claimed)
     return attempts, False
 
 
-def _capture(session: Session, hook: CompiledHook, notices: list[dict[str, Any]]) -> bool:
+def _capture(rt: Runtime, session: Session, hook: CompiledHook, notices: list[dict[str, Any]]) -> bool:
     """Capture operational events into the account's intake, in the caller's transaction."""
     if not notices:
         return False
-    return stage(session, hook.account_id, orjson.dumps(notices), len(notices), time.time())
+    archive = rt.settings.EVENT_ARCHIVE_HOURS > 0
+    return stage(session, hook.account_id, orjson.dumps(notices), len(notices), time.time(), archive=archive)
 
 
 def _after_commit(rt: Runtime, hook: CompiledHook, route: bool, gate: control.Gate | None) -> None:
@@ -260,6 +265,9 @@ def record(
         finished = []
         for o in delivered:
             assert o.receipt is not None
+            log.info("delivered: hook %s batch %s attempt %d, %d events, status %s, %.0f ms", hook.id,
+                     o.claimed.delivery_id, o.claimed.attempt, len(o.claimed.events), o.receipt.status_code,
+                     o.receipt.latency_ms)
             finished.append({"b_id": o.claimed.attempt_row, "outcome": "ok", "status_code": o.receipt.status_code,
                              "error": None, "latency_ms": o.receipt.latency_ms})
         _finish_attempts(session, finished)
@@ -279,7 +287,8 @@ def _record_failure(
     notices: list[dict[str, Any]],
 ) -> None:
     now = time.time()
-    message = f"{type(err).__name__}: {err.message}"[:ERROR_TEXT_LIMIT]
+    message = redact(f"{type(err).__name__}: {err.message}")[:ERROR_TEXT_LIMIT]
+    log.warning("delivery failed: hook %s batch %s attempt %d: %s", hook.id, c.delivery_id, c.attempt, message)
     _finish_attempts(session, [{"b_id": c.attempt_row, "outcome": "error", "status_code": err.status_code,
                                 "error": message, "latency_ms": None}])
     remaining = [e for i, e in enumerate(c.events) if i not in err.delivered]
