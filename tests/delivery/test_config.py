@@ -72,7 +72,7 @@ def test_a_rate_limit_is_events_per_sec_or_for_http_also_requests_per_sec() -> N
     assert ADAPTER.validate_python({**http, "rate_limit": {"requests_per_sec": 5}}).rate_limit.cost(10) == 1
     assert ADAPTER.validate_python(http).rate_limit is None
     kafka = {"type": "kafka", "bootstrap_servers": "127.0.0.1:9092", "topic": "t"}
-    assert ADAPTER.validate_python({**kafka, "rate_limit": {"events_per_sec": 2}}).rate_limit.per_sec == 2
+    assert ADAPTER.validate_python({**kafka, "rate_limit": {"events_per_sec": 2}}).rate_limit.events_per_sec == 2
     # requests mean nothing to a broker: one message per event
     assert any("rate_limit" in loc for loc, _ in _errors({**kafka, "rate_limit": {"requests_per_sec": 2}}))
 

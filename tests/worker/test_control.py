@@ -28,30 +28,30 @@ def _gate(tokens: float) -> Gate:
 
 
 def test_a_claim_takes_what_the_bucket_pays_for_and_says_when_to_come_back() -> None:
-    hook = _hook(rate_limit={"events_per_sec": 50})  # a bucket of 15 events, batches of 7
-    assert batch_limits(hook)[0] == 7
-    gate = _gate(15.0)
-    assert take(gate, hook, [7, 7, 7], now=100.0) == 2
-    assert gate.state.tokens == pytest.approx(1.0)
-    assert gate.wake_in == pytest.approx(6 / 50)  # until 7 tokens are there again
-    assert gate.state.hold_until == pytest.approx(100.0 + 6 / 50)
+    hook = _hook(rate_limit={"events_per_sec": 50})  # refills 49/s, a bucket of 9.8 events, batches of 4
+    assert batch_limits(hook)[0] == 4
+    gate = _gate(9.8)
+    assert take(gate, hook, [4, 4, 4], now=100.0) == 2
+    assert gate.state.tokens == pytest.approx(1.8)
+    assert gate.wake_in == pytest.approx(2.2 / 49)  # until 4 tokens are there again
+    assert gate.state.hold_until == pytest.approx(100.0 + 2.2 / 49)
 
 
 def test_a_batch_larger_than_the_bucket_goes_alone_on_a_full_bucket_and_leaves_a_debt() -> None:
     hook = _hook(rate_limit={"events_per_sec": 50})
-    gate = _gate(15.0)
-    assert take(gate, hook, [100, 7], now=0.0) == 1
-    assert gate.state.tokens == pytest.approx(-85.0)
-    assert gate.wake_in == pytest.approx((7 + 85) / 50)
-    assert take(_gate(14.0), hook, [100], now=0.0) == 0  # not before the bucket is full
+    gate = _gate(9.8)
+    assert take(gate, hook, [100, 4], now=0.0) == 1
+    assert gate.state.tokens == pytest.approx(-90.2)
+    assert gate.wake_in == pytest.approx((4 + 90.2) / 49)
+    assert take(_gate(9.0), hook, [100], now=0.0) == 0  # not before the bucket is full
 
 
 def test_requests_per_sec_counts_requests_whatever_they_carry() -> None:
-    hook = _hook(rate_limit={"requests_per_sec": 10})  # a bucket of 3 requests; batches keep their size
-    assert batch_limits(hook)[0] == 100
-    gate = _gate(3.0)
-    assert take(gate, hook, [100, 100, 100, 100], now=0.0) == 3
-    assert gate.wake_in == pytest.approx(0.1)
+    hook = _hook(rate_limit={"requests_per_sec": 20})  # refills 19.6/s, a bucket of 3.92 requests
+    assert batch_limits(hook)[0] == 100  # batches keep their size
+    gate = _gate(3.92)
+    assert take(gate, hook, [100, 100, 100, 100, 100], now=0.0) == 3
+    assert gate.wake_in == pytest.approx(0.08 / 19.6)
 
 
 def test_an_unlimited_hook_takes_everything() -> None:
