@@ -7,6 +7,7 @@ in HookSpec and Hook; only HookOut replaces them with "***".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,9 +19,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
     field_validator,
     model_validator,
 )
@@ -71,11 +69,21 @@ MATCH_LIMITS = {
 }
 MATCH_OPS = ("eq", "ne", "in", "nin", "exists", "gt", "gte", "lt", "lte", "prefix", "contains")
 _SEGMENT = r"[^.\x00-\x1f\x7f]+"
-Scalar = Annotated[
-    StrictBool | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
-    | Annotated[StrictStr, Field(max_length=MATCH_LIMITS["value_chars"])] | None,
-    Field(union_mode="left_to_right"),
-]
+
+
+def _scalar(value: Any, what: str) -> None:
+    """Raise unless `value` is a JSON scalar within the size limit (objects and arrays are never compared)."""
+    if isinstance(value, str):
+        if len(value) > MATCH_LIMITS["value_chars"]:
+            raise ValueError(f"{what} is {len(value)} characters, over the limit of {MATCH_LIMITS['value_chars']}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{what} must be a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"{what} is outside the 64-bit integer range")
+    elif value is not None and not isinstance(value, bool):
+        raise ValueError(f"{what} must be a string, a number, true, false or null")
 
 
 class MatchCondition(BaseModel):
@@ -89,9 +97,7 @@ class MatchCondition(BaseModel):
         description=f"e.g. event_data.params.plan; at most {MATCH_LIMITS['path_depth']} segments",
     )
     op: Literal["eq", "ne", "in", "nin", "exists", "gt", "gte", "lt", "lte", "prefix", "contains"]
-    value: Scalar | Annotated[list[Scalar], Field(max_length=MATCH_LIMITS["list_values"])] = Field(
-        None, union_mode="left_to_right", description="exists: true/false (default true); in/nin: a list"
-    )
+    value: Any = Field(None, description="exists: true/false (default true); in/nin: a list of values")
 
     @model_validator(mode="before")
     @classmethod
@@ -106,9 +112,15 @@ class MatchCondition(BaseModel):
         if op in ("in", "nin"):
             if not isinstance(value, list) or not value:
                 raise ValueError(f"`{op}` takes a non-empty list of values")
-        elif isinstance(value, list):
+            if len(value) > MATCH_LIMITS["list_values"]:
+                raise ValueError(f"`{op}` has {len(value)} values, over the limit of {MATCH_LIMITS['list_values']}")
+            for i, item in enumerate(value):
+                _scalar(item, f"value {i}")
+            return self
+        if isinstance(value, list):
             raise ValueError(f"`{op}` takes one value, not a list (use `in` for several)")
-        elif op == "exists":
+        _scalar(value, "the value")
+        if op == "exists":
             if not isinstance(value, bool):
                 raise ValueError("`exists` takes true or false")
         elif op in ("gt", "gte", "lt", "lte"):

@@ -146,6 +146,8 @@ HOSTILE: list[tuple[Any, tuple[Any, ...]]] = [
     (c(5, "eq", 1), ("match", 1, "path")),
     (c(PLAN, "regex", ".*"), ("match", 1, "op")),
     (c(PLAN, "gt", True), ("match", 1)),
+    (c(PLAN, "eq", 2**64), ("match", 1)),
+    (c(PLAN, "in", [1, float("nan")]), ("match", 1)),
     (c(PLAN, "lt", None), ("match", 1)),
     (c(PLAN, "exists", "yes"), ("match", 1)),
     (c(PLAN, "prefix", ""), ("match", 1)),
