@@ -26,7 +26,7 @@ def hooks_stored(app: FastAPI) -> int:
 
 
 @pytest.mark.parametrize(
-    ("bad", "loc"),
+    "case",
     [
         ({"path": "event_data.x", "op": "in", "value": list(range(MATCH_LIMITS["list_values"] + 1))}, []),
         ({"path": "a." * 40 + "b", "op": "eq", "value": 1}, ["path"]),
@@ -37,8 +37,9 @@ def hooks_stored(app: FastAPI) -> int:
     ],
 )
 def test_a_hostile_condition_is_422_naming_its_index_and_nothing_is_stored(
-    app: FastAPI, client: TestClient, admin: dict[str, str], hook_body: Body, bad: dict[str, Any], loc: list[Any]
+    app: FastAPI, client: TestClient, admin: dict[str, str], hook_body: Body, case: tuple[dict[str, Any], list[Any]]
 ) -> None:
+    bad, loc = case
     body = hook_body(filters={"campaigns": [973], "match": [PLAN, PLAN, bad]})
     response = client.post("/api/v1/hooks", json=body, headers=admin)
     assert response.status_code == 422, response.text
