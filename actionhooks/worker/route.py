@@ -68,7 +68,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
             if not ids:
                 return routed
             # After the claim: every hook change committed before these events were accepted is seen.
-            rt.hooks.refresh(session, force=True)
+            rt.hooks.refresh(force=True)  # reads only: never waits for the write lock this session holds
             windows = _route_isolating(rt, session, account_id, events)
             session.execute(delete(Intake).where(Intake.id.in_(ids)))
             session.commit()
