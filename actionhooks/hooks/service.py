@@ -26,7 +26,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from actionhooks.delivery.config import MASK, DeliveryConfig
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
-from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, secret_paths
+from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, masked_delivery, secret_paths
 from actionhooks.settings import Settings
 from actionhooks.templating import compile_values
 
@@ -77,7 +77,8 @@ class HookService:
 
     def patch(self, account_id: int, hook_id: int, patch: dict[str, Any]) -> Hook:
         def change(old: Hook) -> HookSpec:
-            return self._prepare(merge_patch(old.spec.model_dump(mode="json"), patch), old.spec)
+            shown = {**old.spec.model_dump(mode="json"), "delivery": masked_delivery(old.spec.delivery)}
+            return self._prepare(merge_patch(shown, patch), old.spec)
 
         return self._repo.update(account_id, hook_id, change)
 
@@ -152,7 +153,12 @@ def _restore_secrets(new: BaseModel, old: BaseModel | None) -> dict[str, Any]:
         if node.get(leaf) != MASK:
             continue
         same_type = isinstance(old_node, dict) and old_node.get("type") == node.get("type")
-        if same_type and old_node.get(leaf) is not None:
+        if same_type and _moved(new, path, node, old_node):
+            # A nested secret follows its own target (auth.client_secret its token_url): never sent elsewhere.
+            moved = ", ".join(_owner(new, path).TARGET_FIELDS)
+            errors.append((("body", "delivery", *path), f"{moved} changed, so the stored secret is not sent there: "
+                                                         "give it again"))
+        elif same_type and old_node.get(leaf) is not None:
             node[leaf] = old_node[leaf]
         else:
             msg = f'"{MASK}" keeps a stored secret, but there is none here to keep: send the secret itself'
@@ -160,3 +166,21 @@ def _restore_secrets(new: BaseModel, old: BaseModel | None) -> dict[str, Any]:
     if errors:
         raise HookValidationError(errors)
     return data
+
+
+def _owner(model: BaseModel, path: tuple[str, ...]) -> BaseModel:
+    """The model that holds the secret at `path`."""
+    for part in path[:-1]:
+        model = getattr(model, part)
+    return model
+
+
+def _moved(model: BaseModel, path: tuple[str, ...], node: dict[str, Any], old_node: dict[str, Any]) -> bool:
+    """Whether a nested model holding a secret (an auth object) changed its own target fields.
+
+    The delivery's own target (url, host...) is issue 15's rule; this covers targets inside it, like
+    an OAuth2 token_url, whose secret goes to that target and not to the receiver.
+    """
+    if len(path) < 2:
+        return False
+    return any(node.get(name) != old_node.get(name) for name in _owner(model, path).TARGET_FIELDS)

@@ -79,3 +79,26 @@ def test_the_oauth2_client_secret_is_write_only(
     assert client.put(url, json={k: hook[k] for k in hook_body()}, headers=admin).status_code == 200
     stored = SqlHookRepository(app.state.sessions).get(1, hook["id"]).spec.delivery
     assert stored.auth.client_secret == "top-secret"  # type: ignore[union-attr]
+
+
+def test_a_new_token_url_without_a_new_client_secret_is_422_and_the_hook_is_unchanged(
+    app: FastAPI, client: TestClient, admin: dict[str, str], hook_body: Body
+) -> None:
+    delivery = {"type": "http", "url": "https://crm.example.com/hook", "auth": OAUTH2}
+    hook = client.post("/api/v1/hooks", json=hook_body(delivery=delivery), headers=admin).json()
+    url = f"/api/v1/hooks/{hook['id']}"
+    elsewhere = {"delivery": {"auth": {"token_url": "https://attacker.example.net/token"}}}
+    refused = client.patch(url, json=elsewhere, headers=admin)
+    assert refused.status_code == 422, refused.text
+    assert ["body", "delivery", "auth", "client_secret"] in [e["loc"] for e in refused.json()["detail"]]
+    stored = SqlHookRepository(app.state.sessions).get(1, hook["id"]).spec.delivery
+    assert str(stored.auth.token_url) == OAUTH2["token_url"]  # type: ignore[union-attr]
+    # Given again with the new token_url, it is accepted and stored.
+    again = {"delivery": {"auth": {"token_url": "https://auth2.example.com/token", "client_secret": "new-one"}}}
+    assert client.patch(url, json=again, headers=admin).status_code == 200
+    stored = SqlHookRepository(app.state.sessions).get(1, hook["id"]).spec.delivery
+    assert stored.auth.client_secret == "new-one"  # type: ignore[union-attr]
+    # A change elsewhere (the scope) keeps the secret.
+    assert client.patch(url, json={"delivery": {"auth": {"scope": "other"}}}, headers=admin).status_code == 200
+    stored = SqlHookRepository(app.state.sessions).get(1, hook["id"]).spec.delivery
+    assert stored.auth.client_secret == "new-one"  # type: ignore[union-attr]
