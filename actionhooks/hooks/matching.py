@@ -108,17 +108,35 @@ def _resolve(event: Mapping[str, Any], path: Sequence[str]) -> Any:
     return node
 
 
+class _Constant:
+    """JSON true, false and null as index keys: True must not equal 1, nor null a missing field."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_TRUE, _FALSE, _NULL = _Constant("true"), _Constant("false"), _Constant("null")
+
+
 def _key(value: Any) -> Hashable | None:
-    """A hashable key equal for equal JSON scalars of the same kind (1 == 1.0, True != 1); None otherwise."""
+    """A hashable key equal for equal JSON scalars of the same kind (1 == 1.0, True != 1); None otherwise.
+
+    Strings and numbers are their own keys (a str never equals a number); the constants stand for
+    true, false and null. Nothing is allocated: this runs for every event and indexed hook kind.
+    """
     if value is None:
-        return ("null",)
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, int | float):
-        return ("num", value)
-    if isinstance(value, str):
-        return ("str", value)
-    return None
+        return _NULL
+    cls = type(value)
+    if cls is str or cls is int or cls is float:
+        return value
+    if cls is bool:
+        return _TRUE if value else _FALSE
+    return None  # objects, lists (and subclasses of scalars, which JSON never makes) equal nothing
 
 
 def _ordered(value: Any, bound: Any) -> bool:
