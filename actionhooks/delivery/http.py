@@ -181,11 +181,6 @@ class HttpTransport(Transport[HttpDelivery]):
         token = self._tokens.get(stale=token)
         return self._request(method, url, {**headers, "Authorization": f"Bearer {token}"}, body)
 
-    @property
-    def token_fetches(self) -> int:
-        """OAuth2 token requests this transport made (0 without OAuth2)."""
-        return self._tokens.fetches if self._tokens is not None else 0
-
     def _request(
         self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | None
     ) -> tuple[int, str]:

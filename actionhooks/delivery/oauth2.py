@@ -58,7 +58,6 @@ class TokenSource:
         self._where = f"OAuth2 token endpoint {self._url.scheme}://{self._url.netloc.decode()}{self._url.path}"
         self._token: Token | None = None  # replaced whole (one assignment), read without the lock
         self._fetch_lock = threading.Lock()
-        self.fetches = 0  # token requests made (for tests and logs)
 
     def get(self, stale: str | None = None) -> str:
         """A valid access token; `stale` is one the receiver refused (401): never returned again."""
@@ -83,7 +82,6 @@ class TokenSource:
             basic = (auth.client_id, auth.client_secret)
         else:
             form |= {"client_id": auth.client_id, "client_secret": auth.client_secret}
-        self.fetches += 1
         started = self._clock()
         try:
             with self._client.stream(
