@@ -46,6 +46,7 @@ def test_a_hostile_condition_is_422_naming_its_index_and_nothing_is_stored(
     locs = [error["loc"] for error in response.json()["detail"]]
     assert any(found[:4 + len(loc)] == ["body", "filters", "match", 2, *loc] for found in locs), locs
     assert hooks_stored(app) == 0
+    assert 'actionhooks_hook_rejected_requests_total{field="filters.match"} 1.0' in client.get("/metrics").text
 
 
 def test_too_many_conditions_is_422_at_filters_match(
@@ -91,6 +92,7 @@ def test_a_new_token_url_without_a_new_client_secret_is_422_and_the_hook_is_unch
     refused = client.patch(url, json=elsewhere, headers=admin)
     assert refused.status_code == 422, refused.text
     assert ["body", "delivery", "auth", "client_secret"] in [e["loc"] for e in refused.json()["detail"]]
+    assert 'actionhooks_hook_rejected_requests_total{field="delivery.auth"} 1.0' in client.get("/metrics").text
     stored = SqlHookRepository(app.state.sessions).get(1, hook["id"]).spec.delivery
     assert str(stored.auth.token_url) == OAUTH2["token_url"]  # type: ignore[union-attr]
     # Given again with the new token_url, it is accepted and stored.
