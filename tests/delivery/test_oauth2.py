@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import httpx
@@ -21,6 +21,7 @@ from actionhooks.errors import TargetForbidden, TargetRejected
 from actionhooks.settings import Settings
 from tests.support.receiver import Receiver, Reply
 
+E = TypeVar("E", bound=Exception)
 PRIVATE = Settings(HOOK_ALLOW_PRIVATE_TARGETS=True, HOOK_HTTP_TIMEOUT_SEC=5)
 SECRET = "s3cr3t-client-secret"
 
@@ -49,6 +50,16 @@ def transport(url: str, auth: dict[str, Any], settings: Settings = PRIVATE) -> H
 
 def batch(n: int) -> Batch:
     return Batch(hook_id=7, batch_id=f"b-{n}", attempt=1, events=[{"n": n}])
+
+
+def failure(http: HttpTransport, error: type[E]) -> E:
+    """The error one batch fails with (the transport is closed after it)."""
+    try:
+        with pytest.raises(error) as caught:
+            http.send(batch(1))
+    finally:
+        http.close()
+    return caught.value
 
 
 def bearer(request: Any) -> str:
@@ -104,14 +115,9 @@ def test_a_401_fetches_one_new_token_and_resends_once(receiver: Receiver, token_
 
 def test_a_second_401_is_a_rejection_not_a_loop_of_token_requests(receiver: Receiver, token_server: Receiver) -> None:
     receiver.default = Reply(status=401, body=b"no")
-    http = transport(receiver.url, oauth2(token_server))
-    try:
-        with pytest.raises(TargetRejected) as caught:
-            http.send(batch(1))
-    finally:
-        http.close()
-    assert caught.value.status_code == 401
-    assert caught.value.retryable
+    rejected = failure(transport(receiver.url, oauth2(token_server)), TargetRejected)
+    assert rejected.status_code == 401
+    assert rejected.retryable
     assert len(receiver.requests) == 2
     assert len(token_server.requests) == 2
 
@@ -159,27 +165,18 @@ def test_a_token_endpoint_that_fails_is_a_retryable_rejection_without_secrets(
     receiver: Receiver, token_server: Receiver, reply: Reply
 ) -> None:
     token_server.default = reply
-    http = transport(receiver.url, oauth2(token_server))
-    try:
-        with pytest.raises(TargetRejected) as caught:
-            http.send(batch(1))
-    finally:
-        http.close()
-    assert caught.value.retryable
-    assert SECRET not in str(caught.value)
-    assert "OAuth2 token endpoint" in str(caught.value)
+    rejected = failure(transport(receiver.url, oauth2(token_server)), TargetRejected)
+    assert rejected.retryable
+    assert SECRET not in str(rejected)
+    assert "OAuth2 token endpoint" in str(rejected)
     assert receiver.requests == []  # nothing is sent without a token
 
 
 def test_a_private_token_url_is_refused_by_the_ssrf_guard(token_server: Receiver) -> None:
     http = transport("https://receiver.example.com/hook", oauth2(token_server), Settings(HOOK_HTTP_TIMEOUT_SEC=2))
-    try:
-        with pytest.raises(TargetForbidden) as caught:
-            http.send(batch(1))
-    finally:
-        http.close()
-    assert "127.0.0.1" in str(caught.value)
-    assert not caught.value.retryable
+    forbidden = failure(http, TargetForbidden)
+    assert "127.0.0.1" in str(forbidden)
+    assert not forbidden.retryable
     assert token_server.requests == []
 
 
