@@ -67,6 +67,8 @@ def bearer(request: Any) -> str:
 
 
 def test_one_token_request_serves_many_concurrent_batches(receiver: Receiver, token_server: Receiver) -> None:
+    # A slow token endpoint: the batches arrive while the first fetch is still under way, and wait for it.
+    token_server.default = Reply(body=token_reply("tok-A").body, delay=0.5)
     http = transport(receiver.url, oauth2(token_server))
     try:
         threads = [threading.Thread(target=lambda i=i: [http.send(batch(i * 10 + k)) for k in range(5)])
@@ -196,3 +198,24 @@ def test_a_private_token_url_is_refused_by_the_ssrf_guard(token_server: Receiver
 def test_a_bad_oauth2_config_is_refused(token_server: Receiver, change: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         OAuth2ClientCredentials.model_validate({**oauth2(token_server), **change})
+
+
+def test_a_slow_token_endpoint_of_one_hook_never_holds_up_another_hook(receiver: Receiver) -> None:
+    slow, fast = Receiver(), Receiver()
+    slow.default = Reply(body=token_reply("tok-slow").body, delay=3)
+    fast.default = token_reply("tok-fast")
+    waiting, quick = transport(receiver.url, oauth2(slow)), transport(receiver.url, oauth2(fast))
+    try:
+        blocked = threading.Thread(target=waiting.send, args=(batch(1),))
+        blocked.start()
+        slow.wait_for(1)  # hook 1 is now inside its token request
+        quick.send(batch(2))
+        assert blocked.is_alive()  # hook 2 was delivered while hook 1 still waited for its token
+        assert [bearer(r) for r in receiver.requests] == ["tok-fast"]
+        blocked.join(10)
+        assert [bearer(r) for r in receiver.requests] == ["tok-fast", "tok-slow"]
+    finally:
+        waiting.close()
+        quick.close()
+        slow.close()
+        fast.close()
