@@ -129,6 +129,7 @@ def _store(request: Request, account_id: int, events: list[dict[str, Any]], supp
             events,
             supplied_ids=supplied,
             dedup_window_sec=request.app.state.settings.EVENT_DEDUP_HOURS * 3600,
+            archive=request.app.state.settings.EVENT_ARCHIVE_HOURS > 0,
         )
     request.app.state.write_health.succeeded()
     return accepted
