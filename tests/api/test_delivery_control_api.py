@@ -104,3 +104,11 @@ def test_a_new_token_url_without_a_new_client_secret_is_422_and_the_hook_is_unch
     assert client.patch(url, json={"delivery": {"auth": {"scope": "other"}}}, headers=admin).status_code == 200
     stored = SqlHookRepository(app.state.sessions).get(1, hook["id"]).spec.delivery
     assert stored.auth.client_secret == "new-one"  # type: ignore[union-attr]
+
+
+def test_a_clone_gets_no_oauth2_auth(client: TestClient, admin: dict[str, str], hook_body: Body) -> None:
+    delivery = {"type": "http", "url": "https://crm.example.com/hook", "auth": OAUTH2}
+    hook = client.post("/api/v1/hooks", json=hook_body(delivery=delivery), headers=admin).json()
+    clone = client.post(f"/api/v1/hooks/{hook['id']}/clone", headers=admin)
+    assert clone.status_code == 201, clone.text
+    assert clone.json()["delivery"]["auth"] == {"type": "none"}
