@@ -287,6 +287,16 @@ def rejections_counter(registry: CollectorRegistry) -> Counter:
     )
 
 
+def hook_rejections_counter(registry: CollectorRegistry) -> Counter:
+    """Hook saves (POST, PUT, PATCH /hooks) refused with 422, by the field at fault (a fixed set: see api/errors.py)."""
+    return Counter(
+        "actionhooks_hook_rejected_requests",
+        "Hook saves refused with 422, by field (a top-level hook field, filters.match, delivery.auth or other).",
+        ["field"],
+        registry=registry,
+    )
+
+
 def metrics_registry(liveness: LivenessCache) -> CollectorRegistry:
     """A registry of one API (not the global one, so two apps in a process never mix their figures)."""
     registry = CollectorRegistry()

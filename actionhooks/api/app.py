@@ -34,7 +34,13 @@ from actionhooks.api.routes import (
 from actionhooks.api.security import SecurityHeaders, install_docs
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
-from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry, rejections_counter
+from actionhooks.observability import (
+    LivenessCache,
+    RequestMetrics,
+    hook_rejections_counter,
+    metrics_registry,
+    rejections_counter,
+)
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.migrate import upgrade
@@ -99,6 +105,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.write_health = app.state.liveness.writes
     app.state.metrics = metrics_registry(app.state.liveness)
     app.state.rejections = rejections_counter(app.state.metrics)
+    app.state.hook_rejections = hook_rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     install_docs(app)
     app.include_router(health.router)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from actionhooks.errors import HookValidationError, NotFound
+from actionhooks.hooks.models import HookSpec
 from actionhooks.storage.db import UNAVAILABLE, cannot_write
 
 __all__ = ["error_body", "install_error_handlers"]
@@ -28,8 +29,9 @@ def error_body(errors: Sequence[tuple[Sequence[str | int], str, str]]) -> dict[s
     return {"detail": [{"loc": list(loc), "msg": msg, "type": kind} for loc, msg, kind in errors]}
 
 
-async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [(err["loc"], _message(err), err["type"]) for err in exc.errors()]
+    _count_hook_rejection(request, [err["loc"] for err in exc.errors()])
     return JSONResponse(error_body(errors), status_code=422)
 
 
@@ -39,8 +41,30 @@ def _message(err: dict[str, Any]) -> str:
     return str(err["msg"])
 
 
-async def _hook_validation(_request: Request, exc: HookValidationError) -> JSONResponse:
+async def _hook_validation(request: Request, exc: HookValidationError) -> JSONResponse:
+    _count_hook_rejection(request, [loc for loc, _msg in exc.errors])
     return JSONResponse(error_body([(loc, msg, "value_error") for loc, msg in exc.errors]), status_code=422)
+
+
+# Parts of a hook that get their own label in actionhooks_hook_rejected_requests (bounded label values).
+_HOOK_FIELDS = frozenset(HookSpec.model_fields)
+_HOOK_SUBFIELDS = frozenset({("filters", "match"), ("delivery", "auth")})
+_HOOK_ROUTES = "actionhooks.api.routes.hooks"
+
+
+def _count_hook_rejection(request: Request, locs: Sequence[Sequence[str | int]]) -> None:
+    """Count a refused hook save once, by the field of its first error."""
+    endpoint = getattr(request.scope.get("route"), "endpoint", None)
+    if getattr(endpoint, "__module__", None) != _HOOK_ROUTES or request.method not in ("POST", "PUT", "PATCH"):
+        return
+    counter = getattr(request.app.state, "hook_rejections", None)
+    if counter is None or not locs:
+        return
+    loc = [part for part in locs[0] if part != "body"]
+    field = str(loc[0]) if loc and loc[0] in _HOOK_FIELDS else "other"
+    if tuple(loc[:2]) in _HOOK_SUBFIELDS:
+        field = f"{loc[0]}.{loc[1]}"
+    counter.labels(field=field).inc()
 
 
 async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:

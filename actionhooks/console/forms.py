@@ -251,7 +251,11 @@ def form_to_body(form: Mapping[str, Any], *, stored: HookSpec | None) -> dict[st
         "active": bool(form.get("active")),
         "database_id": (int(database) if database.isdecimal() else database) if database else None,
         "actions": list(form.get("actions", [])),
-        "filters": {kind: _ids(str(form.get(f"filter_{kind}", ""))) for kind in FILTER_KINDS},
+        "filters": {
+            **{kind: _ids(str(form.get(f"filter_{kind}", ""))) for kind in FILTER_KINDS},
+            # The form has no editor for payload conditions yet: they stay as the API stored them.
+            "match": stored.filters.model_dump(mode="json")["match"] if stored is not None else [],
+        },
         "custom_data": {
             "profile_fields": [p for p in (s.strip() for s in str(form.get("profile_fields", "")).split(",")) if p],
             "values": {key.strip(): value for key, value in form.get("values", []) if key.strip() or value},

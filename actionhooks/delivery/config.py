@@ -251,7 +251,30 @@ class BearerAuth(_Strict):
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("token",)
 
 
-HttpAuth = Annotated[NoAuth | BasicAuth | BearerAuth, Field(discriminator="type")]
+_SCOPE_TOKEN = r"[\x21\x23-\x5b\x5d-\x7e]+"  # RFC 6749 3.3 scope-token; tokens separated by one space
+
+
+class OAuth2ClientCredentials(_Strict):
+    """OAuth 2.0 client credentials (RFC 6749 4.4): the engine fetches a bearer token from `token_url`.
+
+    The token is cached per hook and worker process until shortly before it expires and fetched again
+    once on a 401 (delivery/oauth2.py). `token_url` goes through the SSRF guard like the receiver's
+    URL; `client_secret` is write-only and follows `token_url` (a new token_url drops it).
+    """
+
+    type: Literal["oauth2_client_credentials"]
+    token_url: HttpUrl
+    client_id: str = Field(min_length=1, max_length=500, pattern=r"^[\x20-\x7e]+$")
+    client_secret: str = Field(min_length=1, max_length=2000, pattern=r"^[\x20-\x7e]+$")
+    scope: str | None = Field(None, max_length=1000, pattern=rf"^{_SCOPE_TOKEN}( {_SCOPE_TOKEN})*$")
+    client_auth: Literal["basic", "body"] = Field(
+        "basic", description="client_secret_basic (Authorization header) or client_secret_post (form body)"
+    )
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("client_secret",)
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("token_url",)
+
+
+HttpAuth = Annotated[NoAuth | BasicAuth | BearerAuth | OAuth2ClientCredentials, Field(discriminator="type")]
 
 
 class HttpDelivery(_Limited):

@@ -21,6 +21,10 @@ One httpx.Client per transport, shared by the worker's threads: keep-alive, no p
 guard must see the real target), no redirects (a 3xx is a rejection; following one would let a
 public receiver bounce us to a private address).
 
+OAuth2 client credentials (`auth.type` "oauth2_client_credentials"): each request carries the hook's
+cached bearer token (delivery/oauth2.py); a 401 fetches a new token once and the request is sent once
+more with it. A second 401 is an ordinary rejection (retried later like any other).
+
 One deadline per attempt: HOOK_HTTP_TIMEOUT_SEC from the start of `send` to the last byte read,
 whatever the receiver does. httpx's timeouts are per phase and per socket operation (a receiver
 that trickles its headers or body a byte at a time resets them forever), so the network streams
@@ -47,7 +51,14 @@ import httpx
 from actionhooks import __version__
 from actionhooks.delivery import wire
 from actionhooks.delivery.base import Batch, Receipt, Transport
-from actionhooks.delivery.config import BasicAuth, BearerAuth, HttpDelivery, success_pattern
+from actionhooks.delivery.config import (
+    BasicAuth,
+    BearerAuth,
+    HttpDelivery,
+    OAuth2ClientCredentials,
+    success_pattern,
+)
+from actionhooks.delivery.oauth2 import TokenSource
 from actionhooks.delivery.signing import sign
 from actionhooks.delivery.ssrf import http_transport
 from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
@@ -86,6 +97,12 @@ class HttpTransport(Transport[HttpDelivery]):
             trust_env=False,
             headers={"User-Agent": USER_AGENT},
         )
+        # The token endpoint is reached through the same guarded client as the receiver.
+        self._tokens = (
+            TokenSource(config.auth, self._client, self._timeout)
+            if isinstance(config.auth, OAuth2ClientCredentials)
+            else None
+        )
 
     @property
     def closed(self) -> bool:
@@ -102,7 +119,7 @@ class HttpTransport(Transport[HttpDelivery]):
         headers = self._signed(batch, batch.batch_id, body)
         headers["Content-Type"] = "application/json"
         started = time.perf_counter()
-        status, text = self._request("POST", self._url, headers, body)
+        status, text = self._call("POST", self._url, headers, body)
         return Receipt(
             latency_ms=(time.perf_counter() - started) * 1000,
             status_code=status,
@@ -122,7 +139,7 @@ class HttpTransport(Transport[HttpDelivery]):
                 url = self._query_url(event, index)
                 msg_id = batch.batch_id if len(batch.events) == 1 else f"{batch.batch_id}.{index}"
                 headers = self._signed(batch, msg_id, wire.dumps(event, sort_keys=True))
-                status, text = self._request("GET", url, headers, None)
+                status, text = self._call("GET", url, headers, None)
             except DeliveryError as exc:
                 # The events before this one did arrive: a retry resends only the rest.
                 exc.delivered = frozenset(range(index))
@@ -154,6 +171,20 @@ class HttpTransport(Transport[HttpDelivery]):
             "webhook-signature": sign(self.config.signing_secret, msg_id, timestamp, signed_body),
             "X-Hook-Id": str(batch.hook_id),
         }
+
+    def _call(self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | None) -> tuple[int, str]:
+        """`_request` with the hook's OAuth2 token, if it has one: one new token and one more try on a 401."""
+        if self._tokens is None:
+            return self._request(method, url, headers, body)
+        token = self._tokens.get()
+        try:
+            return self._request(method, url, {**headers, "Authorization": f"Bearer {token}"}, body)
+        except TargetRejected as exc:
+            if exc.status_code != 401:
+                raise
+        # Revoked, or expired before expires_in said: unless another batch already renewed it, fetch one.
+        token = self._tokens.get(stale=token)
+        return self._request(method, url, {**headers, "Authorization": f"Bearer {token}"}, body)
 
     def _request(
         self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | None

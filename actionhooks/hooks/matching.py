@@ -9,12 +9,19 @@ which one matches cost about what one hook costs.
 Matching rules (contract.md "The hook"): the event's account must be the hook's; its event_type
 must be one of the hook's actions; `database_id` None means every database, else the event's
 `list_id` must equal it; filter kinds combine with AND, values of one kind with OR, and an empty or
-missing list does not restrict. A stopped hook matches nothing.
+missing list does not restrict; every payload condition (`filters.match`) must hold too. A stopped
+hook matches nothing.
+
+Payload conditions are validated by the hook model (hooks/models.py MatchCondition) and compiled here
+once into small closures. Values compare by JSON kind: a string never equals a number, `true` never
+equals 1; `gt`/`gte`/`lt`/`lte` compare numbers with numbers and strings with strings, anything else
+fails. A missing field fails every op except `ne`, `nin` and `exists: false`. A hook with an `eq` or
+`in` condition is indexed by its value(s) like an id filter, so 10,000 such hooks cost about one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from actionhooks.delivery.config import DeliveryConfig
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
 from actionhooks.events import EVENT_TYPES, OPERATIONAL_EVENTS
+from actionhooks.hooks.models import MatchCondition
 from actionhooks.settings import Settings
 from actionhooks.templating import CompiledValues, compile_values, template_limits
 
@@ -38,6 +46,9 @@ FILTER_FIELDS: dict[str, str] = {
 """Filter kind -> the event_data field it restricts."""
 
 _DELIVERY = TypeAdapter(DeliveryConfig)
+_CONDITIONS = TypeAdapter(list[MatchCondition])
+_MISSING = object()
+Predicate = Callable[[Mapping[str, Any]], bool]
 _Loc = tuple[str | int, ...]
 
 
@@ -53,6 +64,9 @@ class CompiledHook:
     database_id: int | None
     actions: frozenset[str]
     filters: Mapping[str, frozenset[int]]
+    conditions: tuple[Predicate, ...]
+    # The index key of the most selective `eq`/`in` condition: (path segments, typed values).
+    keyed: tuple[tuple[str, ...], frozenset[Hashable]] | None
     profile_fields: tuple[str, ...]
     values: CompiledValues
     include_content: bool
@@ -72,12 +86,106 @@ class CompiledHook:
             for kind, allowed in self.filters.items():
                 if _id(data.get(FILTER_FIELDS[kind])) not in allowed:
                     return False
-        return True
+        return all(condition(event) for condition in self.conditions)
 
 
 def _id(value: Any) -> int | None:
     # Only real ints can match: True would equal 1 and a list would not even hash.
     return value if type(value) is int else None
+
+
+def _resolve(event: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """The value at `path` in the event, or _MISSING; a decimal segment indexes a list."""
+    node: Any = event
+    for part in path:
+        if isinstance(node, dict):
+            node = node.get(part, _MISSING)
+        elif isinstance(node, list) and part.isdecimal():
+            index = int(part)
+            node = node[index] if index < len(node) else _MISSING
+        else:
+            return _MISSING
+        if node is _MISSING:
+            return node
+    return node
+
+
+class _Constant:
+    """JSON true, false and null as index keys: True must not equal 1, nor null a missing field."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_TRUE, _FALSE, _NULL = _Constant("true"), _Constant("false"), _Constant("null")
+
+
+def _key(value: Any) -> Hashable | None:
+    """A hashable key equal for equal JSON scalars of the same kind (1 == 1.0, True != 1); None otherwise.
+
+    Strings and numbers are their own keys (a str never equals a number); the constants stand for
+    true, false and null. Nothing is allocated: this runs for every event and indexed hook kind.
+    """
+    if value is None:
+        return _NULL
+    cls = type(value)
+    if cls is str or cls is int or cls is float:
+        return value
+    if cls is bool:
+        return _TRUE if value else _FALSE
+    return None  # objects, lists (and subclasses of scalars, which JSON never makes) equal nothing
+
+
+def _ordered(value: Any, bound: Any) -> bool:
+    """Whether `value` is comparable with `bound` (both numbers, or both strings)."""
+    if isinstance(bound, str):
+        return isinstance(value, str)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _compile_condition(condition: MatchCondition) -> Predicate:
+    """A closure evaluating one validated condition on an event."""
+    path, op, bound = tuple(condition.path.split(".")), condition.op, condition.value
+    if op in ("eq", "ne", "in", "nin"):
+        wanted = frozenset(_key(v) for v in (bound if isinstance(bound, list) else [bound]))
+        inside = op in ("eq", "in")
+        return lambda event: (_key(_resolve(event, path)) in wanted) is inside
+    if op == "exists":
+        return lambda event: (_resolve(event, path) is not _MISSING) is bound
+    if op == "prefix":
+        return lambda event: isinstance(value := _resolve(event, path), str) and value.startswith(bound)
+    if op == "contains":
+        key = _key(bound)
+
+        def contains(event: Mapping[str, Any]) -> bool:
+            value = _resolve(event, path)
+            if isinstance(value, str):
+                return isinstance(bound, str) and bound in value
+            return isinstance(value, list) and any(_key(item) == key for item in value)
+
+        return contains
+    compare: Callable[[Any], bool] = {
+        "gt": lambda v: v > bound,
+        "gte": lambda v: v >= bound,
+        "lt": lambda v: v < bound,
+        "lte": lambda v: v <= bound,
+    }[op]
+    return lambda event: _ordered(value := _resolve(event, path), bound) and compare(value)
+
+
+def _index_key(conditions: Sequence[MatchCondition]) -> tuple[tuple[str, ...], frozenset[Hashable]] | None:
+    """The `eq`/`in` condition with the fewest values, as (path, keys), for the index; None if there is none."""
+    keyed = [c for c in conditions if c.op in ("eq", "in")]
+    if not keyed:
+        return None
+    best = min(keyed, key=lambda c: len(c.value) if isinstance(c.value, list) else 1)
+    values = best.value if isinstance(best.value, list) else [best.value]
+    return tuple(best.path.split(".")), frozenset(_key(v) for v in values)
 
 
 def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
@@ -88,8 +196,14 @@ def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
         if code not in EVENT_TYPES:
             errors.append((("actions", i), f"unknown event type {code!r}"))
     filters: dict[str, frozenset[int]] = {}
+    conditions: list[MatchCondition] = []
     for kind, ids in (row.get("filters") or {}).items():
-        if kind not in FILTER_FIELDS:
+        if kind == "match":
+            try:
+                conditions = _CONDITIONS.validate_python(ids or [])
+            except ValidationError as exc:
+                errors.extend((("filters", "match", *err["loc"]), err["msg"]) for err in exc.errors())
+        elif kind not in FILTER_FIELDS:
             errors.append((("filters", kind), f"unknown filter kind; expected {', '.join(FILTER_FIELDS)}"))
         elif not isinstance(ids, list | tuple) or not all(type(i) is int for i in ids):
             errors.append((("filters", kind), "must be a list of integer ids"))
@@ -120,6 +234,8 @@ def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
         database_id=row.get("database_id"),
         actions=frozenset(actions),
         filters=filters,
+        conditions=tuple(_compile_condition(c) for c in conditions),
+        keyed=_index_key(conditions),
         profile_fields=profile_fields,
         values=values,
         include_content=bool(row.get("include_content")),
@@ -128,8 +244,8 @@ def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
 
 
 # (account_id, event_type) -> database_id|None -> filter kind|None -> id|None -> {hook id: hook}
-_ByValue = dict[int | None, dict[int, CompiledHook]]
-_Bucket = dict[int | None, dict[str | None, _ByValue]]
+_ByValue = dict[Hashable | None, dict[int, CompiledHook]]
+_Bucket = dict[int | None, dict["_Kind", _ByValue]]
 
 
 class HookIndex:
@@ -168,7 +284,7 @@ class HookIndex:
             if not by_kind:
                 continue
             for kind, by_value in by_kind.items():
-                hooks = by_value.get(None if kind is None else _id(data.get(FILTER_FIELDS[kind])))
+                hooks = by_value.get(_slot_value(kind, event, data))
                 if hooks:
                     found.extend(hook for hook in hooks.values() if hook.matches(event))
         if len(found) > 1:
@@ -237,13 +353,33 @@ def _writable(parent: dict[Any, Any], key: Any, owned: _Owned, *, create: bool) 
     return child
 
 
-def _slots(hook: CompiledHook) -> list[tuple[tuple[int, str], int | None, str | None, int | None]]:
-    """Where a hook lives in the index: one slot per (action, value of its most selective filter)."""
+# A hook's index kind: None (no filter to index by), an id filter kind ("campaigns") or the path of
+# an `eq`/`in` payload condition (a tuple of segments); its slot values are ids or typed keys.
+_Kind = str | tuple[str, ...] | None
+
+
+def _slot_value(kind: _Kind, event: Mapping[str, Any], data: Mapping[str, Any]) -> Hashable | None:
+    """The event's value for an index kind (what its hooks are filed under)."""
+    if kind is None:
+        return None
+    if isinstance(kind, str):
+        return _id(data.get(FILTER_FIELDS[kind]))
+    return _key(_resolve(event, kind))
+
+
+def _slots(hook: CompiledHook) -> list[tuple[tuple[int, str], int | None, _Kind, Hashable | None]]:
+    """Where a hook lives in the index: one slot per (action, value of its most selective filter).
+
+    The most selective filter is the id filter or `eq`/`in` condition with the fewest values (an id
+    filter wins a tie).
+    """
+    kind: _Kind = None
+    values: Iterable[Hashable | None] = (None,)
     if hook.filters:
-        kind: str | None = min(hook.filters, key=lambda k: len(hook.filters[k]))
-        values: Iterable[int | None] = hook.filters[kind]  # type: ignore[index]
-    else:
-        kind, values = None, (None,)
+        kind = min(hook.filters, key=lambda k: len(hook.filters[k]))
+        values = hook.filters[kind]
+    if hook.keyed is not None and (kind is None or len(hook.keyed[1]) < len(values)):  # type: ignore[arg-type]
+        kind, values = hook.keyed
     return [
         ((hook.account_id, action), hook.database_id, kind, value)
         for action in sorted(hook.actions)

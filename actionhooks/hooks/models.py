@@ -7,24 +7,36 @@ in HookSpec and Hook; only HookOut replaces them with "***".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from actionhooks.delivery.config import MASK, DeliveryConfig
 from actionhooks.events import EVENT_TYPES
 
 __all__ = [
     "FILTER_KINDS",
+    "MATCH_LIMITS",
+    "MATCH_OPS",
     "NAME_MAX_LENGTH",
     "CustomData",
     "Filters",
     "Hook",
     "HookOut",
     "HookSpec",
+    "MatchCondition",
     "masked_delivery",
     "secret_paths",
 ]
@@ -46,10 +58,90 @@ def _known_action(code: str) -> str:
 ActionCode = Annotated[str, AfterValidator(_known_action)]
 
 
-class Filters(BaseModel):
-    """event_data ids a hook is limited to; an empty list does not restrict (AND across kinds, OR within)."""
+# Payload filters (delivery-control.md "Payload filters"): every bound is checked at save (422 at
+# filters.match.<index>) so the router never meets a condition it cannot evaluate cheaply.
+MATCH_LIMITS = {
+    "conditions": 20,  # per hook
+    "path_chars": 200,
+    "path_depth": 8,  # dot-separated segments
+    "value_chars": 1000,  # a string value, and each string of an `in`/`nin` list
+    "list_values": 1000,  # values of an `in`/`nin` list
+}
+MATCH_OPS = ("eq", "ne", "in", "nin", "exists", "gt", "gte", "lt", "lte", "prefix", "contains")
+_SEGMENT = r"[^.\x00-\x1f\x7f]+"
+
+
+def _scalar(value: Any, what: str) -> None:
+    """Raise unless `value` is a JSON scalar within the size limit (objects and arrays are never compared)."""
+    if isinstance(value, str):
+        if len(value) > MATCH_LIMITS["value_chars"]:
+            raise ValueError(f"{what} is {len(value)} characters, over the limit of {MATCH_LIMITS['value_chars']}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{what} must be a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"{what} is outside the 64-bit integer range")
+    elif value is not None and not isinstance(value, bool):
+        raise ValueError(f"{what} must be a string, a number, true, false or null")
+
+
+class MatchCondition(BaseModel):
+    """One payload condition: the value at `path` (dot-separated keys; a decimal segment indexes a list)."""
 
     model_config = ConfigDict(extra="forbid")
+    path: str = Field(
+        min_length=1,
+        max_length=MATCH_LIMITS["path_chars"],
+        pattern=rf"^{_SEGMENT}(\.{_SEGMENT}){{0,{MATCH_LIMITS['path_depth'] - 1}}}$",
+        description=f"e.g. event_data.params.plan; at most {MATCH_LIMITS['path_depth']} segments",
+    )
+    op: Literal["eq", "ne", "in", "nin", "exists", "gt", "gte", "lt", "lte", "prefix", "contains"]
+    value: Any = Field(None, description="exists: true/false (default true); in/nin: a list of values")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exists_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("op") == "exists" and "value" not in data:
+            return {**data, "value": True}
+        return data
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> MatchCondition:
+        value, op = self.value, self.op
+        if op in ("in", "nin"):
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"`{op}` takes a non-empty list of values")
+            if len(value) > MATCH_LIMITS["list_values"]:
+                raise ValueError(f"`{op}` has {len(value)} values, over the limit of {MATCH_LIMITS['list_values']}")
+            for i, item in enumerate(value):
+                _scalar(item, f"value {i}")
+            return self
+        if isinstance(value, list):
+            raise ValueError(f"`{op}` takes one value, not a list (use `in` for several)")
+        _scalar(value, "the value")
+        if op == "exists":
+            if not isinstance(value, bool):
+                raise ValueError("`exists` takes true or false")
+        elif op in ("gt", "gte", "lt", "lte"):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError(f"`{op}` compares with a number or a string")
+        elif op == "prefix":
+            if not isinstance(value, str) or not value:
+                raise ValueError("`prefix` takes a non-empty string")
+        elif op == "contains" and value is None:
+            raise ValueError("`contains` takes a string (substring) or a value (list element), not null")
+        return self
+
+
+class Filters(BaseModel):
+    """event_data ids a hook is limited to; an empty list does not restrict (AND across kinds, OR within).
+
+    `match` adds payload conditions on any field of the event; all must hold (AND).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    match: list[MatchCondition] = Field(default_factory=list, max_length=MATCH_LIMITS["conditions"])
     resources: IdList = Field(default_factory=list)
     campaigns: IdList = Field(default_factory=list)
     messages: IdList = Field(default_factory=list)

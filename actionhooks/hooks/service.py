@@ -172,7 +172,7 @@ def _restore_secrets(new: Any, old: Any | None) -> tuple[dict[str, Any], list[tu
             continue
         same_type = isinstance(old_node, dict) and old_node.get("type") == node.get("type")
         if same_type and old_node.get(leaf) is not None:
-            if moved:  # a stored secret is never sent to a target it was not given for
+            if moved or _nested_target_moved(new, old, path):  # never sent to a target it was not given for
                 del node[leaf]
                 dropped.append(path)
             else:
@@ -215,3 +215,14 @@ def _without_secrets(delivery: Any) -> dict[str, Any]:
         else:
             node.pop(leaf, None)
     return data
+
+
+def _nested_target_moved(new: Any, old: Any, path: tuple[str, ...]) -> bool:
+    """Whether the nested model holding the secret at `path` (an auth object) changed its own target.
+
+    The secret of an OAuth2 auth goes to its token_url, not to the receiver: it follows that target
+    too, by the same `target()` of delivery/config.py.
+    """
+    for part in path[:-1]:
+        new, old = getattr(new, part), getattr(old, part)
+    return len(path) > 1 and new.target() != old.target()

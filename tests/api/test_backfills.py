@@ -66,7 +66,7 @@ def _refused(response: Any, status: int, loc: list[str]) -> str:
         ({"from": _iso(NOW), "to": _iso(NOW)}, ["body", "from"], "before `to`"),
         ({"from": _iso(NOW - timedelta(hours=169)), "to": _iso(NOW)}, ["body", "from"], "older than the archive"),
         ({"from": _iso(NOW - timedelta(hours=1)), "to": _iso(NOW + timedelta(days=1))}, ["body", "to"], "future"),
-        ({"from": _iso(NOW + timedelta(seconds=100)), "to": _iso(NOW + timedelta(seconds=200))}, ["body", "from"],
+        ({"from": _iso(NOW + timedelta(hours=1)), "to": _iso(NOW + timedelta(hours=2))}, ["body", "from"],
          "future"),
         ({"from": "2026-01-01T00:00:00", "to": _iso(NOW)}, ["body", "from"], "timezone"),
         ({"from": "yesterday", "to": _iso(NOW)}, ["body", "from"], "datetime"),

@@ -49,7 +49,9 @@ def test_create_returns_201_with_the_contract_shape_and_every_secret_masked(
 ) -> None:
     assert set(created) == HOOK_KEYS
     assert created["account_id"] == 1
-    assert created["filters"] == {"resources": [3], "campaigns": [973], "messages": [], "segments": [], "pixels": []}
+    assert created["filters"] == {
+        "resources": [3], "campaigns": [973], "messages": [], "segments": [], "pixels": [], "match": []
+    }
     assert created["delivery"]["auth"] == {"type": "bearer", "token": "***"}
     assert created["delivery"]["signing_secret"] == "***"
     assert created["created_at"].endswith("Z")

@@ -364,3 +364,14 @@ def test_replay_selected_without_a_selection_says_so(console: TestClient, api: T
     answer = console.post(f"/console/hooks/{mine['id']}/failed/replay", data=form)
     assert answer.status_code == 200
     assert "Nothing was replayed" in answer.text
+
+
+def test_saving_the_form_keeps_the_payload_conditions_it_cannot_edit(console: TestClient, api: TestClient) -> None:
+    conditions = [{"path": "event_data.params.plan", "op": "eq", "value": "pro"}]
+    mine = hook(api, filters={"match": conditions})
+    answer = console.post(f"/console/hooks/{mine['id']}", data=editor_form(csrf_of(console), name="Renamed"),
+                          follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    saved = api.get(f"/api/v1/hooks/{mine['id']}").json()
+    assert saved["name"] == "Renamed"
+    assert saved["filters"]["match"] == conditions

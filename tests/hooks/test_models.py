@@ -18,7 +18,7 @@ def spec(**changes: Any) -> HookSpec:
 
 def test_defaults_fill_every_filter_kind_and_a_signing_secret() -> None:
     hook = spec(filters={}, custom_data={})
-    assert hook.filters.model_dump() == {kind: [] for kind in FILTER_KINDS}
+    assert hook.filters.model_dump() == {**{kind: [] for kind in FILTER_KINDS}, "match": []}
     assert hook.custom_data.model_dump() == {"profile_fields": [], "values": {}}
     assert hook.delivery.signing_secret.startswith("whsec_")  # type: ignore[union-attr]
     assert hook.active is True
