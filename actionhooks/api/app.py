@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actionhooks import __version__, console
+from actionhooks import __version__, console, tracing
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
 from actionhooks.api.pipeline import app_triggers
@@ -31,6 +31,7 @@ from actionhooks.api.routes import (
 )
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
+from actionhooks.cluster_metrics import ClusterMetrics
 from actionhooks.observability import LivenessCache, RequestMetrics, metrics_registry, rejections_counter
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
@@ -75,6 +76,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.liveness = LivenessCache(engine)
     app.state.write_health = app.state.liveness.writes
     app.state.metrics = metrics_registry(app.state.liveness)
+    app.state.metrics.register(ClusterMetrics(engine))  # the workers' figures, cluster-wide
+    tracing.configure()
     app.state.rejections = rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     app.include_router(health.router)

@@ -56,11 +56,13 @@ def accept_events(
     *,
     supplied_ids: list[str],
     dedup_window_sec: float,
+    trace_context: str | None = None,
 ) -> Accepted:
     """Store `events` (validated, each with an event_id) for routing; commit; report what happened.
 
     Only the ids the platform supplied (`supplied_ids`) can be repeats: ids we assigned are new
-    UUIDs, so they skip the dedup table and its cost.
+    UUIDs, so they skip the dedup table and its cost. `trace_context` is the accept span's traceparent
+    (tracing.py), kept with the row so routing links to it.
     """
     now = time.time()
     supplied = set(supplied_ids)
@@ -76,7 +78,8 @@ def accept_events(
     raised = False
     if keep:
         session.execute(
-            insert(Intake).values(account_id=account_id, events=_dump(events, keep), n_events=len(keep), created_at=now)
+            insert(Intake).values(account_id=account_id, events=_dump(events, keep), n_events=len(keep), created_at=now,
+                                 trace_context=trace_context)
         )
         stmt = (
             _insert_for(session)(RouteSignal)

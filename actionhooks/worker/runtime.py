@@ -16,6 +16,7 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks import tracing
 from actionhooks.delivery import make_transport
 from actionhooks.delivery.retry import RetryPolicy
 from actionhooks.hooks.matching import CompiledHook
@@ -87,6 +88,7 @@ def runtime_for(celery: Celery) -> Runtime:
     rt = _runtimes.get(pid)
     if rt is None:
         rt = _runtimes[pid] = Runtime(celery.actionhooks_settings, celery)  # type: ignore[attr-defined]
+        tracing.configure()  # per process: a prefork child starts its own export thread
         threading.Thread(target=rt.watch_hooks, name="actionhooks-hook-watch", daemon=True).start()
         quiet_gc()
     return rt
