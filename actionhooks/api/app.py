@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actionhooks import __version__, console, tracing
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
-from actionhooks.api.pipeline import app_triggers
+from actionhooks.api.pipeline import app_triggers, close_triggers
 from actionhooks.api.routes import (
     capture,
     catalog,
@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         app.state.capture.committer.close()
+        close_triggers(_app.state)
         if owns_engine:
             engine.dispose()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from fastapi import HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,7 +12,7 @@ from starlette.datastructures import State
 from actionhooks.errors import NotFound
 from actionhooks.hooks.matching import CompiledHook, compile_hook
 from actionhooks.storage.tables import Hook
-from actionhooks.worker.app import make_celery
+from actionhooks.worker.app import close_celery, make_celery
 from actionhooks.worker.hook_cache import hook_row
 from actionhooks.worker.triggers import Triggers
 
@@ -40,17 +42,30 @@ def _too_large(limit: int) -> HTTPException:
     )
 
 
+_triggers_lock = threading.Lock()
+
+
 def triggers_of(request: Request) -> Triggers:
     """The app's trigger sender, created on first use so an API that only serves reads needs no broker."""
     return app_triggers(request.app.state)
 
 
 def app_triggers(state: State) -> Triggers:
-    """triggers_of for code that has the app's state but no request (the capture committer)."""
+    """triggers_of for code that has the app's state but no request (the capture committer). Made once,
+    also when sync routes ask from several threads (making it opens no connection)."""
     if getattr(state, "triggers", None) is None:
-        state.triggers = Triggers(make_celery(state.settings))
+        with _triggers_lock:
+            if getattr(state, "triggers", None) is None:
+                state.triggers = Triggers(make_celery(state.settings))
     triggers: Triggers = state.triggers
     return triggers
+
+
+def close_triggers(state: object) -> None:
+    """On API shutdown: close the broker connections the trigger sender opened, if it was created."""
+    triggers: Triggers | None = getattr(state, "triggers", None)
+    if triggers is not None:
+        close_celery(triggers.celery)
 
 
 def load_hook(session: Session, request: Request, account_id: int, hook_id: int) -> CompiledHook:

@@ -20,6 +20,13 @@ all of it), matched against `success_regex` and kept as a 2 KB excerpt.
 One httpx.Client per transport, shared by the worker's threads: keep-alive, no proxies (the SSRF
 guard must see the real target), no redirects (a 3xx is a rejection; following one would let a
 public receiver bounce us to a private address).
+
+One deadline per attempt: HOOK_HTTP_TIMEOUT_SEC from the start of `send` to the last byte read,
+whatever the receiver does. httpx's timeouts are per phase and per socket operation (a receiver
+that trickles its headers or body a byte at a time resets them forever), so the network streams
+under the client are wrapped (`DeadlineBackend`): every connect, TLS handshake, write and read is
+given at most the time left until the deadline of the attempt running on that thread, and fails
+with a timeout once it has passed.
 """
 
 from __future__ import annotations
@@ -29,9 +36,13 @@ import email.utils
 import math
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC
 from typing import Any, ClassVar
 
+import httpcore
 import httpx
 
 from actionhooks import __version__
@@ -70,7 +81,7 @@ class HttpTransport(Transport[HttpDelivery]):
         self._timeout = settings.HOOK_HTTP_TIMEOUT_SEC
         self._headers = {**config.headers, **_auth_headers(config)}
         self._client = httpx.Client(
-            transport=http_transport(LIMITS, allow_private=settings.HOOK_ALLOW_PRIVATE_TARGETS),
+            transport=http_transport(LIMITS, allow_private=settings.HOOK_ALLOW_PRIVATE_TARGETS, wrap=DeadlineBackend),
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=False,
@@ -82,8 +93,12 @@ class HttpTransport(Transport[HttpDelivery]):
         return self._client.is_closed
 
     def send(self, batch: Batch) -> Receipt:
-        if self.config.method == "GET":
-            return self._send_get(batch)
+        with attempt_deadline(time.monotonic() + self._timeout):
+            if self.config.method == "GET":
+                return self._send_get(batch)
+            return self._send_post(batch)
+
+    def _send_post(self, batch: Batch) -> Receipt:
         body = wire.dumps(batch.events)
         headers = self._signed(batch, batch.batch_id, body)
         headers["Content-Type"] = "application/json"
@@ -145,11 +160,12 @@ class HttpTransport(Transport[HttpDelivery]):
         self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | None
     ) -> tuple[int, str]:
         """One request; the status and the first READ_LIMIT bytes of the answer, or a DeliveryError."""
-        deadline = time.monotonic() + self._timeout
         try:
-            with self._client.stream(method, url, headers=headers, content=body) as response:
+            # The pool wait too ends at the attempt's deadline; the streams enforce it for the rest.
+            timeout = max(_left(), 0.001)
+            with self._client.stream(method, url, headers=headers, content=body, timeout=timeout) as response:
                 try:
-                    text = _read_capped(response, deadline)
+                    text = _read_capped(response)
                 except httpx.DecodingError as exc:
                     raise TargetRejected(
                         f"{self._where}: answer body cannot be decoded: {exc}",
@@ -205,8 +221,9 @@ def _query_value(value: Any) -> str:
     return wire.dumps(value).decode()  # true/false, numbers, objects and arrays as JSON
 
 
-def _read_capped(response: httpx.Response, deadline: float) -> str:
-    """The first READ_LIMIT bytes of the body; a receiver that trickles past the timeout is unreachable."""
+def _read_capped(response: httpx.Response) -> str:
+    """The first READ_LIMIT bytes of the body (a receiver that trickles past the deadline is cut by
+    the stream: ReadTimeout)."""
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
@@ -214,8 +231,6 @@ def _read_capped(response: httpx.Response, deadline: float) -> str:
         size += len(chunk)
         if size >= READ_LIMIT:
             break
-        if time.monotonic() > deadline:
-            raise httpx.ReadTimeout("the answer body took longer than the timeout", request=response.request)
     body = b"".join(chunks)[:READ_LIMIT]
     try:
         return body.decode(response.charset_encoding or "utf-8", errors="replace")
@@ -239,3 +254,81 @@ def _retry_after(value: str | None) -> float | None:
             when = when.replace(tzinfo=UTC)
         return max(0.0, when.timestamp() - time.time())
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+_deadline: ContextVar[float | None] = ContextVar("actionhooks_attempt_deadline", default=None)
+WRITE_CHUNK = 16 * 1024  # a write is split so a receiver that reads slowly meets the deadline too
+
+
+@contextmanager
+def attempt_deadline(deadline: float) -> Iterator[None]:
+    """Network I/O of this thread (context) inside the block ends by `deadline` (time.monotonic)."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _left() -> float:
+    deadline = _deadline.get()
+    return float("inf") if deadline is None else deadline - time.monotonic()
+
+
+def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
+    """`timeout` cut to the time left before the attempt's deadline; `error` once it has passed."""
+    left = _left()
+    if left == float("inf"):
+        return timeout
+    if left <= 0:
+        raise error("the attempt's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation ends by the attempt's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        view = memoryview(buffer)
+        for start in range(0, len(view), WRITE_CHUNK):
+            self._stream.write(bytes(view[start : start + WRITE_CHUNK]), _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout))
+        return DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class DeadlineBackend(httpcore.NetworkBackend):
+    """Wraps a network backend so its connections honour the attempt's deadline (DeadlineStream)."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(  # type: ignore[override]  # the options pass through as httpcore gives them
+        self, host: str, port: int, timeout: float | None = None, **options: Any
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._backend.connect_tcp(host, port, timeout=bounded, **options))
+
+    def connect_unix_socket(  # type: ignore[override]
+        self, path: str, timeout: float | None = None, **options: Any
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._backend.connect_unix_socket(path, timeout=bounded, **options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)

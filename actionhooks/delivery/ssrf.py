@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import httpcore
 import httpx
@@ -133,11 +133,18 @@ def vet_target(what: str, host: str, port: int, delivered: frozenset[int] = froz
         raise TargetUnreachable(f"{what} {host}:{port}: {exc}", delivered=delivered) from exc
 
 
-def http_transport(limits: httpx.Limits, *, allow_private: bool) -> httpx.HTTPTransport:
-    """An httpx transport whose connections go through the guard, unless private targets are allowed."""
+def http_transport(
+    limits: httpx.Limits,
+    *,
+    allow_private: bool,
+    wrap: Callable[[httpcore.NetworkBackend], httpcore.NetworkBackend] | None = None,
+) -> httpx.HTTPTransport:
+    """An httpx transport whose connections go through the guard, unless private targets are allowed;
+    `wrap` may wrap the network backend (the HTTP transport's attempt deadline does)."""
     ssl_context = httpx.create_ssl_context()
     transport = httpx.HTTPTransport(verify=ssl_context, limits=limits)
-    if not allow_private:
+    if not allow_private or wrap is not None:
+        backend: httpcore.NetworkBackend = httpcore.SyncBackend() if allow_private else GuardedBackend()
         # httpx 0.28 takes no network backend; its httpcore pool is the one seam. The SSRF tests
         # fail loudly if a new httpx moves it.
         transport._pool.close()
@@ -146,6 +153,6 @@ def http_transport(limits: httpx.Limits, *, allow_private: bool) -> httpx.HTTPTr
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(),
+            network_backend=wrap(backend) if wrap is not None else backend,
         )
     return transport

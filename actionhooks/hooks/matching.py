@@ -135,13 +135,21 @@ _Bucket = dict[int | None, dict[str | None, _ByValue]]
 
 
 class HookIndex:
-    """Active hooks arranged so an event only meets the hooks that can match it."""
+    """Active hooks arranged so an event only meets the hooks that can match it.
+
+    Immutable once built: a change makes a new index (`changed`) that shares every bucket it does
+    not touch with this one, and the hook cache swaps its reference in one assignment. A router
+    matching on another thread therefore never sees an index half-changed (no lock on the read path).
+    """
+
+    __slots__ = ("_buckets", "_hooks")
 
     def __init__(self, hooks: Iterable[CompiledHook] = ()) -> None:
         self._buckets: dict[tuple[int, str], _Bucket] = {}
         self._hooks: dict[int, CompiledHook] = {}
+        owned: _Owned = {id(self._buckets): self._buckets}
         for hook in hooks:
-            self.replace(hook)
+            self._put(hook, owned)
 
     def __len__(self) -> int:
         return len(self._hooks)
@@ -169,35 +177,66 @@ class HookIndex:
             found.sort(key=lambda hook: hook.id)
         return found
 
-    def replace(self, hook: CompiledHook) -> None:
-        """Add `hook`, or put it in place of the hook with its id (a stopped hook is only removed)."""
-        self.remove(hook.id)
+    def changed(self, put: Iterable[CompiledHook] = (), drop: Iterable[int] = ()) -> HookIndex:
+        """A new index with `put` hooks added or in place of those with their ids (a stopped one is only
+        removed) and `drop` ids removed; this index is left as it was. Copy-on-write: the new index
+        shares every table it does not change, and a changed table is copied once (shallow), so a change
+        costs the tables on its hooks' paths, not the index."""
+        new = HookIndex.__new__(HookIndex)
+        new._buckets = dict(self._buckets)
+        new._hooks = dict(self._hooks)
+        owned: _Owned = {id(new._buckets): new._buckets}
+        for hook_id in drop:
+            new._remove(hook_id, owned)
+        for hook in put:
+            new._put(hook, owned)
+        return new
+
+    def _put(self, hook: CompiledHook, owned: _Owned) -> None:
+        self._remove(hook.id, owned)
         if not hook.active:
             return
         self._hooks[hook.id] = hook
         for slot in _slots(hook):
-            by_value = self._buckets.setdefault(slot[0], {}).setdefault(slot[1], {}).setdefault(slot[2], {})
-            by_value.setdefault(slot[3], {})[hook.id] = hook
+            table: dict[Any, Any] = self._buckets
+            for key in slot:
+                table = _writable(table, key, owned, create=True)
+            table[hook.id] = hook
 
-    def remove(self, hook_id: int) -> None:
-        """Forget the hook with this id; nothing happens when it is not indexed."""
+    def _remove(self, hook_id: int, owned: _Owned) -> None:
         hook = self._hooks.pop(hook_id, None)
         if hook is None:
             return
-        for key, database, kind, value in _slots(hook):
-            bucket = self._buckets[key]
-            by_kind = bucket[database]
-            by_value = by_kind[kind]
-            del by_value[value][hook_id]
+        for slot in _slots(hook):
+            path: list[dict[Any, Any]] = [self._buckets]
+            for key in slot:
+                path.append(_writable(path[-1], key, owned, create=False))
+            del path[-1][hook_id]
             # Prune empty levels so a churn of hooks leaves no garbage and lookups stay short.
-            if not by_value[value]:
-                del by_value[value]
-                if not by_value:
-                    del by_kind[kind]
-                    if not by_kind:
-                        del bucket[database]
-                        if not bucket:
-                            del self._buckets[key]
+            for depth in range(len(slot) - 1, -1, -1):
+                if path[depth + 1]:
+                    break
+                del path[depth][slot[depth]]
+
+
+# Tables of an index being built that it owns alone (free to change), by id, kept alive while it builds.
+_Owned = dict[int, dict[Any, Any]]
+
+
+def _writable(parent: dict[Any, Any], key: Any, owned: _Owned, *, create: bool) -> dict[Any, Any]:
+    """`parent[key]` as a table the build owns: copied the first time it is touched (or made, with create)."""
+    child = parent.get(key)
+    if child is not None and id(child) in owned:
+        return child
+    if child is None:
+        if not create:
+            raise KeyError(key)
+        child = {}
+    else:
+        child = dict(child)
+    parent[key] = child
+    owned[id(child)] = child
+    return child
 
 
 def _slots(hook: CompiledHook) -> list[tuple[tuple[int, str], int | None, str | None, int | None]]:

@@ -2,7 +2,9 @@
 
 SQLite is tuned for several processes of one machine (API, workers, scheduler): WAL so readers
 never block the writer, a busy timeout so writers queue instead of failing, and IMMEDIATE
-transactions so a read-then-write never hits SQLite's deadlock-on-upgrade.
+transactions so a read-then-write never hits SQLite's deadlock-on-upgrade. Sessions that only read
+(reader_factory) begin a deferred transaction instead: in WAL mode it never waits for the writer,
+so a thread may read while holding an in-process lock that a writer waits for.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.settings import Settings
 
+_READ_ONLY = "actionhooks_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -42,7 +45,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -53,6 +56,11 @@ def engine_from_settings(settings: Settings) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def reader_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reading only; on SQLite they never take (or wait for) the write lock."""
+    return sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
 
 
 # What a failing database raises, as opposed to what a bad statement or bad data raises (Integrity,

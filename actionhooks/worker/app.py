@@ -43,6 +43,17 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def close_celery(app: Celery) -> None:
+    """Close the broker connections `app` opened to send tasks. Celery.close() only forgets its
+    connection pool; kombu's pools (process-wide, keyed by broker URL) keep the sockets open."""
+    producers = app.amqp._producer_pool
+    if producers is not None:
+        producers.force_close_all()
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app.close()
+
+
 def prepare_storage(settings: Settings) -> None:
     """Create the data folder and migrate the database before any role uses it."""
     from pathlib import Path

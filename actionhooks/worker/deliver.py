@@ -4,7 +4,11 @@ Phases (after outpost):
 - claim: in one transaction, the attempt counter is incremented, an attempt row written and a lease
   taken *before* anything is sent, so a worker killed mid-send has used up that attempt and can
   never make a batch retry forever; when the lease passes, the batch is due again.
-- attempt: `Transport.send`, outside any transaction.
+- attempt: `Transport.send`, outside any transaction, within the attempt's one deadline
+  (HOOK_HTTP_TIMEOUT_SEC for everything: connect, TLS, sending, waiting for and reading the answer).
+  The drain's batches go out on sending threads of its own, so no batch waits behind another
+  drain's: the lease (SENDS_PER_THREAD deadlines + LEASE_MARGIN_SEC) outlasts every send of a live
+  worker, and no batch is handed to a second worker while the first still sends it.
 - record: success deletes the batch; a failure asks the retry policy for the delay, and either
   schedules the next attempt in the database (never as a Celery ETA: long delays would sit in the
   broker and Redis would redeliver them) or moves the batch to the failed list.
@@ -18,6 +22,7 @@ deleted meanwhile ends the drain; an outcome it can no longer record went with t
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +47,8 @@ DRAIN_TIME_BUDGET_SEC = 10.0
 # Batches each sending thread gets per claim round: the round's claim and record statements are
 # shared by all of them, so two per thread halve that bookkeeping per event (measured in the commit).
 SENDS_PER_THREAD = 2
+# What a lease leaves after the sends' deadlines: recording the round (one transaction).
+LEASE_MARGIN_SEC = 5.0
 ERROR_TEXT_LIMIT = 2000
 
 
@@ -64,38 +71,50 @@ class Outcome:
 
 def lease_seconds(rt: Runtime, hook: CompiledHook) -> float:
     """How long a claimed batch stays hidden: longer than the attempts one sending thread makes in a
-    round (SENDS_PER_THREAD, one after the other) can take."""
-    per_request = rt.settings.HOOK_HTTP_TIMEOUT_SEC
-    return per_request * 2 * SENDS_PER_THREAD + 5
+    round (SENDS_PER_THREAD, one after the other, each cut at HOOK_HTTP_TIMEOUT_SEC whatever the
+    receiver does), plus the time to record them."""
+    return rt.settings.HOOK_HTTP_TIMEOUT_SEC * SENDS_PER_THREAD + LEASE_MARGIN_SEC
 
 
 def drain_hook(rt: Runtime, hook_id: int) -> int:
     """Deliver what is due for one hook within a time budget; returns the number of attempts made."""
+    rt.hooks.refresh()
+    hook = rt.hooks.get(hook_id)
+    if hook is None:
+        return 0  # deleted (its work went with it) or not compilable (logged by the cache)
     with rt.sessions() as session:
-        rt.hooks.refresh(session)
-        hook = rt.hooks.get(hook_id)
-        if hook is None or not lock_existing(session, [hook_id]):
-            return 0  # deleted (its work went with it) or not compilable (logged by the cache)
+        if not lock_existing(session, [hook_id]):
+            return 0  # deleted since the cache saw it: its work went with it
         form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
         session.commit()
+    parallel = rt.send_parallelism(hook)
+    # This drain's own sending threads (started on first use, ended with the drain): a shared pool
+    # would make batches wait in line behind other drains' while their lease runs.
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="actionhooks-send") as senders:
+        attempts, done = _drain_rounds(rt, hook, parallel, senders)
+    if not done:
+        rt.triggers.drain(hook_id)  # budget used up (or stopping): continue in a fresh task
+    return attempts
+
+
+def _drain_rounds(rt: Runtime, hook: CompiledHook, parallel: int, senders: ThreadPoolExecutor) -> tuple[int, bool]:
+    """Claim, attempt and record rounds until nothing is due (done) or the budget is used up."""
     attempts = 0
     deadline = time.monotonic() + DRAIN_TIME_BUDGET_SEC
-    parallel = rt.send_parallelism(hook)
     while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
             claimed = claim_due(session, rt, hook, limit=parallel * SENDS_PER_THREAD)
             session.commit()
         if not claimed:
-            return attempts
-        outcomes = run_attempts(rt, hook, claimed, parallel)
+            return attempts, True
+        outcomes = run_attempts(rt, hook, claimed, senders)
         with rt.sessions() as session:
-            if not lock_existing(session, [hook_id]):
-                return attempts  # deleted while sending: its batches and attempts went with it
+            if not lock_existing(session, [hook.id]):
+                return attempts, True  # deleted while sending: its batches and attempts went with it
             record(session, rt, hook, outcomes)
             session.commit()
         attempts += len(claimed)
-    rt.triggers.drain(hook_id)  # budget used up (or stopping): continue in a fresh task
-    return attempts
+    return attempts, False
 
 
 def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> list[Claimed]:
@@ -162,22 +181,26 @@ def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> None:
     )
 
 
-def run_attempts(rt: Runtime, hook: CompiledHook, claimed: list[Claimed], parallel: int) -> list[Outcome]:
-    transport = rt.transports.get(hook)
+def run_attempts(
+    rt: Runtime, hook: CompiledHook, claimed: list[Claimed], senders: ThreadPoolExecutor
+) -> list[Outcome]:
+    """One attempt per claimed batch on `senders`; the hook's transport stays open until all ended."""
+    with rt.transports.using(hook) as transport:
 
-    def one(c: Claimed) -> Outcome:
-        batch = Batch(hook_id=hook.id, batch_id=c.delivery_id, attempt=c.attempt, events=c.events)
-        with tracing.span("actionhooks.deliver", links=[c.trace_context], hook_id=hook.id, batch_id=c.delivery_id,
-                          attempt=c.attempt, transport=hook.delivery.type, events=len(c.events)) as span:
-            try:
-                return Outcome(c, attempt(transport, batch), None)
-            except DeliveryError as exc:
-                span.fail(f"{type(exc).__name__}: {exc.message}")
-                return Outcome(c, None, exc)
+        def one(c: Claimed) -> Outcome:
+            batch = Batch(hook_id=hook.id, batch_id=c.delivery_id, attempt=c.attempt, events=c.events)
+            with tracing.span("actionhooks.deliver", links=[c.trace_context], hook_id=hook.id,
+                              batch_id=c.delivery_id, attempt=c.attempt, transport=hook.delivery.type,
+                              events=len(c.events)) as span:
+                try:
+                    return Outcome(c, attempt(transport, batch), None)
+                except DeliveryError as exc:
+                    span.fail(f"{type(exc).__name__}: {exc.message}")
+                    return Outcome(c, None, exc)
 
-    if parallel <= 1 or len(claimed) == 1:
-        return [one(c) for c in claimed]
-    return list(rt.executor(parallel).map(one, claimed))
+        if len(claimed) == 1:
+            return [one(claimed[0])]
+        return list(senders.map(one, claimed))
 
 
 def record(session: Session, rt: Runtime, hook: CompiledHook, outcomes: list[Outcome]) -> None:

@@ -69,7 +69,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
             if not ids:
                 return routed
             # After the claim: every hook change committed before these events were accepted is seen.
-            rt.hooks.refresh(session, force=True)
+            rt.hooks.refresh(force=True)  # reads only: never waits for the write lock this session holds
             with tracing.span("actionhooks.route", links=traces, account_id=account_id, events=len(events)):
                 windows = _route_isolating(rt, session, account_id, events)
                 session.execute(delete(Intake).where(Intake.id.in_(ids)))

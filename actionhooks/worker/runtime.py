@@ -1,7 +1,10 @@
 """What a worker process keeps between tasks: database engine, compiled hooks, transports, retry policy.
 
 Created lazily on the first task of each process, so prefork children build their own engine and
-connections after the fork (a connection inherited across fork is shared by two processes).
+connections after the fork (a connection inherited across fork is shared by two processes), and
+closed when the process stops (worker/tasks.py connects `close_runtime` to Celery's
+worker_process_shutdown and worker_shutdown signals): transports (broker connections, Kafka
+producers, httpx pools), the hook watcher, the database engine and the app's producer pool.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import gc
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
 from sqlalchemy import Engine
@@ -21,7 +23,8 @@ from actionhooks.delivery import make_transport
 from actionhooks.delivery.retry import RetryPolicy
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.settings import Settings
-from actionhooks.storage.db import engine_from_settings, session_factory
+from actionhooks.storage.db import engine_from_settings, reader_factory, session_factory
+from actionhooks.worker.app import close_celery
 from actionhooks.worker.hook_cache import HookCache
 from actionhooks.worker.transports import TransportCache, TransportFactory
 from actionhooks.worker.triggers import Triggers
@@ -43,55 +46,79 @@ class Runtime:
         self.settings = settings
         self.engine = engine or engine_from_settings(settings)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self.celery = celery
         self.triggers = Triggers(celery)
         self.transports = TransportCache(settings, transport_factory)
-        self.hooks = HookCache(settings, on_change=self.transports.drop)
+        self.hooks = HookCache(settings, reader_factory(self.engine), on_change=self.transports.retire)
         self.policy = RetryPolicy.from_settings(settings)
-        self._executor: ThreadPoolExecutor | None = None
         self._closed = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def send_parallelism(self, hook: CompiledHook) -> int:
         """HTTP batches of one hook go out on a few threads sharing one keep-alive client; broker
         transports hold one channel/producer that pipelines internally, so they send one batch at a time."""
         return HTTP_SEND_THREADS if hook.delivery.type == "http" else 1
 
-    def executor(self, threads: int) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actionhooks-send")
-        return self._executor
-
-    def watch_hooks(self, every: float = HOOK_WATCH_SEC) -> None:
+    def start_watching(self, every: float = HOOK_WATCH_SEC) -> None:
         """Refresh the hook cache between tasks too, until close(): a changed or deleted hook's broker
-        connection is closed within seconds (the cache drops its transport) even when no task comes.
-        Costs one indexed query per round."""
+        connection is closed within seconds (the cache retires its transport) even when no task comes,
+        and the periodic full reload runs. Costs one indexed query per round."""
+        self._watcher = threading.Thread(target=self._watch, args=(every,), name="actionhooks-hook-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self, every: float) -> None:
         while not self._closed.wait(every):
             try:
-                with self.sessions() as session:
-                    self.hooks.refresh(session)
+                self.hooks.refresh()
             except Exception:
                 log.warning("refreshing hooks failed; trying again in %.0f s", every, exc_info=True)
 
     def close(self) -> None:
+        """Release everything this runtime opened; idempotent. Call when no task runs any more (a
+        transport still sending is closed by its last user, see TransportCache)."""
+        if self._closed.is_set():
+            return
         self._closed.set()
+        if self._watcher is not None:
+            self._watcher.join(30)  # a round is one read; it ends well within that
         self.transports.close_all()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
         self.engine.dispose()
 
 
 _runtimes: dict[int, Runtime] = {}
+_runtimes_lock = threading.Lock()
 
 
 def runtime_for(celery: Celery) -> Runtime:
-    """This process's Runtime for `celery` (keyed by pid: a forked child never reuses its parent's)."""
+    """This process's Runtime for `celery` (keyed by pid: a forked child never reuses its parent's).
+
+    Thread-safe: on the threads pool, tasks starting together get the one Runtime (and one watcher)."""
     pid = os.getpid()
     rt = _runtimes.get(pid)
-    if rt is None:
-        rt = _runtimes[pid] = Runtime(celery.actionhooks_settings, celery)  # type: ignore[attr-defined]
-        tracing.configure()  # per process: a prefork child starts its own export thread
-        threading.Thread(target=rt.watch_hooks, name="actionhooks-hook-watch", daemon=True).start()
-        quiet_gc()
+    if rt is not None:
+        return rt
+    with _runtimes_lock:  # building a Runtime opens no connection (all lazy), so the lock covers no I/O
+        rt = _runtimes.get(pid)
+        if rt is None:
+            rt = _runtimes[pid] = Runtime(celery.actionhooks_settings, celery)  # type: ignore[attr-defined]
+            tracing.configure()  # per process: a prefork child starts its own export thread
+            rt.start_watching()
+            quiet_gc()
     return rt
+
+
+def close_runtime(**_: object) -> None:
+    """Close this process's Runtime, if it has one, and the Celery app's producer connections it used
+    to send triggers (a Celery signal receiver: worker_process_shutdown / worker_shutdown)."""
+    with _runtimes_lock:
+        rt = _runtimes.pop(os.getpid(), None)
+    if rt is None:
+        return
+    try:
+        rt.close()
+    finally:
+        close_celery(rt.celery)
+    log.info("worker process %s closed its connections", os.getpid())
 
 
 def quiet_gc() -> None:

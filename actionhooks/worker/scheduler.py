@@ -21,7 +21,7 @@ from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.tables import Attempt, Delivery, SeenEvent
 from actionhooks.worker import content
-from actionhooks.worker.app import make_celery
+from actionhooks.worker.app import close_celery, make_celery
 from actionhooks.worker.batching import overdue_windows
 from actionhooks.worker.intake import stale_work
 from actionhooks.worker.triggers import Triggers
@@ -79,12 +79,18 @@ class Scheduler:
         self._sent = {k: t for k, t in self._sent.items() if now - t < 60}
 
     def _prune_attempts(self, session: Session) -> None:
+        """Keep the newest ATTEMPTS_KEEP_PER_HOOK attempts of each hook. Attempt ids are global (hooks'
+        attempts interleave), so the cut is the id of each hook's own keep+1-th newest attempt."""
         keep = self.settings.ATTEMPTS_KEEP_PER_HOOK
-        crowded = session.execute(
-            select(Attempt.hook_id, func.max(Attempt.id)).group_by(Attempt.hook_id).having(func.count() > keep)
+        crowded = session.scalars(
+            select(Attempt.hook_id).group_by(Attempt.hook_id).having(func.count() > keep)
         ).all()
-        for hook_id, newest in crowded:
-            session.execute(delete(Attempt).where(Attempt.hook_id == hook_id, Attempt.id <= newest - keep))
+        for hook_id in crowded:
+            cut = session.scalar(
+                select(Attempt.id).where(Attempt.hook_id == hook_id).order_by(Attempt.id.desc()).offset(keep).limit(1)
+            )
+            if cut is not None:
+                session.execute(delete(Attempt).where(Attempt.hook_id == hook_id, Attempt.id <= cut))
         session.commit()
 
 
@@ -95,7 +101,8 @@ def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> No
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     engine = engine_from_settings(settings)
-    scheduler = Scheduler(settings, session_factory(engine), Triggers(make_celery(settings)))
+    celery = make_celery(settings)
+    scheduler = Scheduler(settings, session_factory(engine), Triggers(celery))
     log.info("scheduler running, tick %.2fs", settings.SCHEDULER_TICK_SEC)
     while not stop.is_set():
         try:
@@ -103,4 +110,5 @@ def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> No
         except Exception:
             log.exception("scheduler tick failed; retrying next tick")
         stop.wait(settings.SCHEDULER_TICK_SEC)
+    close_celery(celery)
     engine.dispose()

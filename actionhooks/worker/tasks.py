@@ -10,13 +10,20 @@ import signal
 from types import FrameType
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_init, worker_shutting_down
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from actionhooks.worker import shutdown
 from actionhooks.worker.app import DRAIN_TASK, ROUTE_TASK
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.route import route_account
-from actionhooks.worker.runtime import runtime_for
+from actionhooks.worker.runtime import close_runtime, runtime_for
 
 
 def register_tasks(celery: Celery) -> None:
@@ -30,6 +37,10 @@ def register_tasks(celery: Celery) -> None:
 
     worker_shutting_down.connect(lambda **_: shutdown.request(), weak=False)  # threads/solo pools
     worker_process_init.connect(_finish_the_task_on_sigterm, weak=False)  # prefork children
+    # Every process that ran tasks closes what its Runtime opened: prefork children as they exit,
+    # the main process (threads/solo pools) after its pool stopped.
+    worker_process_shutdown.connect(close_runtime, weak=False)
+    worker_shutdown.connect(close_runtime, weak=False)
 
 
 _running = 0

@@ -23,6 +23,7 @@ from actionhooks.errors import PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 from tests.delivery.conformance import HOOK_ID, Arrival, TransportConformance, sample_batch
 from tests.support.receiver import Receiver, Reply
+from tests.support.trickle import TrickleServer
 
 PRIVATE = Settings(HOOK_ALLOW_PRIVATE_TARGETS=True, HOOK_HTTP_TIMEOUT_SEC=2)
 
@@ -216,6 +217,27 @@ def test_a_receiver_slower_than_the_timeout_is_unreachable(receiver: Receiver) -
     assert caught.value.retryable
     assert "no answer within 0.3s" in caught.value.message
     assert isinstance(caught.value.__cause__, httpx.TimeoutException)
+
+
+@pytest.mark.parametrize("mode", ["headers", "body"])
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_receiver_that_trickles_its_answer_is_cut_at_the_attempts_deadline(mode: str, method: str) -> None:
+    # Given a receiver that sends its headers (or its body) one byte every 0.2 s, for half a minute:
+    # every read gets a byte long before any per-read timeout
+    server = TrickleServer(mode=mode, every=0.2)
+    settings = Settings(HOOK_ALLOW_PRIVATE_TARGETS=True, HOOK_HTTP_TIMEOUT_SEC=1)
+    try:
+        started = time.monotonic()
+        with http(server.url, settings, method=method) as transport, pytest.raises(TargetUnreachable) as caught:
+            transport.send(sample_batch(1))
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    # Then the attempt ends at its 1 s deadline, far before the answer would (the slack is for a busy machine)
+    assert 1 <= took < 5, took
+    assert "no answer within 1s" in caught.value.message
+    assert caught.value.retryable
+    assert server.requests == 1
 
 
 def test_a_redirect_is_a_rejection_and_is_not_followed(receiver: Receiver) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import timeit
 from typing import Any
 
@@ -11,6 +12,7 @@ from actionhooks.hooks import matching
 from actionhooks.hooks.matching import FILTER_FIELDS, CompiledHook, HookIndex, compile_hook
 from actionhooks.settings import Settings
 from actionhooks.templating import DictCatalog
+from tests.support.hammer import hammer
 
 SETTINGS = Settings()
 
@@ -194,18 +196,18 @@ def test_the_index_returns_exactly_the_hooks_that_match_ordered_by_id() -> None:
 
 
 def test_the_index_follows_replaced_stopped_and_removed_hooks() -> None:
-    index = HookIndex(some_hooks())
+    before = HookIndex(some_hooks())
     clicked = event()
-    assert [h.id for h in index.candidates(clicked)] == [1, 2, 3]
+    assert [h.id for h in before.candidates(clicked)] == [1, 2, 3]
     # hook 3 is edited to another campaign, hook 1 is stopped, hook 2 is deleted, hook 6 is activated
-    index.replace(hook(3, version=2, filters={"campaigns": [974]}))
-    index.replace(hook(1, active=False))
-    index.remove(2)
-    index.replace(hook(6))
+    index = before.changed(put=[hook(3, version=2, filters={"campaigns": [974]}), hook(1, active=False)], drop=[2])
+    index = index.changed(put=[hook(6)], drop=[2])  # removing twice is harmless
     assert [h.id for h in index.candidates(clicked)] == [6]
     assert 1 not in index
     assert len(index) == 6
-    index.remove(2)  # removing twice is harmless
+    # the old index is untouched: a reader still holding it sees it whole
+    assert [h.id for h in before.candidates(clicked)] == [1, 2, 3]
+    assert len(before) == 7
     # the edited hook now matches its new campaign, in its new version
     moved = index.candidates(event(event_data={"campaign_id": 974, "resource_id": 3}))
     assert [(h.id, h.version) for h in moved] == [(3, 2), (6, 1)]
@@ -214,7 +216,7 @@ def test_the_index_follows_replaced_stopped_and_removed_hooks() -> None:
 def test_removing_every_hook_leaves_an_empty_index() -> None:
     index = HookIndex(some_hooks())
     for h in some_hooks():
-        index.remove(h.id)
+        index = index.changed(drop=[h.id])
     assert len(index) == 0
     assert index._buckets == {}
     assert all(index.candidates(e) == [] for e in every_event())
@@ -245,3 +247,28 @@ def test_matching_costs_about_the_same_with_10000_hooks_as_with_one() -> None:
     cost_one = min(timeit.repeat(lambda: one.candidates(e), number=2000, repeat=5))
     cost_many = min(timeit.repeat(lambda: many.candidates(e), number=2000, repeat=5))
     assert cost_many < cost_one * 3
+
+
+def test_readers_never_see_an_index_half_changed_while_another_thread_swaps_it() -> None:
+    # Given an index of 200 hooks for clicks on campaign 973, swapped by a writer thread between
+    # "hooks 0-199 at version 1" and "even hooks stopped, odd hooks at version 2" as fast as it can
+    clicked = event()
+    first = [hook(i, filters={"campaigns": [973, 1000 + i]}) for i in range(200)]
+    second = [hook(i, version=2, active=i % 2 == 1, filters={"campaigns": [973, 2000 + i]}) for i in range(200)]
+    allowed = {
+        tuple((h.id, h.version) for h in first),
+        tuple((h.id, h.version) for h in second if h.active),
+    }
+    current = {"index": HookIndex(first)}
+    states = itertools.cycle([second, first])
+
+    def swap() -> None:
+        current["index"] = current["index"].changed(put=next(states))
+
+    def read() -> str | None:
+        seen = tuple((h.id, h.version) for h in current["index"].candidates(clicked))
+        return None if seen in allowed else f"a mixed or duplicated result of {len(seen)} hooks"
+
+    # When readers match against 200 swaps, then every read saw one whole index: no error, no hook
+    # twice, no mix of two states
+    assert hammer(swap, read, writes=200, readers=3) == []

@@ -26,6 +26,7 @@ import pytest
 from tests.delivery.brokers_fixtures import Rabbit, closed_loopback_port, kafka_bootstrap, unique
 from tests.delivery.test_kafka import consume, create_topic
 from tests.support.engine import Engine, event, free_port, poll, redis_broker, running_engine
+from tests.worker.conftest import rabbitmqctl
 
 __all__ = ["kafka_bootstrap"]  # the fixture, imported for pytest
 
@@ -36,8 +37,6 @@ ACTIONS = ["click", "open", "deliv"]
 _accounts = itertools.count(700)
 
 
-def rabbitmqctl(*args: str, timeout: float = 60) -> str:
-    return subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=timeout).stdout
 
 
 @dataclass
@@ -85,18 +84,6 @@ def tenant(engine: Engine) -> Iterator[Tenant]:
     account_id = next(_accounts)
     with engine.client(account_id) as api:
         yield Tenant(account_id, api)
-
-
-@pytest.fixture
-def vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of the test's own (guest may use it), deleted with everything in it afterwards."""
-    name = unique("vhost")
-    rabbitmqctl("add_vhost", name)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield name
-    finally:
-        rabbitmqctl("delete_vhost", name)
 
 
 @pytest.fixture

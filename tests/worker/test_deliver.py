@@ -15,11 +15,11 @@ from actionhooks.delivery.stub import StubTransport
 from actionhooks.errors import PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 from actionhooks.storage.migrate import upgrade
-from actionhooks.storage.tables import Attempt, Delivery, Hook
+from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker.app import make_celery
-from actionhooks.worker.batching import form_batches
 from actionhooks.worker.deliver import claim_due, drain_hook
 from actionhooks.worker.runtime import Runtime
+from tests.support.runtime import hook_with_batch
 
 
 @pytest.fixture
@@ -44,24 +44,9 @@ def rt(tmp_path: Path, stub: StubTransport) -> Iterator[Runtime]:
 
 def _batch_of(rt: Runtime, events: list[dict[str, Any]]) -> tuple[int, str]:
     """A hook with one ready batch of `events`; returns (hook id, batch id)."""
+    hook_id = hook_with_batch(rt, {"type": "http", "url": "http://example.org/", "batch_timeout_sec": 0}, events)
     with rt.sessions() as session:
-        row = Hook(
-            account_id=1,
-            name="h",
-            active=True,
-            actions=["open"],
-            filters={},
-            custom_data={},
-            delivery={"type": "http", "url": "http://example.org/", "batch_timeout_sec": 0},
-        )
-        session.add(row)
-        session.commit()
-        rt.hooks.refresh(session, force=True)
-        hook = rt.hooks.get(row.id)
-        assert hook is not None
-        form_batches(session, hook, events)
-        session.commit()
-        return row.id, session.scalars(select(Delivery.id)).one()
+        return hook_id, session.scalars(select(Delivery.id)).one()
 
 
 def _attempts(rt: Runtime) -> list[tuple[int, str, str | None]]:

@@ -1,0 +1,66 @@
+"""One deadline per attempt and a lease that outlasts it: a receiver that trickles its answer is cut
+at the deadline, and its batch is never claimed (and sent) by a second worker meanwhile."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from actionhooks.settings import Settings
+from actionhooks.storage.migrate import upgrade
+from actionhooks.storage.tables import Attempt, Delivery
+from actionhooks.worker.app import make_celery
+from actionhooks.worker.deliver import drain_hook, lease_seconds
+from actionhooks.worker.runtime import Runtime
+from tests.support.runtime import hook_with_batch
+from tests.support.trickle import TrickleServer
+
+
+def test_a_trickling_receiver_is_cut_at_the_deadline_and_never_sent_twice_through_lease_expiry(
+    tmp_path: Path,
+) -> None:
+    server = TrickleServer(mode="body", every=0.2)  # the answer would take 100,000 x 0.2 s
+    settings = Settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'd.db'}", DATA_DIR=str(tmp_path), BROKER_URL="memory://",
+        HOOK_HTTP_TIMEOUT_SEC=1, HOOK_ALLOW_PRIVATE_TARGETS=True, HOOK_RETRY_PERIOD_SEC=[60],
+    )
+    first, second = (Runtime(settings, make_celery(settings)) for _ in range(2))  # two workers
+    upgrade(first.engine)
+    try:
+        hook_id = hook_with_batch(first, {"type": "http", "url": server.url, "batch_timeout_sec": 0}, [{"n": 1}])
+        hook = first.hooks.get(hook_id)
+        assert hook is not None
+        # When one worker drains while the other keeps trying to claim the same hook's work
+        done = threading.Event()
+        started = time.monotonic()
+        drained: list[int] = []
+        worker = threading.Thread(target=lambda: (drained.append(drain_hook(first, hook_id)), done.set()))
+        worker.start()
+        rival_attempts = 0
+        while not done.wait(0.05):
+            rival_attempts += drain_hook(second, hook_id)
+        took = time.monotonic() - started
+        worker.join(10)
+        rival_attempts += drain_hook(second, hook_id)
+        # Then the attempt ended at its deadline, well within the lease, and only one request was made
+        assert drained == [1]
+        assert rival_attempts == 0
+        assert took < lease_seconds(first, hook), took
+        assert server.requests == 1
+        with first.sessions() as session:
+            attempts = session.execute(select(Attempt.outcome, Attempt.error)).all()
+            batch = session.scalars(select(Delivery)).one()
+        assert len(attempts) == 1
+        assert attempts[0][0] == "error"
+        assert "no answer within 1s" in (attempts[0][1] or "")
+        # And the batch waits for its retry, free of any lease
+        assert batch.attempts == 1
+        assert batch.lease_until == 0.0
+        assert batch.next_attempt_at > time.time() + 50
+    finally:
+        first.close()
+        second.close()
+        server.close()
