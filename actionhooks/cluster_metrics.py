@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, Table, and_, case, func, not_, select
 from sqlalchemy.exc import DBAPIError
 
 from actionhooks.storage import stats
@@ -30,12 +30,21 @@ __all__ = ["ClusterMetrics", "ClusterSnapshot", "read_snapshot"]
 CACHE_SEC = 2.0
 
 
-class ClusterSnapshot:
-    """Worker totals (stats.totals) and hooks by state, as read at one scrape."""
+# Delivery control (issue 19) keeps what the drains of a hook share in this table: a rate limit's
+# hold, a pause, a 410 stop. Counted when the schema has it, from whichever of its columns exist.
+DELIVERY_STATE_TABLE = "hook_delivery_state"
 
-    def __init__(self, totals: Mapping[stats.Series, float], hooks_by_state: Mapping[str, int]) -> None:
+
+class ClusterSnapshot:
+    """Worker totals (stats.totals), hooks by state and held hooks by reason, as read at one scrape."""
+
+    def __init__(
+        self, totals: Mapping[stats.Series, float], hooks_by_state: Mapping[str, int],
+        held: Mapping[str, int] | None = None,
+    ) -> None:
         self.totals = totals
         self.hooks_by_state = hooks_by_state
+        self.held = held or {}
 
 
 def hook_state_column() -> object:
@@ -43,16 +52,34 @@ def hook_state_column() -> object:
     return Hook.__table__.c.get("state", Hook.__table__.c.active)
 
 
-def read_snapshot(engine: Engine) -> ClusterSnapshot:
+def held_counts(connection: Connection, table: Table, now: float) -> dict[str, int]:
+    """Hooks whose delivery is held, by reason: `gone` (stopped by a 410), `paused` (a dead receiver,
+    probed now and then), `rate_limited` (waiting for its rate limit: held, neither paused nor gone)."""
+    c = table.c
+    gone = c.gone_at.isnot(None) if "gone_at" in c else None
+    paused = c.paused_since.isnot(None) if "paused_since" in c else None
+    reasons = {"gone": gone, "paused": and_(paused, not_(gone)) if gone is not None and paused is not None else paused}
+    if "hold_until" in c:
+        reasons["rate_limited"] = and_(c.hold_until > now, *(not_(x) for x in (gone, paused) if x is not None))
+    present = {name: expr for name, expr in reasons.items() if expr is not None}
+    if not present:
+        return {}
+    row = connection.execute(select(*(func.coalesce(func.sum(case((e, 1), else_=0)), 0) for e in present.values())))
+    return {name: int(n) for name, n in zip(present, row.one(), strict=True)}
+
+
+def read_snapshot(engine: Engine, now: float | None = None) -> ClusterSnapshot:
     column = hook_state_column()
+    delivery_state = Hook.metadata.tables.get(DELIVERY_STATE_TABLE)
     with engine.connect() as connection:
         totals = stats.totals(connection)
         by_state = {}
         for state, count in connection.execute(select(column, func.count()).group_by(column)):
             name = state if isinstance(state, str) else ("active" if state else "stopped")
             by_state[name] = int(count)
+        held = {} if delivery_state is None else held_counts(connection, delivery_state, now or time.time())
         connection.rollback()
-    return ClusterSnapshot(totals, by_state)
+    return ClusterSnapshot(totals, by_state, held)
 
 
 class ClusterMetrics(Collector):
@@ -85,12 +112,21 @@ class ClusterMetrics(Collector):
         for state, count in sorted(snap.hooks_by_state.items()):
             states.add_metric([state], count)
         yield states
+        if snap.held:
+            held = GaugeMetricFamily(
+                "actionhooks_hooks_held",
+                "Hooks whose delivery is held, by reason: paused (dead receiver), rate_limited, "
+                "gone (stopped by a 410).",
+                labels=["reason"])
+            for reason, count in sorted(snap.held.items()):
+                held.add_metric([reason], count)
+            yield held
 
 
 def _counters(totals: Mapping[stats.Series, float]) -> Iterator[Metric]:
     attempts = CounterMetricFamily(
-        "actionhooks_delivery_attempts", "Delivery attempts recorded by all workers, by outcome (ok, error) and "
-        "transport.", labels=["outcome", "transport"])
+        "actionhooks_delivery_attempts", "Delivery attempts recorded by all workers, by outcome (ok, error, lost: "
+        "cut short by a worker that died) and transport.", labels=["outcome", "transport"])
     delivered = CounterMetricFamily(
         "actionhooks_delivered_events", "Events delivered by all workers, by transport.", labels=["transport"])
     for (name, labels), value in sorted(totals.items()):

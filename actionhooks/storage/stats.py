@@ -57,8 +57,8 @@ class Tally:
     def __init__(self) -> None:
         self.values: dict[Series, float] = defaultdict(float)
 
-    def attempt(self, transport: str, outcome: str) -> None:
-        self.values[(ATTEMPTS, labels_of(outcome=outcome, transport=transport))] += 1
+    def attempt(self, transport: str, outcome: str, n: int = 1) -> None:
+        self.values[(ATTEMPTS, labels_of(outcome=outcome, transport=transport))] += n
 
     def delivered(self, transport: str, n_events: int, latency_sec: float | None) -> None:
         self.values[(DELIVERED_EVENTS, labels_of(transport=transport))] += n_events

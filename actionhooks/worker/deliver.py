@@ -141,8 +141,10 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
     if not rows:
         return []
     retried = [row.id for row in rows if row.attempts > 0]
-    if retried:
-        _close_lost_attempts(session, retried)
+    if retried and (lost := _close_lost_attempts(session, retried)):
+        tally = stats.Tally()
+        tally.attempt(hook.delivery.type, "lost", lost)
+        stats.add(session, tally)
     due = []
     origins = {}
     for delivery_id, attempts, blob, accepted_at, trace_context in rows:
@@ -172,13 +174,14 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
     ]
 
 
-def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> None:
-    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker."""
-    session.execute(
+def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> int:
+    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker; how many."""
+    result = session.execute(
         update(Attempt)
         .where(Attempt.delivery_id.in_(delivery_ids), Attempt.outcome == "started")
         .values(outcome="error", error="worker lost during the attempt")
     )
+    return int(result.rowcount or 0)
 
 
 def run_attempts(

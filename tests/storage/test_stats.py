@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import Column, Float, Integer, MetaData, Table, select
 
-from actionhooks.cluster_metrics import ClusterMetrics
+from actionhooks.cluster_metrics import ClusterMetrics, held_counts
 from actionhooks.storage import stats
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
@@ -81,3 +81,23 @@ def test_an_unreadable_database_leaves_the_worker_metrics_out_instead_of_failing
     registry = CollectorRegistry()
     registry.register(ClusterMetrics(engine))
     assert "actionhooks_delivery_attempts" not in generate_latest(registry).decode()
+
+
+def test_held_hooks_are_counted_by_reason_from_the_delivery_state_table(tmp_path: Path) -> None:
+    # The delivery-control table's shape (issue 19: rate limit, pause, 410), whatever else it holds
+    table = Table("hook_delivery_state", MetaData(), Column("hook_id", Integer, primary_key=True),
+                  Column("hold_until", Float), Column("paused_since", Float, nullable=True),
+                  Column("gone_at", Float, nullable=True))
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    table.metadata.create_all(engine)
+    now = 1000.0
+    with engine.begin() as connection:
+        connection.execute(table.insert(), [
+            {"hook_id": 1, "hold_until": now + 5, "paused_since": None, "gone_at": None},  # rate limited
+            {"hook_id": 2, "hold_until": now - 5, "paused_since": None, "gone_at": None},  # free again
+            {"hook_id": 3, "hold_until": now + 30, "paused_since": now - 300, "gone_at": None},  # paused
+            {"hook_id": 4, "hold_until": 1e18, "paused_since": now - 300, "gone_at": now - 10},  # 410
+        ])
+    with engine.connect() as connection:
+        assert held_counts(connection, table, now) == {"gone": 1, "paused": 1, "rate_limited": 1}
+    engine.dispose()
