@@ -9,7 +9,8 @@ ran and writes it in one go, then resolves every future. Under light load a batc
 The write reuses the intake path of POST /events (`accept_events`: one intake row per account and
 batch, the route signal, one trigger per burst), so captured events are matched, rendered and
 delivered exactly like the platform's. Visitor identities are read and written in the same
-transaction: an event accepted after an `identify` was durable always carries its profile.
+transaction: an event accepted after an `identify` was durable always carries its profile. So is
+the short record of each source's newest captures that the console shows (put_captures).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from actionhooks.storage.sources import Identity, identities_for, put_identities
+from actionhooks.storage.sources import CAPTURES_KEPT, Identity, identities_for, put_captures, put_identities
 from actionhooks.worker.intake import accept_events  # the one intake write path (storage/ after issue 16)
 
 __all__ = ["Busy", "GroupCommitter"]
@@ -41,6 +42,7 @@ class Busy(Exception):
 @dataclass
 class _Pending:
     account_id: int
+    source_id: int | None  # the source that captured the events (recorded as its recent captures)
     events: list[dict[str, Any]]
     identities: dict[str, Identity]
     returning: frozenset[str]  # visitor ids that may have identified before (they came from a cookie)
@@ -62,18 +64,20 @@ class GroupCommitter:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-commit")
         self._signaller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-trigger")
         self._draining: asyncio.Task[None] | None = None
+        self._unpruned: collections.Counter[int] = collections.Counter()  # source -> rows since its prune
 
     async def submit(self, account_id: int, events: list[dict[str, Any]],
                      identities: dict[str, Identity] | None = None, returning: frozenset[str] = frozenset(),
-                     *, supplied_ids: bool = False) -> None:
+                     *, supplied_ids: bool = False, source_id: int | None = None) -> None:
         """Durably accept `events` of `account_id`, recording `identities` (visitor id -> profile) and
         giving events of the `returning` visitors the profile they identified as. With `supplied_ids`
-        the events' ids are the sender's, deduplicated like POST /events (EVENT_DEDUP_HOURS)."""
+        the events' ids are the sender's, deduplicated like POST /events (EVENT_DEDUP_HOURS); with
+        `source_id` they are recorded as that source's recent captures."""
         if len(self._queue) >= MAX_WAITING or self._waiting[account_id] >= MAX_WAITING_PER_ACCOUNT:
             raise Busy(f"{len(self._queue)} capture requests ({self._waiting[account_id]} of this account) wait")
         self._waiting[account_id] += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(account_id, events, identities or {}, returning, supplied_ids, future))
+        self._queue.append(_Pending(account_id, source_id, events, identities or {}, returning, supplied_ids, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
         await future
@@ -125,6 +129,9 @@ class GroupCommitter:
                     events = _join_visitors(session, account_id, items)
                     learned = {v: who for item in items for v, who in item.identities.items()}
                     put_identities(session, account_id, learned, now)
+                    recent = _by_source(items)
+                    prune = self._to_prune(recent)
+                    put_captures(session, account_id, recent, now, prune=prune)
                     supplied = [e["event_id"] for item in items if item.supplied for e in item.events]
                     accepted = accept_events(session, account_id, events, supplied_ids=supplied,
                                              dedup_window_sec=self._dedup_window_sec)
@@ -139,6 +146,25 @@ class GroupCommitter:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self._signaller.shutdown(wait=True)
+
+
+    def _to_prune(self, recent: dict[int, list[dict[str, Any]]]) -> list[int]:
+        """Sources that gained CAPTURES_KEPT rows of recent captures since their last prune (writer thread only)."""
+        due = []
+        for source_id in recent:
+            self._unpruned[source_id] += 1
+            if self._unpruned[source_id] >= CAPTURES_KEPT:
+                due.append(source_id)
+                del self._unpruned[source_id]
+        return due
+
+
+def _by_source(items: list[_Pending]) -> dict[int, list[dict[str, Any]]]:
+    by_source: dict[int, list[dict[str, Any]]] = {}
+    for item in items:
+        if item.source_id is not None and item.events:
+            by_source.setdefault(item.source_id, []).extend(item.events)
+    return by_source
 
 
 def _join_visitors(session: Session, account_id: int, items: list[_Pending]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter
 
+from actionhooks.console import sources
 from actionhooks.console.routes import HERE, router
 from actionhooks.console.session import ConsoleHeaders
 
@@ -20,10 +21,12 @@ def mount(app: FastAPI) -> None:
     app.state.console_refused = Counter(
         "actionhooks_console_refused",
         "Console requests refused: a POST without this session's CSRF token or from another site (csrf), "
-        "a login with a token that is not an admin token (login), another account's or a missing hook (not_found).",
+        "a login with a token that is not an admin token (login), "
+        "another account's or a missing hook or source (not_found).",
         ["reason"],
         registry=app.state.metrics,
     )
     app.include_router(router)
+    app.include_router(sources.router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.add_middleware(ConsoleHeaders)

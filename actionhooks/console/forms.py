@@ -37,6 +37,7 @@ __all__ = [
     "AUTH_TYPES",
     "DELIVERY_TYPES",
     "FormField",
+    "body_path",
     "delivery_fields",
     "error_field",
     "form_to_body",
@@ -309,11 +310,15 @@ def _put(
     target[key] = text.strip() if field.widget in ("number", "url") else text
 
 
+def body_path(loc: Iterable[str | int]) -> list[str]:
+    """An API error location as text, without its leading "body" (the forms name fields of the body)."""
+    parts = [str(p) for p in loc]
+    return parts[1:] if parts and parts[0] == "body" else parts
+
+
 def error_field(loc: Iterable[str | int], kind: str) -> str:
     """The form field an API error location names ("" when it names none: shown above the form)."""
-    parts = [str(p) for p in loc]
-    if parts and parts[0] == "body":
-        parts = parts[1:]
+    parts = body_path(loc)
     if not parts:
         return ""
     head = parts[0]

@@ -44,12 +44,12 @@ from actionhooks.hooks.models import FILTER_KINDS, Hook
 from actionhooks.hooks.service import parse_spec
 from actionhooks.storage.activity import HookFigures, activity, hook_figures
 
-__all__ = ["NAVIGATION", "router"]
+__all__ = ["NAVIGATION", "ConsoleRoute", "base_context", "page", "router", "signed_post", "when"]
 
 HERE = FilePath(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
-# The console's sections, in menu order: (label, path). Sources (capture, issue 17) adds its entry here.
-NAVIGATION: list[tuple[str, str]] = [("Hooks", "/console/hooks")]
+# The console's sections, in menu order: (label, path).
+NAVIGATION: list[tuple[str, str]] = [("Hooks", "/console/hooks"), ("Sources", "/console/sources")]
 ATTEMPTS_SHOWN = 200
 FAILED_SHOWN = 500
 HOOK_ACTIONS = ("activate", "stop", "clone", "delete")
@@ -72,11 +72,11 @@ class ConsoleRoute(APIRoute):
                 return RedirectResponse("/console/login", status_code=303)
             except CsrfRejected:
                 request.app.state.console_refused.labels("csrf").inc()
-                return _page(request, "error.html", {"title": "Request refused", "message": _REFUSED}, status=403)
-            except NotFound:
+                return page(request, "error.html", {"title": "Request refused", "message": _REFUSED}, status=403)
+            except NotFound as exc:
                 request.app.state.console_refused.labels("not_found").inc()
-                message = "There is no such hook in this account."
-                return _page(request, "error.html", {"title": "Not found", "message": message}, status=404)
+                message = f"There is no such {exc.kind} in this account."
+                return page(request, "error.html", {"title": "Not found", "message": message}, status=404)
 
         return handle
 
@@ -86,7 +86,7 @@ _REFUSED = "This request did not come from a console page of this session, so no
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 
-def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     return templates.TemplateResponse(request, name, {"navigation": NAVIGATION, **context}, status_code=status)
 
 
@@ -95,7 +95,7 @@ async def _signed_in(request: Request) -> tuple[int, str]:
     return principal.account_id, token
 
 
-async def _post(request: Request) -> tuple[int, list[tuple[str, str]]]:
+async def signed_post(request: Request) -> tuple[int, list[tuple[str, str]]]:
     """The account of a state-changing request whose CSRF token and origin check out, and its form."""
     account_id, token = await _signed_in(request)
     form = await read_form(request)
@@ -103,7 +103,7 @@ async def _post(request: Request) -> tuple[int, list[tuple[str, str]]]:
     return account_id, form
 
 
-def _base(account_id: int, token: str, active: str = "Hooks") -> dict[str, Any]:
+def base_context(account_id: int, token: str, active: str = "Hooks") -> dict[str, Any]:
     return {"account_id": account_id, "csrf": csrf_token(token), "active_nav": active}
 
 
@@ -119,7 +119,7 @@ def login_page(request: Request) -> Response:
     try:
         principal_of(request)
     except LoginRequired:
-        return _page(request, "login.html", {"error": None})
+        return page(request, "login.html", {"error": None})
     return RedirectResponse("/console/hooks", status_code=303)
 
 
@@ -135,7 +135,7 @@ async def login(request: Request) -> Response:
         error = "This token is not an admin token of any account." if principal is None else (
             "This is an ingest token: the console needs an admin token."
         )
-        return _page(request, "login.html", {"error": error}, status=401)
+        return page(request, "login.html", {"error": error}, status=401)
     response = RedirectResponse("/console/hooks", status_code=303)
     response.set_cookie(
         COOKIE, token, max_age=SESSION_MAX_AGE_SEC, path=COOKIE_PATH, httponly=True, samesite="strict",
@@ -146,7 +146,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    await _post(request)
+    await signed_post(request)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response
@@ -163,11 +163,11 @@ def hooks_page(request: Request) -> Response:
         picture = chart(activity(session, account_id))
     rows = [(hook, figures.get(hook.id, HookFigures())) for hook in hooks]
     notice = request.query_params.get("notice")
-    return _page(
+    return page(
         request,
         "hooks.html",
-        {**_base(account_id, token), "rows": rows, "chart": picture, "notice": notice, "target": _target,
-         "when": _when, "confirm": _confirm},
+        {**base_context(account_id, token), "rows": rows, "chart": picture, "notice": notice, "target": _target,
+         "when": when, "confirm": _confirm},
     )
 
 
@@ -197,7 +197,7 @@ async def save_hook(request: Request, hook_id: HookId) -> Response:
 
 
 async def _save(request: Request, hook_id: HookId | None) -> Response:
-    account_id, pairs = await _post(request)
+    account_id, pairs = await signed_post(request)
     token = request.cookies[COOKIE]
     service = hook_service(request)
     stored = await run_in_threadpool(service.get, account_id, hook_id) if hook_id is not None else None
@@ -232,7 +232,7 @@ def _editor(
     sample = actions[0] if actions else "deliv"
     preview = _preview_of(request, account_id, form, sample)
     context = {
-        **_base(account_id, token),
+        **base_context(account_id, token),
         "hook": hook,
         "form": form,
         "errors": errors,
@@ -246,7 +246,7 @@ def _editor(
         "preview": preview,
         "test": test,
     }
-    return _page(request, "editor.html", context, status=status)
+    return page(request, "editor.html", context, status=status)
 
 
 def _preview_of(request: Request, account_id: int, form: dict[str, Any], action: str) -> Any:
@@ -264,21 +264,21 @@ def _preview_of(request: Request, account_id: int, form: dict[str, Any], action:
 
 @router.post("/preview", response_class=HTMLResponse)
 async def preview(request: Request) -> Response:
-    account_id, pairs = await _post(request)
+    account_id, pairs = await signed_post(request)
     form = forms.form_values(pairs)
     action = str(form.get("sample_action") or "deliv")
     result = await run_in_threadpool(_preview_of, request, account_id, form, action)
-    return _page(request, "_preview.html", {"preview": result})
+    return page(request, "_preview.html", {"preview": result})
 
 
 @router.post("/hooks/{hook_id}/test", response_class=HTMLResponse)
 async def send_test(request: Request, hook_id: HookId) -> Response:
-    account_id, _ = await _post(request)
+    account_id, _ = await signed_post(request)
     result = await run_in_threadpool(send_test_attempt, request, account_id, hook_id, None)
     payload = orjson.dumps(result.payload, option=orjson.OPT_INDENT_2).decode()
     test = {"result": result, "payload": payload}
     if request.headers.get("hx-request"):
-        return _page(request, "_test_result.html", {"test": test})
+        return page(request, "_test_result.html", {"test": test})
     hook = await run_in_threadpool(hook_service(request).get, account_id, hook_id)
     token = request.cookies[COOKIE]
     return _editor(request, account_id, token, hook, forms.hook_to_form(hook.spec), errors={}, test=test)
@@ -292,8 +292,8 @@ def attempts_page(request: Request, hook_id: HookId) -> Response:
     rows = attempts_of(request, principal.account_id, hook_id, ATTEMPTS_SHOWN)
     with request.app.state.sessions() as session:
         picture = chart(activity(session, principal.account_id, hook_id))
-    context = {**_base(principal.account_id, token), "hook": hook, "rows": rows, "chart": picture, "when": _when}
-    return _page(request, "attempts.html", context)
+    context = {**base_context(principal.account_id, token), "hook": hook, "rows": rows, "chart": picture, "when": when}
+    return page(request, "attempts.html", context)
 
 
 @router.get("/hooks/{hook_id}/failed", response_class=HTMLResponse)
@@ -305,20 +305,20 @@ def failed_page(request: Request, hook_id: HookId) -> Response:
         figures = hook_figures(session, principal.account_id, hook_id).get(hook_id, HookFigures())
     replayed = request.query_params.get("replayed")
     context = {
-        **_base(principal.account_id, token),
+        **base_context(principal.account_id, token),
         "hook": hook,
         "rows": rows,
         "figures": figures,
         "replayed": int(replayed) if replayed and replayed.isdecimal() else None,
-        "when": _when,
+        "when": when,
     }
     name = "_failed_list.html" if request.headers.get("hx-request") else "failed.html"
-    return _page(request, name, context)
+    return page(request, name, context)
 
 
 @router.post("/hooks/{hook_id}/failed/replay")
 async def replay(request: Request, hook_id: HookId) -> Response:
-    account_id, form = await _post(request)
+    account_id, form = await signed_post(request)
     everything = any(k == "scope" and v == "all" for k, v in form)
     ids = None if everything else [v for k, v in form if k == "batch"][:10_000]
     count = await replay_batches(request, account_id, hook_id, ids)
@@ -330,14 +330,14 @@ async def replay(request: Request, hook_id: HookId) -> Response:
 async def hook_action(request: Request, hook_id: HookId, action: str) -> Response:
     if action not in HOOK_ACTIONS:
         raise NotFound("hook", hook_id)
-    account_id, form = await _post(request)
+    account_id, form = await signed_post(request)
     service = hook_service(request)
     fields = dict(form)
     if action in CONFIRM and fields.get("confirmed") != "yes":
         hook = await run_in_threadpool(service.get, account_id, hook_id)
-        context = {**_base(account_id, request.cookies[COOKIE]), "hook": hook, "action": action,
+        context = {**base_context(account_id, request.cookies[COOKIE]), "hook": hook, "action": action,
                    "question": _confirm(action, hook)}
-        return _page(request, "confirm.html", context)
+        return page(request, "confirm.html", context)
     done = await run_in_threadpool(getattr(service, action), account_id, hook_id)
     name = done.spec.name if isinstance(done, Hook) else f"#{hook_id}"
     notice = {"activate": f"Activated “{name}”.", "stop": f"Stopped “{name}”.", "clone": f"Created “{name}”.",
@@ -357,7 +357,7 @@ def _target(hook: Hook) -> str:
     return f"{d['host']}:{d['port']}{d['vhost'] if d['vhost'] != '/' else ''} → {where}"
 
 
-def _when(moment: float | str | None, *, utc: bool = True) -> str:
+def when(moment: float | str | None, *, utc: bool = True) -> str:
     if moment is None:
         return "never"
     if isinstance(moment, str):

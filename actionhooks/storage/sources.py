@@ -4,27 +4,38 @@ The public `key` is 128 random bits (base32, `src_` prefix): knowing one source'
 about another's. Identities map (account, visitor id) to the profile the visitor identified as; the
 capture path reads and writes them inside the same transaction as the events (capture/committer.py),
 so an event accepted after an `identify` was durable always sees it.
+
+Recent captures: the capture path also records, in the same transaction, a short summary of the
+newest events of each source, so the console can show a source's last captured events: captured
+events themselves live only in intake blobs the router consumes, which no query per source could
+read cheaply. One row per source and transaction holds the summaries of its newest CAPTURES_KEPT
+events, so a batch costs one single-row insert per source whatever its size. A source's rows are
+pruned to its newest CAPTURES_KEPT once it gained CAPTURES_KEPT more, so it holds at most about
+twice that per capture writer (API process); readers take the newest events.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.capture.model import Source, SourceSpec
 from actionhooks.errors import NotFound
 from actionhooks.storage.tables import Source as SourceRow
-from actionhooks.storage.tables import VisitorIdentity
+from actionhooks.storage.tables import SourceCapture, VisitorIdentity
 from actionhooks.storage.upsert import upsert
 
-__all__ = ["SqlSourceRepository", "identities_for", "new_key", "put_identities"]
+__all__ = ["CAPTURES_KEPT", "SqlSourceRepository", "identities_for", "new_key", "put_captures", "put_identities"]
 
 Identity = tuple[str, int | None]  # (profile_id, list_id)
+CAPTURES_KEPT = 50  # recent captures kept per source: what the console shows, a bounded cost per batch
+_SUMMARY_FIELDS = ("url", "name", "visitor_id", "ip", "user_agent", "referer", "is_bot", "proxy")
+_SUMMARY_TEXT = 300  # characters of each summarised text kept
 
 
 def new_key() -> str:
@@ -77,7 +88,26 @@ class SqlSourceRepository:
             row = _row(session, account_id, source_id)
             key = row.key
             session.execute(delete(SourceRow).where(SourceRow.id == source_id))
+            session.execute(delete(SourceCapture).where(SourceCapture.source_id == source_id))
             return key
+
+    def captures(self, account_id: int, source_id: int) -> list[dict[str, object]]:
+        """The source's newest recorded captures (at most CAPTURES_KEPT), newest first; NotFound for
+        another account's source."""
+        with self._sessions.begin() as session:
+            _row(session, account_id, source_id)
+            rows = session.execute(
+                select(SourceCapture.captured_at, SourceCapture.events)
+                .where(SourceCapture.source_id == source_id, SourceCapture.account_id == account_id)
+                .order_by(SourceCapture.id.desc())
+                .limit(CAPTURES_KEPT)
+            )
+            found: list[dict[str, object]] = []
+            for captured_at, events in rows:
+                found += [{**event, "captured_at": captured_at} for event in reversed(events)]
+                if len(found) >= CAPTURES_KEPT:
+                    break
+            return found[:CAPTURES_KEPT]
 
     def by_key(self, key: str) -> Source | None:
         with self._sessions() as session:
@@ -135,3 +165,40 @@ def put_identities(session: Session, account_id: int, identities: dict[str, Iden
         for v, (p, lid) in identities.items()
     ]
     upsert(session, VisitorIdentity, rows, ("account_id", "visitor_id"))
+
+
+def put_captures(session: Session, account_id: int, by_source: dict[int, list[dict[str, object]]], now: float,
+                 *, prune: Collection[int] = ()) -> None:
+    """Record the newest CAPTURES_KEPT events of each source of a batch (one row per source); the caller
+    commits. Sources in `prune` are cut back to their newest CAPTURES_KEPT rows in the same transaction
+    (the capture writer names a source once it wrote CAPTURES_KEPT rows since its last prune)."""
+    rows = [{"source_id": source_id, "account_id": account_id, "captured_at": now,
+             "events": [_summary(event) for event in events[-CAPTURES_KEPT:]]}
+            for source_id, events in by_source.items() if events]
+    if rows:
+        session.execute(insert(SourceCapture), rows)
+    for source_id in prune:
+        oldest_kept = session.scalars(
+            select(SourceCapture.id).where(SourceCapture.source_id == source_id)
+            .order_by(SourceCapture.id.desc()).offset(CAPTURES_KEPT - 1).limit(1)
+        ).first()
+        if oldest_kept is not None:
+            session.execute(delete(SourceCapture).where(SourceCapture.source_id == source_id,
+                                                        SourceCapture.id < oldest_kept))
+
+
+def _summary(event: dict[str, object]) -> dict[str, object]:
+    """What the console shows of a captured event: ids, type, and bounded texts of its request."""
+    data = event.get("event_data")
+    data = data if isinstance(data, dict) else {}
+    summary: dict[str, object] = {"event_id": str(event.get("event_id", ""))[:64],
+                                  "event_type": str(event.get("event_type", ""))[:64],
+                                  "profile_id": _short(event.get("profile_id")), "list_id": event.get("list_id")}
+    for name in _SUMMARY_FIELDS:
+        if data.get(name) is not None:
+            summary[name] = _short(data[name])
+    return summary
+
+
+def _short(value: object) -> object:
+    return value[:_SUMMARY_TEXT] if isinstance(value, str) else value

@@ -291,3 +291,17 @@ class VisitorIdentity(Base):
     profile_id: Mapped[str] = mapped_column(String(200))
     list_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     identified_at: Mapped[float] = mapped_column(Float)
+
+
+class SourceCapture(Base):
+    """A source's newest captured events of one capture transaction (storage/sources.py): short summaries,
+    at most CAPTURES_KEPT, for the console's "Last captured events". Captured events otherwise live only
+    in intake blobs the router consumes; one row per source and transaction keeps the cost per batch."""
+
+    __tablename__ = "source_captures"
+    __table_args__ = (Index("ix_source_captures_source_id_id", "source_id", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source_id: Mapped[int] = mapped_column(BigInteger)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    captured_at: Mapped[float] = mapped_column(Float)
+    events: Mapped[list[dict[str, object]]] = mapped_column(JSON)

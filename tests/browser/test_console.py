@@ -179,6 +179,50 @@ def test_a_master_user_configures_tests_and_repairs_a_hook(page: Page, engine: E
     api.close()
 
 
+def test_a_master_user_creates_a_site_source_and_sees_what_its_snippet_captures(
+    page: Page, engine: Engine
+) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shop = Receiver()  # the shop's own web server, on another origin than the engine
+    shop_origin = f"http://127.0.0.1:{shop.port}"
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=engine.base_url)
+    try:
+        log_in(page, engine, engine.token())
+        page.get_by_role("link", name="Sources", exact=True).click()
+        page.get_by_role("link", name="Create source").click()
+        page.get_by_label("Name", exact=True).fill("Shop site")
+        page.get_by_label("Kind").select_option(label="Site script")
+        page.get_by_label("Database").fill("111")
+        page.get_by_label("Allowed origins").fill(shop_origin)
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_role("status")).to_contain_text("Created.")
+        source_url = page.url.split("?")[0]
+
+        # Copy the site snippet, as a user pasting it into the shop's pages would
+        page.get_by_role("button", name="Copy site snippet").click()
+        expect(page.get_by_role("button", name="Copied")).to_be_visible()
+        snippet = page.evaluate("navigator.clipboard.readText()")
+        assert snippet == page.get_by_label("Site snippet").input_value()
+        assert "/s.js" in snippet
+
+        # A visitor opens a shop page carrying the snippet
+        html = f"<!doctype html><html><head><title>Shop home</title>{snippet}</head><body>Shop</body></html>"
+        shop.default = Reply(body=html.encode(), headers={"Content-Type": "text/html"})
+        page.goto(source_url)
+        expect(page.get_by_text("Nothing captured yet.")).to_be_visible()
+        visitor = page.context.new_page()
+        visitor.goto(f"{shop_origin}/welcome?utm_source=console-test")
+        expect(visitor).to_have_title("Shop home")
+
+        # The source's page, left open, shows the captured page view by itself (it polls the list)
+        captured = page.get_by_role("row").filter(has_text="page_view")
+        expect(captured).to_have_count(1, timeout=30_000)
+        expect(captured).to_contain_text(f"{shop_origin}/welcome?utm_source=console-test")
+        page.screenshot(path=SHOTS / "sources.png", full_page=True)
+    finally:
+        shop.close()
+
+
 def test_another_accounts_token_sees_nothing_of_it(page: Page, engine: Engine, receiver: Receiver) -> None:
     with engine.client() as api:
         hook = api.post("/hooks", json=_hook("Private hook", receiver.url)).json()

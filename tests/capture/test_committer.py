@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.capture.committer import GroupCommitter
-from actionhooks.storage.sources import identities_for
-from actionhooks.storage.tables import Intake
+from actionhooks.storage.sources import CAPTURES_KEPT, SqlSourceRepository, identities_for
+from actionhooks.storage.tables import Intake, SourceCapture
+from actionhooks.storage.tables import Source as SourceRow
 
 
 def event(n: int, visitor: str | None = None, profile: str | None = None) -> dict[str, Any]:
@@ -117,3 +118,21 @@ def test_one_account_cannot_take_all_the_waiting_room(
 
     run(sessions, scenario)
     assert sorted(e["event_id"] for r in stored(sessions) for e in r) == ["e-0", "e-1", "e-10", "e-9"]
+
+
+def test_each_sources_newest_captures_are_recorded_and_pruned_by_the_writer(sessions: sessionmaker[Session]) -> None:
+    async def scenario(committer: GroupCommitter) -> None:
+        for n in range(2 * CAPTURES_KEPT + 20):  # one request (and transaction) after the other
+            await committer.submit(23, [event(n)], source_id=5)
+        await committer.submit(23, [event(999)])  # no source: nothing recorded
+
+    run(sessions, scenario)
+    with sessions() as session:
+        rows = len(session.scalars(select(SourceCapture.id).where(SourceCapture.source_id == 5)).all())
+    assert CAPTURES_KEPT <= rows < 2 * CAPTURES_KEPT  # pruned after every CAPTURES_KEPT rows
+    repo = SqlSourceRepository(sessions)
+    with sessions.begin() as session:  # a source row, so the account-scoped read finds it
+        session.add(SourceRow(id=5, account_id=23, key="src_x", name="s", kind="pixel", active=True, config={},
+                              secret="s" * 16))
+    newest = [c["event_id"] for c in repo.captures(23, 5)]
+    assert newest == [f"e-{n}" for n in range(2 * CAPTURES_KEPT + 19, CAPTURES_KEPT + 19, -1)]

@@ -29,14 +29,15 @@ SourceId = Annotated[int, Path(alias="id", ge=1, le=2**63 - 1, description="the 
 _SECRET_PATHS = (("secret",), ("auth", "password"), ("auth", "secret"))
 
 
-def _repo(request: Request) -> SqlSourceRepository:
+def sources_of(request: Request) -> SqlSourceRepository:
     return SqlSourceRepository(request.app.state.sessions)
 
 
-Repo = Annotated[SqlSourceRepository, Depends(_repo)]
+Repo = Annotated[SqlSourceRepository, Depends(sources_of)]
 
 
-def _out(request: Request, source: Source) -> SourceOut:
+def source_out(request: Request, source: Source) -> SourceOut:
+    """The API's view of `source`: secrets masked, its public URLs on this server."""
     root = f"{str(request.base_url).rstrip('/')}/t/{source.key}"
     return source.public(urls_of(source.spec.kind, root))
 
@@ -83,37 +84,68 @@ def _problem(err: Any) -> tuple[tuple[str | int, ...], str]:
     return ("body", *loc), msg
 
 
+# The functions below are what each route does; the console's Sources page calls them too (one code path).
+def create(request: Request, account_id: int, body: Any) -> Source:
+    """A new source of `account_id` from a POST body; HookValidationError naming each bad field."""
+    return sources_of(request).add(account_id, _validate(body, None))
+
+
+def change(request: Request, account_id: int, source_id: int, patch: Any) -> Source:
+    """Apply a JSON merge patch (secrets sent as "***" are kept) and drop the source from the capture cache."""
+    repo = sources_of(request)
+    stored = repo.get(account_id, source_id)
+    public = stored.public({}).model_dump(mode="json")
+    current = {name: public[name] for name in SourceSpec.model_fields}
+    source = repo.replace(account_id, source_id, _validate(merge_patch(current, patch), stored))
+    _forget(request, source)
+    return source
+
+
+def remove(request: Request, account_id: int, source_id: int) -> None:
+    key = sources_of(request).delete(account_id, source_id)
+    request.app.state.capture.sources.forget(key)
+
+
+def signed_link(request: Request, source: Source, to: str, params: dict[str, str | int]) -> str:
+    """A redirect link of `source` to `to` carrying `params`, signed with the source's secret."""
+    if source.spec.kind != "redirect":
+        msg = f"links are signed by redirect sources; this one is {source.spec.kind}"
+        raise HookValidationError([(("path", "id"), msg)])
+    try:
+        check_target(to)
+    except UnsafeTarget as exc:
+        raise HookValidationError([(("body", "to"), str(exc))]) from None
+    if {"to", "sig"} & set(params):
+        raise HookValidationError([(("body", "params"), "'to' and 'sig' are set by the link itself")])
+    items = [("to", to), *((name, str(value)) for name, value in params.items())]
+    items.append(("sig", sign_link(source.spec.secret or "", items)))
+    return f"{source_out(request, source).urls['redirect']}?{urlencode(items)}"
+
+
 @router.post("", status_code=201, response_model=SourceOut, summary="Create a capture source")
-def create_source(request: Request, body: Annotated[dict[str, Any], Body()], principal: Admin, repo: Repo) -> SourceOut:
-    return _out(request, repo.add(principal.account_id, _validate(body, None)))
+def create_source(request: Request, body: Annotated[dict[str, Any], Body()], principal: Admin) -> SourceOut:
+    return source_out(request, create(request, principal.account_id, body))
 
 
 @router.get("", response_model=list[SourceOut], summary="List the account's capture sources")
 def list_sources(request: Request, principal: Admin, repo: Repo) -> list[SourceOut]:
-    return [_out(request, source) for source in repo.list(principal.account_id)]
+    return [source_out(request, source) for source in repo.list(principal.account_id)]
 
 
 @router.get("/{id}", response_model=SourceOut, summary="Read a capture source")
 def get_source(request: Request, source_id: SourceId, principal: Admin, repo: Repo) -> SourceOut:
-    return _out(request, repo.get(principal.account_id, source_id))
+    return source_out(request, repo.get(principal.account_id, source_id))
 
 
 @router.patch("/{id}", response_model=SourceOut, summary="Change a capture source (JSON merge patch)")
 def patch_source(request: Request, source_id: SourceId, patch: Annotated[dict[str, Any], Body()],
-                 principal: Admin, repo: Repo) -> SourceOut:
-    stored = repo.get(principal.account_id, source_id)
-    public = stored.public({}).model_dump(mode="json")
-    current = {name: public[name] for name in SourceSpec.model_fields}
-    spec = _validate(merge_patch(current, patch), stored)
-    source = repo.replace(principal.account_id, source_id, spec)
-    _forget(request, source)
-    return _out(request, source)
+                 principal: Admin) -> SourceOut:
+    return source_out(request, change(request, principal.account_id, source_id, patch))
 
 
 @router.delete("/{id}", status_code=204, response_class=Response, summary="Delete a capture source")
-def delete_source(request: Request, source_id: SourceId, principal: Admin, repo: Repo) -> Response:
-    key = repo.delete(principal.account_id, source_id)
-    request.app.state.capture.sources.forget(key)
+def delete_source(request: Request, source_id: SourceId, principal: Admin) -> Response:
+    remove(request, principal.account_id, source_id)
     return Response(status_code=204)
 
 
@@ -133,16 +165,4 @@ class Link(BaseModel):
 
 @router.post("/{id}/links", status_code=201, response_model=Link, summary="A signed redirect link")
 def create_link(request: Request, source_id: SourceId, body: LinkRequest, principal: Admin, repo: Repo) -> Link:
-    source = repo.get(principal.account_id, source_id)
-    if source.spec.kind != "redirect":
-        msg = f"links are signed by redirect sources; this one is {source.spec.kind}"
-        raise HookValidationError([(("path", "id"), msg)])
-    try:
-        check_target(body.to)
-    except UnsafeTarget as exc:
-        raise HookValidationError([(("body", "to"), str(exc))]) from None
-    if {"to", "sig"} & set(body.params):
-        raise HookValidationError([(("body", "params"), "'to' and 'sig' are set by the link itself")])
-    items = [("to", body.to), *((name, str(value)) for name, value in body.params.items())]
-    items.append(("sig", sign_link(source.spec.secret or "", items)))
-    return Link(url=f"{_out(request, source).urls['redirect']}?{urlencode(items)}")
+    return Link(url=signed_link(request, repo.get(principal.account_id, source_id), body.to, body.params))

@@ -49,7 +49,7 @@ class Call:
         returning = frozenset({env.visitor_id}) if env.returning and env.visitor_id else frozenset()
         try:
             await self.ctx.committer.submit(self.source.account_id, events, identities, returning,
-                                            supplied_ids=supplied_ids)
+                                            supplied_ids=supplied_ids, source_id=self.source.id)
         except Busy:
             self.refuse(kind, "overloaded")
             return False

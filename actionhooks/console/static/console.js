@@ -2,7 +2,8 @@
 // - forms with data-confirm ask before posting (the server asks again when this script is absent);
 // - "Add value" adds a Key/Value pair in place instead of a round trip;
 // - the delivery and authentication selects show only the chosen type's fields;
-// - the action search filters the action checkboxes.
+// - the action search filters the action checkboxes;
+// - "Copy …" buttons copy a snippet to the clipboard (without JavaScript the text box is selectable).
 (function () {
   "use strict";
 
@@ -79,11 +80,31 @@
     });
   }
 
+  function copyButtons() {
+    document.querySelectorAll("button[data-copy]").forEach(function (button) {
+      var box = document.querySelector(button.dataset.copy);
+      if (!box) return;
+      var label = button.textContent;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        box.select();
+        var done = function () { button.textContent = "Copied"; setTimeout(function () { button.textContent = label; }, 1500); };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(box.value).then(done, function () { document.execCommand("copy"); done(); });
+        } else {
+          document.execCommand("copy");
+          done();
+        }
+      });
+    });
+  }
+
   onReady(function () {
     confirmForms(document);
     addPairs();
     switches();
     actionSearch();
+    copyButtons();
     document.body.addEventListener("htmx:afterSwap", function (event) { confirmForms(event.target); });
   });
 })();
