@@ -10,3 +10,4 @@ $PY bench/matching.py
 $PY bench/brokers.py
 $PY bench/memory.py
 $PY bench/capture.py
+$PY bench/worker_metrics.py
