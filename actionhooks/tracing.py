@@ -25,11 +25,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Span", "configure", "current", "enabled", "span", "use"]
+__all__ = ["Span", "configure", "current", "enabled", "flush", "span", "use"]
 
 log = logging.getLogger(__name__)
 
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on
+_provider: Any = None  # its TracerProvider
 
 
 class Span:
@@ -105,8 +106,15 @@ def _exporter() -> Any:
 
 def use(provider: Any) -> None:
     """Trace with `provider` (an SDK TracerProvider; tests pass one with an in-memory exporter), or stop with None."""
-    global _tracer
+    global _tracer, _provider
+    _provider = provider
     _tracer = None if provider is None else provider.get_tracer("actionhooks")
+
+
+def flush() -> None:
+    """Export the spans still buffered: a prefork child may leave without running atexit handlers."""
+    if _provider is not None:
+        _provider.force_flush()
 
 
 @contextmanager

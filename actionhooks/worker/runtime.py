@@ -118,6 +118,7 @@ def close_runtime(**_: object) -> None:
         rt.close()
     finally:
         close_celery(rt.celery)
+        tracing.flush()  # a prefork child may leave without running atexit handlers
     log.info("worker process %s closed its connections", os.getpid())
 
 
