@@ -8,13 +8,17 @@ deliver span the route span through the batch row: nothing else carries the cont
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import warnings
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -31,7 +35,8 @@ from actionhooks.worker.app import make_celery
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.route import route_account
 from actionhooks.worker.runtime import Runtime
-from tests.support.engine import event
+from tests.support.engine import event, http_hook, poll, running_engine
+from tests.support.faults import CountingReceiver
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -160,3 +165,52 @@ def test_without_the_extra_or_the_variables_the_engine_imports_nothing_from_open
         assert loaded == []
     if env:
         assert "'otel' extra is not installed" in out.stderr
+
+
+def _console_spans(*logs: Path) -> list[dict[str, Any]]:
+    """Spans printed by the SDK's ConsoleSpanExporter (indented JSON objects) among a process's log lines
+    (a worker's stdout goes through Celery's logger: its objects start after a log prefix)."""
+    found = []
+    for log in logs:
+        for block in re.findall(r'\{\n    "name".*?^\}$', log.read_text(), flags=re.MULTILINE | re.DOTALL):
+            with suppress(ValueError):
+                found.append(json.loads(block))
+    return found
+
+
+def test_spans_of_the_api_and_worker_processes_link_up_through_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an engine whose processes export spans through the standard variables (here: to their logs)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    receiver = CountingReceiver()
+    try:
+        with running_engine(tmp_path, "api", "worker", "scheduler") as engine, engine.client() as api:
+            hook = api.post("/hooks", json=http_hook(receiver.url, batch_timeout_sec=0.2)).json()
+            # When a producer's request is accepted and delivered
+            producer = {"traceparent": f"00-{PRODUCER_TRACE}-{PRODUCER_SPAN}-01"}
+            assert api.post("/events", headers=producer, json=[event(i) for i in range(4)]).status_code == 202
+            poll(lambda: len(receiver.delivered_ids()) == 4, "the receiver to get the events", timeout=60)
+
+            def linked() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+                spans = _console_spans(engine.logs["api"], engine.logs["worker"])
+                accepts = [s for s in spans if s["name"] == "actionhooks.accept"
+                           and s["context"]["trace_id"] == f"0x{PRODUCER_TRACE}"]
+                for accept in accepts:
+                    for route in (s for s in spans if s["name"] == "actionhooks.route"):
+                        if accept["context"]["span_id"] not in [ln["context"]["span_id"] for ln in route["links"]]:
+                            continue
+                        for deliver in (s for s in spans if s["name"] == "actionhooks.deliver"):
+                            if route["context"]["span_id"] in [ln["context"]["span_id"] for ln in deliver["links"]]:
+                                return accept, route, deliver
+                return None
+
+            # Then the API's accept span (a child of the producer's), the worker's route span and its
+            # deliver span are one chain of links, across two processes and the database between them
+            accept, _route, deliver = poll(linked, "linked accept, route and deliver spans", timeout=30, every=0.5)
+            assert accept["parent_id"] == f"0x{PRODUCER_SPAN}"
+            assert deliver["attributes"]["actionhooks.hook_id"] == hook["id"]
+            assert deliver["attributes"]["actionhooks.events"] == 4
+    finally:
+        receiver.close()
