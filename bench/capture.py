@@ -8,7 +8,8 @@ not the limit):
      (batches of 100, a 1 s batch window so the last partial batch does not pad the figure):
      full load for --seconds, then wait until every captured hit is delivered -> hits/s answered,
      hits/s delivered (captured hits / time from the first request to the last delivery), p99 answer;
-  3. the same at a paced rate (--half-rate, default 2,500 hits/s: half the 5,000/s target): p99 answer.
+  3. the same at a paced rate (--half-rate, default 2,500 hits/s: half the 5,000/s target): p99 answer;
+  and for both, the CPU time each role (API, worker, scheduler) spent per hit.
 
 Every accepted hit is durable (group commit) before its GIF is sent. Needs `wrk`
 (`apt-get install -y wrk`). Run: `.venv/bin/python bench/capture.py` (prints a Markdown table).
@@ -151,17 +152,34 @@ def stats(port: int) -> dict[str, float]:
     return orjson.loads(httpx.get(f"http://127.0.0.1:{port}/stats", timeout=30).content)
 
 
+def role_pids(engine: Engine) -> dict[str, int]:
+    """The api, worker and scheduler processes `actionhooks run` started (their CPU is counted per role)."""
+    run = engine.procs["run"].pid
+    roles = {}
+    for pid in common.tree_pids(run):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        if common.parent(pid) == run and args[-1].decode() in ("api", "worker", "scheduler"):
+            roles[args[-1].decode()] = pid
+    return roles
+
+
 def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, connections: int,
                rate: float | None) -> dict[str, float]:
+    """One wrk run; also the CPU-µs each role spent per captured hit until the last one was delivered
+    (the figure a loaded machine distorts least: it does not count time spent waiting for a core)."""
     httpx.get(f"http://127.0.0.1:{receiver_port}/reset", timeout=10)
+    roles = role_pids(engine)
+    cpu = {role: common.cpu_seconds(pid) for role, pid in roles.items()}
     before = captured(engine)
     start = time.time()
     load = wrk(url, seconds, connections, rate)
     hits = captured(engine) - before
     poll(lambda: stats(receiver_port)["events"] >= hits, f"{hits:.0f} hits delivered", timeout=600, every=0.5)
     seen = stats(receiver_port)
-    return load | {"captured": hits, "delivered": seen["events"],
-                   "delivered_rps": seen["events"] / (seen["last"] - start)}
+    per_hit = {f"cpu_us_{role}": (common.cpu_seconds(pid) - cpu[role]) / max(hits, 1) * 1e6
+               for role, pid in roles.items()}
+    return load | per_hit | {"captured": hits, "delivered": seen["events"],
+                             "delivered_rps": seen["events"] / (seen["last"] - start)}
 
 
 def main() -> None:
@@ -209,6 +227,9 @@ def main() -> None:
         f"aiming at {args.half_rate:,.0f}/s",
         ["server", "answered hits/s", "delivered hits/s", "p50 ms", "p99 ms", "paced hits/s", "paced p99 ms"],
         rows))
+    for name, run in (("full load", full), ("paced", paced)):
+        print(f"CPU-µs per captured hit, {name} (until delivered): API {run['cpu_us_api']:.0f}, "
+              f"worker {run['cpu_us_worker']:.0f}, scheduler {run['cpu_us_scheduler']:.0f}")
     non2xx = full["non2xx"] + paced["non2xx"]
     print(f"\nEvery captured hit delivered: full {full['delivered']:.0f}/{full['captured']:.0f}, "
           f"paced {paced['delivered']:.0f}/{paced['captured']:.0f}; non-2xx answers: {non2xx:.0f}")

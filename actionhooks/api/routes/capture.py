@@ -1,14 +1,14 @@
 """The public capture endpoints, /t/{key}/{endpoint}: no token, the key names the source.
 
-This is the path strangers hit at the peaks of a mass send, so it is a plain ASGI layer in front of
-FastAPI (no route table scan, no dependency injection, no response models): it splits the path,
+This is the path strangers hit at the peaks of a mass send, so it is answered before FastAPI's own
+stack is entered (api/app.py `App.__call__`: no middleware, no route table scan, no dependency
+injection, no response models): it splits the path,
 finds the source by key in a cache, and hands the request to the kind that owns the endpoint
 (capture/kinds/). Every other path goes on to the FastAPI application unchanged.
 """
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -20,19 +20,12 @@ from actionhooks.capture.kinds.base import Call
 PREFIX = "/t/"
 
 
-class CaptureEndpoints:
-    """ASGI middleware answering /t/{key}/{endpoint} itself; `context` is read from the app's state."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        response = await dispatch(request)
-        await response(scope, receive, send)
+async def serve(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one /t/… request of `app` (its state holds the capture context)."""
+    scope["app"] = app
+    request = Request(scope, receive)
+    response = await dispatch(request)
+    await response(scope, receive, send)
 
 
 async def dispatch(request: Request) -> Response:
@@ -45,9 +38,7 @@ async def dispatch(request: Request) -> Response:
     if request.method not in methods:
         return PlainTextResponse("Method not allowed.\n", 405, headers={"allow": ", ".join(sorted(methods))})
     ctx: CaptureContext = request.app.state.capture
-    found, source = ctx.sources.cached(key)
-    if not found:
-        source = await run_in_threadpool(ctx.sources.get, key)
+    source = await ctx.sources.find(key)
     if source is not None and source.spec.kind != kind.name:
         source = None
     return await kind.answer(Call(ctx, request, source, endpoint))
