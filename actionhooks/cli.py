@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from actionhooks import __version__
 from actionhooks.errors import SettingsError
@@ -26,7 +27,7 @@ log = logging.getLogger("actionhooks")
 
 
 def _account_id(text: str) -> int:
-    """argparse type: an account id is a positive integer (refused before anything is stored)."""
+    """argparse type: an account (or token) id is a positive integer (refused before anything is stored)."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return int(text)
@@ -50,22 +51,50 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"{source}: OK")
     for warning in environment_warnings():
         print(f"  warning: {warning}")
+    from actionhooks.delivery.config import MASK, redact
+
     for key, value in settings.model_dump().items():
-        print(f"  {key} = {value!r}")
+        shown = MASK if key == "METRICS_TOKEN" and value else value  # URLs' passwords are redacted too
+        print(f"  {key} = {redact(repr(shown))}")
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from actionhooks.storage.db import engine_from_settings, session_factory
-    from actionhooks.storage.migrate import upgrade
     from actionhooks.tokens import create_token
 
-    settings = _settings(args)
-    engine = engine_from_settings(settings)
-    upgrade(engine)
-    token = create_token(session_factory(engine), args.account, args.scope, args.name)
+    token = create_token(_token_sessions(args), args.account, args.scope, args.name)
     print(f"Created {args.scope} token for account {args.account}. It is shown only once:")
     print(token)
+    return 0
+
+
+def _token_sessions(args: argparse.Namespace) -> Any:
+    from actionhooks.storage.db import engine_from_settings, session_factory
+    from actionhooks.storage.migrate import upgrade
+
+    engine = engine_from_settings(_settings(args))
+    upgrade(engine)
+    return session_factory(engine)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from actionhooks.tokens import list_tokens
+
+    print("id\taccount\tscope\tcreated_at\tname")
+    for info in list_tokens(_token_sessions(args), args.account):
+        created = info.created_at.isoformat() if info.created_at else ""
+        print(f"{info.id}\t{info.account_id}\t{info.scope}\t{created}\t{info.name}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from actionhooks.api.auth import TOKEN_CACHE_SEC
+    from actionhooks.tokens import revoke_token
+
+    if revoke_token(_token_sessions(args), args.id) is None:
+        print(f"no token with id {args.id}", file=sys.stderr)
+        return 1
+    print(f"Revoked token {args.id}; running API processes stop accepting it within {TOKEN_CACHE_SEC:g} s.")
     return 0
 
 
@@ -173,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a main.json; print every problem; exit 1 on error")
     check.add_argument("path", nargs="?", help="the file (default: --config, $ACTIONHOOKS_CONFIG, ./main.json)")
+    check.add_argument("--config", default=argparse.SUPPRESS, help="path of main.json (same as the positional path)")
     check.set_defaults(func=cmd_config_check)
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
@@ -182,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="", help="a label for the token")
     create.add_argument("--config", default=argparse.SUPPRESS, help="path of main.json")
     create.set_defaults(func=cmd_token_create)
+    listing = token_sub.add_parser("list", help="list tokens (id, account, scope, name; never the token)")
+    listing.add_argument("--account", type=_account_id, default=None, help="only this account's tokens")
+    listing.add_argument("--config", default=argparse.SUPPRESS, help="path of main.json")
+    listing.set_defaults(func=cmd_token_list)
+    revoke = token_sub.add_parser("revoke", help="delete a token by its id (from `token list`)")
+    revoke.add_argument("id", type=_account_id, help="the token's id")
+    revoke.add_argument("--config", default=argparse.SUPPRESS, help="path of main.json")
+    revoke.set_defaults(func=cmd_token_revoke)
     return parser
 
 

@@ -8,6 +8,7 @@
     ├── TemplateError
     │   ├── TemplateSyntaxError  a custom_data template that cannot be compiled (at save -> 422)
     │   └── TemplateRenderError  a template that broke a sandbox rule or a size/time bound while rendering
+    │       └── OutputTooLong    its output (or what it could be) passes the size bound it was given
     └── DeliveryError            one delivery attempt failed (.retryable, .retry_after, .status_code)
         ├── TargetUnreachable    DNS, connect, TLS, timeout, broker down              retryable
         ├── TargetRejected       non-2xx, success_regex mismatch, nack, Kafka delivery error
@@ -29,6 +30,7 @@ __all__ = [
     "EventsRejected",
     "HookValidationError",
     "NotFound",
+    "OutputTooLong",
     "PayloadError",
     "SettingsError",
     "SettingsProblem",
@@ -110,6 +112,10 @@ class TemplateSyntaxError(TemplateError):
 
 class TemplateRenderError(TemplateError):
     """Raised at render time when a template breaks the sandbox or exceeds its size or time bound."""
+
+
+class OutputTooLong(TemplateRenderError):
+    """Raised when a template's output would pass the characters it may produce (checked before it is built)."""
 
 
 class DeliveryError(ActionHooksError):

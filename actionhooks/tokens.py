@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.storage.tables import ApiToken
@@ -36,6 +38,41 @@ def create_token(sessions: sessionmaker[Session], account_id: int, scope: Scope,
     with sessions.begin() as session:
         session.add(ApiToken(account_id=account_id, scope=scope, name=name[:200], token_hash=hash_token(token)))
     return token
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What may be shown about a token: never the token, never its hash."""
+
+    id: int
+    account_id: int
+    scope: str
+    name: str
+    created_at: datetime | None
+
+
+def list_tokens(sessions: sessionmaker[Session], account_id: int | None = None) -> list[TokenInfo]:
+    """The tokens of one account (or of every account when None), oldest first."""
+    stmt = select(ApiToken.id, ApiToken.account_id, ApiToken.scope, ApiToken.name, ApiToken.created_at)
+    if account_id is not None:
+        stmt = stmt.where(ApiToken.account_id == account_id)
+    with sessions() as session:
+        return [TokenInfo(*row) for row in session.execute(stmt.order_by(ApiToken.id))]
+
+
+def revoke_token(sessions: sessionmaker[Session], token_id: int, account_id: int | None = None) -> str | None:
+    """Delete a token (only if it belongs to `account_id`, when given); its hash, or None when there was none.
+
+    The row is gone at once; an API process that validated the token a moment ago keeps accepting it
+    until its cache entry expires (api/auth.py TOKEN_CACHE_SEC), and the process that revokes it
+    forgets it immediately (the caller evicts the returned hash).
+    """
+    stmt = delete(ApiToken).where(ApiToken.id == token_id)
+    if account_id is not None:
+        stmt = stmt.where(ApiToken.account_id == account_id)
+    with sessions.begin() as session:
+        found = session.execute(stmt.returning(ApiToken.token_hash)).first()
+    return None if found is None else str(found[0])
 
 
 def lookup_token(sessions: sessionmaker[Session], token: str) -> tuple[int, Scope] | None:

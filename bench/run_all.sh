@@ -10,4 +10,5 @@ $PY bench/matching.py
 $PY bench/brokers.py
 $PY bench/memory.py
 $PY bench/capture.py
+$PY bench/history.py
 $PY bench/worker_metrics.py

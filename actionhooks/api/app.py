@@ -19,6 +19,7 @@ from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
 from actionhooks.api.pipeline import app_triggers, close_triggers
 from actionhooks.api.routes import (
+    backfills,
     capture,
     catalog,
     deliveries,
@@ -28,7 +29,9 @@ from actionhooks.api.routes import (
     profiles,
     quarantine,
     sources,
+    tokens,
 )
+from actionhooks.api.security import SecurityHeaders, install_docs
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
 from actionhooks.cluster_metrics import ClusterMetrics
@@ -83,7 +86,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         if owns_engine:
             engine.dispose()
 
-    app = App(title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = App(
+        title="actionhooks", version=__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
@@ -97,10 +103,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     tracing.configure()
     app.state.rejections = rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
+    install_docs(app)
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources):
+    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources, backfills, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
     console.mount(app)
+    app.add_middleware(SecurityHeaders)  # outside the console's: it sees, and keeps, the headers a page set
     app.state.capture = _capture_context(app, settings)
     return app
 
@@ -117,6 +125,7 @@ def _capture_context(app: FastAPI, settings: Settings) -> CaptureContext:
         dedup_window_sec=settings.EVENT_DEDUP_HOURS * 3600,
         on_signal=lambda account_id: app_triggers(app.state).route(account_id),
         on_batch=metrics.batch.observe,
+        archive=settings.EVENT_ARCHIVE_HOURS > 0,
     )
     return CaptureContext(
         sources=SourceCache(SqlSourceRepository(app.state.sessions).by_key),

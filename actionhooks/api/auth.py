@@ -3,7 +3,9 @@
 Tokens are looked up by their SHA-256 (tokens.py explains why a plain hash suffices and why no
 constant-time comparison is needed). Valid tokens are cached in-process for a few seconds, so
 POST /events at hundreds of requests a second costs a dict lookup, not a database round trip; the
-price is that a token removed from the database keeps working for up to TOKEN_CACHE_SEC here.
+price is that a token removed from the database (`actionhooks token revoke`, DELETE /tokens/{id})
+keeps working for up to TOKEN_CACHE_SEC in an API process that validated it just before (the
+process that revokes it through the API forgets it at once).
 Invalid tokens are never cached, so the cache cannot be filled by guessing.
 """
 
@@ -42,6 +44,11 @@ class TokenCache:
         self._ttl = ttl
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
+
+    def forget(self, key: str) -> None:
+        """Drop one token hash (a token this process just revoked stops working at once here)."""
+        with self._lock:
+            self._entries.pop(key, None)
 
     def principal(self, token: str) -> Principal | None:
         key = hash_token(token)

@@ -54,9 +54,11 @@ class GroupCommitter:
     """Owns one writer thread; `submit` returns once the events are committed (or raises what failed)."""
 
     def __init__(self, sessions: sessionmaker[Session], *, dedup_window_sec: float,
-                 on_signal: Callable[[int], None], on_batch: Callable[[int], None] = lambda n: None) -> None:
+                 on_signal: Callable[[int], None], on_batch: Callable[[int], None] = lambda n: None,
+                 archive: bool = False) -> None:
         self._sessions = sessions
         self._dedup_window_sec = dedup_window_sec
+        self._archive = archive  # keep captured events in the event archive too (EVENT_ARCHIVE_HOURS)
         self._on_signal = on_signal
         self._on_batch = on_batch
         self._queue: list[_Pending] = []
@@ -134,7 +136,7 @@ class GroupCommitter:
                     put_captures(session, account_id, recent, now, prune=prune)
                     supplied = [e["event_id"] for item in items if item.supplied for e in item.events]
                     accepted = accept_events(session, account_id, events, supplied_ids=supplied,
-                                             dedup_window_sec=self._dedup_window_sec)
+                                             dedup_window_sec=self._dedup_window_sec, archive=self._archive)
             except Exception as exc:  # reported to this account's requests; nothing of it was committed
                 failed[account_id] = exc
                 continue

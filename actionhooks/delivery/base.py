@@ -29,6 +29,12 @@ from actionhooks.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# httpx logs every request's full URL (userinfo and query included) at INFO: never let it (this
+# module is loaded by the API and by every worker). Delivery outcomes
+# are logged by the worker itself (worker/deliver.py), without credentials.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 

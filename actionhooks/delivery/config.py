@@ -3,6 +3,13 @@
 Kept free of heavy imports (no httpx, pika or confluent-kafka) so the API validates hooks without
 loading any transport. Secrets are write-only: `SECRET_FIELDS` lists them per type; the API shows
 "***" in their place and a "***" sent back keeps the stored value (hooks/service.py does that).
+
+Secrets follow their target (delivery-control.md): each model says where it delivers with
+`TARGET_FIELDS` (or by overriding `target()` when only part of a field counts, like a URL's scheme,
+host and port). When a change moves a hook to another target, a secret not given again is dropped,
+never carried over. Credentials that live inside ordinary fields (a URL's userinfo and key-like
+query parameters, key-like header values) are masked and restored by `mask_inline` /
+`restore_inline`, which a model overrides when it has such fields.
 """
 
 from __future__ import annotations
@@ -11,9 +18,10 @@ import base64
 import binascii
 import re
 import secrets
-from typing import Annotated, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 MASK = "***"
@@ -46,11 +54,63 @@ FORBIDDEN_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What httpx can put on the wire: visible ASCII, space and tab (anything else failed at send time).
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the user's 422, not a line on our stderr
+_RE2_OPTIONS.max_mem = 8 << 20  # a pattern whose program needs more is refused at save
+
+
+def success_pattern(pattern: str) -> re2._Regexp:
+    """`success_regex` compiled by RE2: matching is linear in the answer's length, whatever the pattern.
+
+    Backreferences and lookarounds (what makes backtracking exponential) do not exist in RE2: such
+    a pattern is refused at save (ValueError -> 422), never run by a backtracking engine instead.
+    """
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        message = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"not a regular expression RE2 can run (linear-time, no backreferences or lookarounds): "
+                         f"{message}") from None
 
 
 def new_signing_secret() -> str:
     """A Standard Webhooks secret: `whsec_` + base64 of 24 random bytes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+# Names of query parameters and headers whose values are credentials (matched case-insensitively, in part).
+_SECRET_NAME = re.compile(r"key|token|secret|passw|pwd|sig|auth|credential|session|cookie", re.IGNORECASE)
+
+
+def secret_name(name: str) -> bool:
+    """Whether a query parameter or header called `name` carries a credential (its value is masked)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def mask_url(url: str) -> str:
+    """`url` with its userinfo password and the values of key-like query parameters replaced by MASK."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}{':' + MASK if colon else ''}@{hostport}" if colon else f"{MASK}@{hostport}"
+    query = "&".join(
+        f"{name}={MASK}" if secret_name(unquote_plus(name)) and sep else f"{name}{sep}{value}"
+        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_USERINFO_IN_TEXT = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@]*@")
+_SECRET_PARAM_IN_TEXT = re.compile(
+    r"([?&;][^=&\s#]*(?:key|token|secret|passw|pwd|sig|auth|credential|session)[^=&\s#]*=)[^&\s#'\"]*", re.IGNORECASE
+)
+
+
+def redact(text: str) -> str:
+    """`text` (an error message, a log line) with credentials of any URL in it replaced by MASK."""
+    return _SECRET_PARAM_IN_TEXT.sub(rf"\1{MASK}", _USERINFO_IN_TEXT.sub(rf"\1{MASK}@", text))
 
 
 class _Strict(BaseModel):
@@ -66,6 +126,58 @@ class _Strict(BaseModel):
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
     TARGET_FIELDS: ClassVar[tuple[str, ...]] = ()
     TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def target(self) -> tuple[object, ...]:
+        """Where this config delivers; a stored secret is kept only while this stays the same."""
+        return tuple(getattr(self, name) for name in self.TARGET_FIELDS)
+
+    def mask_inline(self, data: dict[str, Any]) -> None:
+        """Mask credentials inside ordinary fields of `data` (this model as JSON): the URLs among the target fields."""
+        for name, urls in self._urls(data):
+            masked = [mask_url(url) for url in urls]
+            data[name] = masked if isinstance(data[name], list) else masked[0]
+
+    def restore_inline(self, data: dict[str, Any], stored: _Strict | None) -> list[tuple[tuple[str, ...], str]]:
+        """Put back into `data` the inline credentials a client echoed masked; (path, message) for those it cannot.
+
+        A URL sent back exactly as the API shows it keeps the stored one (same credentials, same target).
+        """
+        errors: list[tuple[tuple[str, ...], str]] = []
+        for name, urls in self._urls(data):
+            if not any(MASK in url for url in urls):
+                continue
+            old = getattr(stored, name, None) if type(stored) is type(self) else None
+            old_urls = [str(u) for u in old] if isinstance(old, list) else [str(old)] if old is not None else []
+            if [mask_url(url) for url in old_urls] == urls:
+                data[name] = old_urls if isinstance(data[name], list) else old_urls[0]
+            else:
+                errors.append(((name,), f'"{MASK}" in a URL keeps stored credentials only for the same URL: '
+                                        "send them again"))
+        return errors
+
+    def drop_inline(self, data: dict[str, Any]) -> None:
+        """Remove from `data` the credentials inside ordinary fields (a clone gets none)."""
+        for name, urls in self._urls(data):
+            stripped = [_without_credentials(url) for url in urls]
+            data[name] = stripped if isinstance(data[name], list) else stripped[0]
+
+    def _urls(self, data: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        """(field, its URLs) for each target field holding URLs (a URL, or a list of them like NATS servers)."""
+        found = []
+        for name in self.TARGET_FIELDS:
+            value = data.get(name)
+            urls = value if isinstance(value, list) else [value]
+            if urls and all(isinstance(url, str) and "://" in url for url in urls):
+                found.append((name, list(urls)))
+        return found
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without userinfo and without key-like query parameters."""
+    parts = urlsplit(mask_url(url))
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(pair for pair in parts.query.split("&") if pair and not pair.endswith("=" + MASK))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class NoAuth(_Strict):
@@ -101,6 +213,32 @@ class HttpDelivery(_Strict):
     signing_secret: str = Field(default_factory=new_signing_secret, max_length=200)
     auth: HttpAuth = Field(default_factory=NoAuth)
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("signing_secret",)
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("url",)  # its scheme, host and port
+
+    def target(self) -> tuple[object, ...]:
+        return (self.url.scheme, self.url.host, self.url.port)
+
+    def mask_inline(self, data: dict[str, Any]) -> None:
+        super().mask_inline(data)
+        data["headers"] = {name: MASK if secret_name(name) else value for name, value in self.headers.items()}
+
+    def drop_inline(self, data: dict[str, Any]) -> None:
+        super().drop_inline(data)
+        data["headers"] = {name: value for name, value in self.headers.items() if not secret_name(name)}
+
+    def restore_inline(self, data: dict[str, Any], stored: _Strict | None) -> list[tuple[tuple[str, ...], str]]:
+        errors = super().restore_inline(data, stored)
+        old = stored if isinstance(stored, HttpDelivery) and stored.target() == self.target() else None
+        old_headers = {name.lower(): value for name, value in old.headers.items()} if old is not None else {}
+        for name, value in self.headers.items():
+            if value != MASK:
+                continue
+            if name.lower() in old_headers:
+                data["headers"][name] = old_headers[name.lower()]
+            else:
+                errors.append((("headers", name), f'"{MASK}" keeps a stored header value only for the same target: '
+                                                  "send the value itself"))
+        return errors
 
     @field_validator("headers")
     @classmethod
@@ -120,10 +258,7 @@ class HttpDelivery(_Strict):
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
         if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
+            success_pattern(pattern)
         return pattern
 
     @field_validator("signing_secret")
@@ -150,6 +285,7 @@ class _AmqpTarget(_Strict):
     vhost: str = Field("/", min_length=1, max_length=255)
     tls: bool = False
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("host", "port", "vhost", "tls")
 
 
 class RabbitMQQueueDelivery(_AmqpTarget):
@@ -182,7 +318,11 @@ class KafkaDelivery(_Strict):
     sasl_password: str | None = Field(None, max_length=500)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
+    TARGET_FIELDS: ClassVar[tuple[str, ...]] = ("bootstrap_servers", "security_protocol")
     TEMPLATE_FIELDS: ClassVar[tuple[str, ...]] = ("key",)
+
+    def target(self) -> tuple[object, ...]:
+        return (self.security_protocol, tuple(sorted(self.servers())))
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import math
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +47,7 @@ import httpx
 from actionhooks import __version__
 from actionhooks.delivery import wire
 from actionhooks.delivery.base import Batch, Receipt, Transport
-from actionhooks.delivery.config import BasicAuth, BearerAuth, HttpDelivery
+from actionhooks.delivery.config import BasicAuth, BearerAuth, HttpDelivery, success_pattern
 from actionhooks.delivery.signing import sign
 from actionhooks.delivery.ssrf import http_transport
 from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
@@ -76,7 +75,7 @@ class HttpTransport(Transport[HttpDelivery]):
         self._url = httpx.URL(str(config.url))
         # Errors end up in the attempts log: name the endpoint without its query or credentials.
         self._where = f"{config.method} {self._url.scheme}://{self._url.netloc.decode()}{self._url.path}"
-        self._success = re.compile(config.success_regex) if config.success_regex else None
+        self._success = success_pattern(config.success_regex) if config.success_regex else None
         self._permanent = frozenset(settings.HOOK_PERMANENT_STATUS_CODES)
         self._timeout = settings.HOOK_HTTP_TIMEOUT_SEC
         self._headers = {**config.headers, **_auth_headers(config)}

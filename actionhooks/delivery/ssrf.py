@@ -27,15 +27,24 @@ __all__ = ["GuardedBackend", "forbidden_reason", "http_transport", "vet_target",
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+# Prefixes whose addresses carry an IPv4 address in their last 32 bits (NAT64: RFC 6052 well-known
+# prefix and RFC 8215 local-use prefix): a gateway on the way turns them into that IPv4 address.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 
 
 def forbidden_reason(address: IPAddress) -> str | None:
-    """Why delivery to `address` is refused ("loopback", "private"…), or None for a public address."""
+    """Why delivery to `address` is refused ("loopback", "private"…), or None for a public address.
+
+    An IPv6 address that wraps an IPv4 one (IPv4-mapped, IPv4-compatible, 6to4 2002::/16, NAT64,
+    Teredo) reaches that IPv4 address through a relay or a translator, so the IPv4 address is judged.
+    """
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or _ipv4_compatible(address)
+        embedded = _embedded_ipv4(address)
         if embedded is not None:
             reason = forbidden_reason(embedded)
             return f"IPv4-embedded {reason}" if reason else None
+        if address.is_site_local:  # fec0::/10: deprecated, still routed inside some networks
+            return "site-local"
     checks = (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
@@ -49,10 +58,20 @@ def forbidden_reason(address: IPAddress) -> str | None:
     return next((name for name, hit in checks if hit), None)
 
 
-def _ipv4_compatible(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address inside a deprecated IPv4-compatible IPv6 address (::a.b.c.d), if it is one."""
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if it is one of the IPv4-embedding kinds."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # the client's address; the server's is public by construction
     value = int(address)
-    return ipaddress.IPv4Address(value) if value >> 32 == 0 and value > 1 else None
+    if any(address in net for net in _NAT64):
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if value >> 32 == 0 and value > 1:  # deprecated IPv4-compatible ::a.b.c.d
+        return ipaddress.IPv4Address(value)
+    return None
 
 
 class GuardedBackend(httpcore.NetworkBackend):
@@ -106,16 +125,26 @@ def vetted_addresses(host: str, port: int) -> list[IPAddress]:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         reason = forbidden_reason(address)
         if reason:
-            shown = host if host == str(address) else f"{host} (resolves to {address})"
+            # A name's refusal says nothing of what it resolved to: a tenant must not map internal DNS.
+            shown = f"{address} is not a public address ({reason})" if _is_literal(host) else (
+                f"{host} is not a public address"
+            )
             raise TargetForbidden(
-                f"target {shown} is not a public address ({reason}); delivery to it is refused "
-                "unless HOOK_ALLOW_PRIVATE_TARGETS is true"
+                f"target {shown}; delivery to it is refused unless HOOK_ALLOW_PRIVATE_TARGETS is true"
             )
         if address not in addresses:
             addresses.append(address)
     if not addresses:
         raise httpcore.ConnectError(f"{host} resolved to no address")
     return addresses
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
 
 
 def vet_target(what: str, host: str, port: int, delivered: frozenset[int] = frozenset()) -> list[IPAddress]:

@@ -24,7 +24,7 @@ from actionhooks.delivery.config import DeliveryConfig
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
 from actionhooks.events import EVENT_TYPES
 from actionhooks.settings import Settings
-from actionhooks.templating import CompiledValues, compile_values
+from actionhooks.templating import CompiledValues, compile_values, template_limits
 
 __all__ = ["FILTER_FIELDS", "CompiledHook", "HookIndex", "compile_hook"]
 
@@ -99,11 +99,7 @@ def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
         errors.append((("custom_data", "profile_fields"), "must be a list of non-empty field names"))
     values: CompiledValues | None = None
     try:
-        values = compile_values(
-            custom_data.get("values") or {},
-            max_output_chars=settings.TEMPLATE_MAX_OUTPUT_CHARS,
-            max_render_ms=settings.TEMPLATE_MAX_RENDER_MS,
-        )
+        values = compile_values(custom_data.get("values") or {}, **template_limits(settings))
     except TemplateSyntaxError as exc:
         errors.append((("custom_data", "values", exc.key or ""), exc.message))
     delivery = None

@@ -153,8 +153,11 @@ def secret_paths(model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tup
 
 
 def masked_delivery(delivery: BaseModel) -> dict[str, Any]:
-    """The delivery config as JSON with each set secret replaced by MASK."""
+    """The delivery config as JSON with each set secret and each credential in a URL or header replaced by MASK."""
     data = delivery.model_dump(mode="json")
+    mask_inline = getattr(delivery, "mask_inline", None)  # delivery models; capture sources reuse this too
+    if mask_inline is not None:
+        mask_inline(data)
     for path in secret_paths(delivery):
         *parents, leaf = path
         node = data

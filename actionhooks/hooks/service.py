@@ -11,24 +11,32 @@ a key (its default applies), anything else replaces. When a patch changes `deliv
 `delivery.auth.type`) that object is replaced, not merged, since fields of the old type mean nothing
 to the new one.
 
-Clone copies the whole configuration, secrets and signing secret included: the user cannot read the
-secrets back to re-enter them, so a clone that dropped them would not work, and a receiver that
-verifies the original's signatures verifies the clone's too. The copy is stopped, named
-"<name> (copy)".
+Secrets follow their target (delivery-control.md): a secret is only ever restored from "***" for the
+target it was given for (the delivery model's `target()`: a URL's scheme, host and port, a broker's
+host, port and vhost, Kafka's bootstrap servers). A PATCH is merged over the hook *as the API shows
+it* (secrets masked), so a secret the change does not give again is dropped when the target moves:
+one with a default falls back to it (a new signing secret, AMQP "guest", no SASL password), one the
+type requires (a basic password, a bearer token) is asked for with a 422.
+
+Clone copies the configuration without any secret (anyone with a token could otherwise recover a
+write-only secret by cloning a hook towards a receiver of their own): auth objects whose secret is
+required fall back to no auth, credentials inside the URL and secret-named headers are removed, and
+a new signing secret is generated. A type that cannot exist without its secret (SQS and S3 need the
+secret access key) cannot be cloned: 422. The copy is stopped, named "<name> (copy)".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from actionhooks.delivery.config import MASK, DeliveryConfig
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
-from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, secret_paths
+from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, masked_delivery, secret_paths
 from actionhooks.settings import Settings
-from actionhooks.templating import compile_values
+from actionhooks.templating import compile_values, template_limits
 
 __all__ = ["HookRepository", "HookService", "merge_patch", "parse_spec"]
 
@@ -57,10 +65,7 @@ class HookService:
 
     def __init__(self, repository: HookRepository, settings: Settings) -> None:
         self._repo = repository
-        self._limits = {
-            "max_output_chars": settings.TEMPLATE_MAX_OUTPUT_CHARS,
-            "max_render_ms": settings.TEMPLATE_MAX_RENDER_MS,
-        }
+        self._limits = template_limits(settings)
 
     def create(self, account_id: int, spec: HookSpec) -> Hook:
         return self._repo.add(account_id, self._prepare(spec.model_dump(mode="json"), None))
@@ -77,14 +82,22 @@ class HookService:
 
     def patch(self, account_id: int, hook_id: int, patch: dict[str, Any]) -> Hook:
         def change(old: Hook) -> HookSpec:
-            return self._prepare(merge_patch(old.spec.model_dump(mode="json"), patch), old.spec)
+            shown = {**old.spec.model_dump(mode="json"), "delivery": masked_delivery(old.spec.delivery)}
+            return self._prepare(merge_patch(shown, patch), old.spec)
 
         return self._repo.update(account_id, hook_id, change)
 
     def clone(self, account_id: int, hook_id: int) -> Hook:
         old = self._repo.get(account_id, hook_id)
         name = old.spec.name[: NAME_MAX_LENGTH - len(_COPY_SUFFIX)] + _COPY_SUFFIX
-        return self._repo.add(account_id, old.spec.model_copy(update={"name": name, "active": False}))
+        required = [path for path in secret_paths(old.spec.delivery)
+                    if len(path) == 1 and _is_required(old.spec.delivery, path)]
+        if required:  # e.g. SQS's secret_access_key: there is no secret-less form of this type to copy
+            msg = "a clone carries no secret and this delivery type requires one: create the hook with it instead"
+            raise HookValidationError([(("delivery", *path), msg) for path in required])
+        delivery = _delivery(_without_secrets(old.spec.delivery), (), old.spec.delivery)
+        return self._repo.add(account_id, old.spec.model_copy(update={"name": name, "active": False,
+                                                                       "delivery": delivery}))
 
     def activate(self, account_id: int, hook_id: int) -> Hook:
         return self._set_active(account_id, hook_id, True)
@@ -100,8 +113,8 @@ class HookService:
 
     def _prepare(self, raw: dict[str, Any], stored: HookSpec | None) -> HookSpec:
         spec = parse_spec(raw)
-        delivery = _restore_secrets(spec.delivery, stored.delivery if stored else None)
-        spec = spec.model_copy(update={"delivery": _DELIVERY.validate_python(delivery)})
+        delivery, dropped = _restore_secrets(spec.delivery, stored.delivery if stored else None)
+        spec = spec.model_copy(update={"delivery": _delivery(delivery, dropped, spec.delivery)})
         self._compile(spec.custom_data.values, ("body", "custom_data", "values"), by_key=True)
         for name in spec.delivery.TEMPLATE_FIELDS:  # Kafka key, stream/subject/topic names, S3 prefix...
             self._compile({name: getattr(spec.delivery, name)}, ("body", "delivery", name), by_key=False)
@@ -138,11 +151,17 @@ def parse_spec(raw: dict[str, Any]) -> HookSpec:
         raise HookValidationError([(("body", *err["loc"]), err["msg"]) for err in exc.errors()]) from None
 
 
-def _restore_secrets(new: BaseModel, old: BaseModel | None) -> dict[str, Any]:
-    """`new` as JSON with each "***" secret replaced by the stored one; 422 when there is none to keep."""
+def _restore_secrets(new: Any, old: Any | None) -> tuple[dict[str, Any], list[tuple[str, ...]]]:
+    """`new` as JSON with each "***" secret replaced by the stored one while the target stays the same.
+
+    Returns the data and the paths of the secrets dropped because the target moved; 422 for a "***"
+    with nothing to keep.
+    """
     data = new.model_dump(mode="json")
+    moved = old is not None and (type(new) is not type(old) or new.target() != old.target())
     old_data = old.model_dump(mode="json") if old is not None else None
-    errors = []
+    errors = [(("body", "delivery", *path), msg) for path, msg in new.restore_inline(data, old)]
+    dropped: list[tuple[str, ...]] = []
     for path in secret_paths(new):
         node, old_node = data, old_data
         for part in path[:-1]:
@@ -153,10 +172,46 @@ def _restore_secrets(new: BaseModel, old: BaseModel | None) -> dict[str, Any]:
             continue
         same_type = isinstance(old_node, dict) and old_node.get("type") == node.get("type")
         if same_type and old_node.get(leaf) is not None:
-            node[leaf] = old_node[leaf]
+            if moved:  # a stored secret is never sent to a target it was not given for
+                del node[leaf]
+                dropped.append(path)
+            else:
+                node[leaf] = old_node[leaf]
         else:
             msg = f'"{MASK}" keeps a stored secret, but there is none here to keep: send the secret itself'
             errors.append((("body", "delivery", *path), msg))
     if errors:
         raise HookValidationError(errors)
+    return data, dropped
+
+
+def _delivery(data: dict[str, Any], dropped: Sequence[tuple[str, ...]], model: Any) -> Any:
+    """Validate a delivery whose `dropped` secrets were removed; 422 naming each one its type requires."""
+    required = [path for path in dropped if _is_required(model, path)]
+    if required:
+        msg = "the delivery target changed, so the stored secret is not sent there: give it again"
+        raise HookValidationError([(("body", "delivery", *path), msg) for path in required])
+    return _DELIVERY.validate_python(data)
+
+
+def _is_required(model: Any, path: tuple[str, ...]) -> bool:
+    *parents, leaf = path
+    for part in parents:
+        model = getattr(model, part)
+    return bool(type(model).model_fields[leaf].is_required())
+
+
+def _without_secrets(delivery: Any) -> dict[str, Any]:
+    """`delivery` as JSON without its secrets (for a clone): defaults apply, required ones drop their object."""
+    data = delivery.model_dump(mode="json")
+    delivery.drop_inline(data)
+    for path in secret_paths(delivery):
+        *parents, leaf = path
+        node = data
+        for part in parents:
+            node = node[part]
+        if parents and _is_required(delivery, path):
+            data.pop(parents[0], None)  # e.g. basic auth without its password: the default (no auth) applies
+        else:
+            node.pop(leaf, None)
     return data

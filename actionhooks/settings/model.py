@@ -67,9 +67,22 @@ class Settings(BaseModel):
     )
     EVENTS_MAX_PER_REQUEST: int = Field(10_000, ge=1, description="Most events in one POST /events request.")
     EVENT_DEDUP_HOURS: float = Field(24, gt=0, description="How long an accepted event_id is remembered.")
+    EVENT_ARCHIVE_HOURS: float = Field(
+        168, ge=0, le=24 * 366, description="How long accepted events are archived for backfill (0 = off)."
+    )
     TEMPLATE_MAX_OUTPUT_CHARS: int = Field(65_536, ge=1, description="Largest rendered custom_data value.")
     TEMPLATE_MAX_RENDER_MS: float = Field(50, gt=0, description="Longest render of one custom_data value.")
+    TEMPLATE_MAX_EVENT_CHARS: int = Field(
+        131_072, ge=1, description="Largest custom_data of one delivered event (profile fields and values together)."
+    )
+    TEMPLATE_MAX_BATCH_CHARS: int = Field(
+        16 * 1024 * 1024, ge=1,
+        description="Most custom_data characters one routing pass renders for one hook (so in any one batch).",
+    )
     ATTEMPTS_KEEP_PER_HOOK: int = Field(1000, ge=1, description="Delivery attempts kept per hook for the log.")
+    METRICS_TOKEN: str = Field(
+        "", max_length=500, description="When set, GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'."
+    )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     @field_validator("HOOK_RETRY_PERIOD_SEC", mode="before")

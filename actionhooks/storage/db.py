@@ -36,6 +36,9 @@ _BUSY_PAUSES_SEC = (0.0001, 0.0002, 0.0005)
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`; creates the folder of a SQLite file and applies the SQLite pragmas."""
     parsed = make_url(url)
+    # A failed statement's error (logged, raised) must not carry its parameters: they hold event and
+    # message content, hook configurations and their secrets.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)

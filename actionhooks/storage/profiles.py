@@ -51,8 +51,14 @@ def delete_profile(session: Session, account_id: int, list_id: int, profile_id: 
         raise NotFound("profile", profile_id)
 
 
-def profiles_for(session: Session, account_id: int, keys: Iterable[ProfileKey]) -> dict[ProfileKey, dict[str, Any]]:
-    """Fields of the wanted (list_id, profile_id) profiles of `account_id`; missing profiles are absent."""
+def profiles_for(
+    session: Session, account_id: int, keys: Iterable[ProfileKey], fields: frozenset[str] | None = None
+) -> dict[ProfileKey, dict[str, Any]]:
+    """Fields of the wanted (list_id, profile_id) profiles of `account_id`; missing profiles are absent.
+
+    With `fields`, only those are kept of each profile (read _CHUNK rows at a time), so a routing
+    pass holds what hooks copy, not whole profiles.
+    """
     by_list: dict[int, set[str]] = defaultdict(set)
     for list_id, profile_id in keys:
         by_list[list_id].add(profile_id)
@@ -67,6 +73,7 @@ def profiles_for(session: Session, account_id: int, keys: Iterable[ProfileKey]) 
                     Profile.profile_id.in_(pid_list[start : start + _CHUNK]),
                 )
             )
-            for profile_id, fields in rows:
-                found[list_id, profile_id] = fields
+            for profile_id, stored in rows:
+                kept = stored if fields is None else {k: v for k, v in stored.items() if k in fields}
+                found[list_id, profile_id] = kept
     return found

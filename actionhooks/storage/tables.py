@@ -305,3 +305,70 @@ class SourceCapture(Base):
     account_id: Mapped[int] = mapped_column(BigInteger)
     captured_at: Mapped[float] = mapped_column(Float)
     events: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+
+
+# Where PostgreSQL keeps the archive's daily partitions (and its default partition): a schema of
+# their own, so they never show up as tables of the application schema (nor in `alembic check`).
+ARCHIVE_PARTITION_SCHEMA = "actionhooks_archive"
+
+
+class ArchivedRequest(Base):
+    """Accepted events kept for backfill (EVENT_ARCHIVE_HOURS): one row per POST /events request,
+    the very orjson blob its intake row holds, so archiving costs one insert and no encoding.
+
+    On PostgreSQL the table is partitioned by day of `accepted_at` (storage/archive.py creates the
+    partitions ahead and drops a whole day at once); on SQLite it is a WITHOUT ROWID table clustered
+    by time, so expiry deletes a contiguous range. `id` is the request's intake id (a tie-breaker
+    for rows accepted in the same microsecond).
+    """
+
+    __tablename__ = "event_archive"
+    __table_args__ = (
+        # Covering: a backfill picks its slices from this index alone (id, n_events), never from the blobs.
+        Index("ix_event_archive_account", "account_id", "accepted_at", "id", "n_events"),
+        {"postgresql_partition_by": "RANGE (accepted_at)", "sqlite_with_rowid": False},
+    )
+    accepted_at: Mapped[float] = mapped_column(Float, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    n_events: Mapped[int] = mapped_column(Integer)
+    events: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Backfill(Base):
+    """A backfill job: deliver the archived events of [from_at, to_at) that a hook selects to it.
+
+    `state`: queued (behind another job of the hook) -> running (scanning the archive, slice by
+    slice from the cursor) -> delivering (every batch made, some not yet sent) -> done; or
+    cancelled / failed. The cursor and counters are committed with each slice's batches, so a
+    worker killed mid-slice loses nothing and repeats nothing. `lease_until` keeps two workers off
+    one job; `touched_at` tells the scheduler a job whose worker died.
+    """
+
+    __tablename__ = "backfills"
+    __table_args__ = (Index("ix_backfills_hook", "hook_id", "state"), Index("ix_backfills_state", "state"), NO_REUSE)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    hook_id: Mapped[int] = mapped_column(ForeignKey("hooks.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    from_at: Mapped[float] = mapped_column(Float)
+    to_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+    cursor_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cursor_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    scanned: Mapped[int] = mapped_column(BigInteger, default=0)
+    matched: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
+    touched_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class BackfillBatch(Base):
+    """A delivery batch a backfill made: delivered once its `deliveries` row is gone, failed while it
+    is on the failed list. Kept until the job is deleted with its hook."""
+
+    __tablename__ = "backfill_batches"
+    delivery_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    backfill_id: Mapped[int] = mapped_column(ForeignKey("backfills.id", ondelete="CASCADE"), index=True)
+    n_events: Mapped[int] = mapped_column(Integer)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from actionhooks.templating.parameters import CATALOG_KINDS, PARAMETERS, Catalog, CatalogEntry, DictCatalog
-from actionhooks.templating.render import CompiledValues, build_custom_data, compile_values
+from actionhooks.templating.render import (
+    CompiledValues,
+    RenderBudget,
+    build_custom_data,
+    compile_values,
+    template_limits,
+)
 
 __all__ = [
     "CATALOG_KINDS",
@@ -12,6 +18,8 @@ __all__ = [
     "CatalogEntry",
     "CompiledValues",
     "DictCatalog",
+    "RenderBudget",
     "build_custom_data",
     "compile_values",
+    "template_limits",
 ]

@@ -2,14 +2,20 @@
 
 Two layers, so that neither alone has to be perfect:
 
-1. At save, `check_template` walks the parsed template and accepts only what a custom_data value
-   needs: text, known parameters, `~` concatenation, comparisons, `if`/`else`, string indexing and
-   slicing, and a short list of string filters and tests. Attribute access, calls, loops, `set`,
-   macros, arithmetic and every global (`range`, `cycler`, `joiner`, `namespace`, `lipsum`, `dict`)
+1. At save, `check_template` bounds the source before jinja2's recursive parser and Python's
+   compiler see it (MAX_TEMPLATE_CHARS characters, MAX_NESTING levels of brackets and blocks,
+   MAX_OPERATORS operators: deeper input would raise RecursionError or SyntaxError inside them),
+   then walks the parsed template and accepts only what a custom_data value needs: text, known
+   parameters, `~` concatenation, comparisons, `if`/`else`, string indexing and slicing, and a
+   short list of string filters and tests. Attribute access, calls, loops, `set`, macros,
+   arithmetic and every global (`range`, `cycler`, `joiner`, `namespace`, `lipsum`, `dict`)
    are rejected with a message naming what was found.
 2. At render, templates run in `ImmutableSandboxedEnvironment` with no globals, arithmetic
    operators intercepted, `replace` bounded, and output size and elapsed time checked between the
-   chunks jinja2 yields (`render_bounded`).
+   chunks jinja2 yields (`render_bounded`). Before any of that, `SizeBound` (worked out at save from
+   the tree) gives the most characters the template can produce from the event's actual inputs: a
+   template that could pass its budget is refused before one byte of output is built, since one
+   concatenation is one chunk and a chunk is only measured once it exists.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -25,9 +32,23 @@ from jinja2.filters import FILTERS
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.tests import TESTS
 
-from actionhooks.errors import TemplateRenderError
+from actionhooks.errors import OutputTooLong, TemplateRenderError
 
-__all__ = ["ALLOWED_FILTERS", "ALLOWED_TESTS", "check_template", "render_bounded", "sandbox"]
+__all__ = [
+    "ALLOWED_FILTERS", "ALLOWED_TESTS", "MAX_NESTING", "MAX_OPERATORS", "MAX_TEMPLATE_CHARS", "SizeBound",
+    "check_template", "render_bounded", "sandbox", "size_bound",
+]
+
+MAX_TEMPLATE_CHARS = 4096
+"""Longest template source (a custom_data value, a Kafka key)."""
+MAX_NESTING = 16
+"""Deepest nesting of brackets, of {% if %} blocks, and of the parsed expression tree."""
+MAX_OPERATORS = 64
+"""Most operators in one template (~ | not and or if else is in, comparisons): a chain of them nests."""
+_BLOCK_OPENERS = frozenset({"if", "for", "macro", "call", "filter", "block", "with", "autoescape", "trans", "raw"})
+_WORD_OPERATORS = frozenset({"not", "and", "or", "if", "else", "is", "in"})
+_BRACKETS = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
+_NOT_OPERATORS = frozenset({",", ":", "."})
 
 ALLOWED_FILTERS = frozenset(
     {
@@ -58,13 +79,54 @@ _WHY_NOT: dict[type[nodes.Node], str] = {
 
 def check_template(source: str, known: Mapping[str, object], env: jinja2.Environment) -> nodes.Template:
     """Parse `source` and apply the save-time rules; raises ValueError with a user-facing message."""
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise ValueError(f"template longer than {MAX_TEMPLATE_CHARS} characters")
     try:
+        _check_shape(env, source)
         tree = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise ValueError(f"syntax error on line {exc.lineno}: {exc.message}") from None
+    except (RecursionError, SyntaxError, MemoryError):  # a backstop: _check_shape should make it unreachable
+        raise ValueError(f"template too complex (more than {MAX_NESTING} levels of nesting)") from None
+    if _depth(tree) > MAX_NESTING + 8:  # Template > Output/If > … : a few levels are structure, not nesting
+        raise ValueError(f"template nested more than {MAX_NESTING} levels deep")
     for node in tree.find_all(nodes.Node):
         _check_node(node, known)
     return tree
+
+
+def _check_shape(env: jinja2.Environment, source: str) -> None:
+    """Bracket and block depth and the operator count, from jinja2's (iterative) lexer alone."""
+    brackets = blocks = operators = 0
+    after_block_begin = False
+    for _line, kind, value in env.lex(source):
+        if kind == "whitespace":
+            continue
+        if kind == "operator":
+            brackets += _BRACKETS.get(value, 0)
+            operators += value not in _BRACKETS and value not in _NOT_OPERATORS
+        elif kind == "name":
+            operators += value in _WORD_OPERATORS and not after_block_begin
+            if after_block_begin and value in _BLOCK_OPENERS:
+                blocks += 1
+            elif after_block_begin and value.startswith("end"):
+                blocks -= 1
+        after_block_begin = kind == "block_begin"
+        if max(brackets, blocks) > MAX_NESTING:
+            raise ValueError(f"template nested more than {MAX_NESTING} levels deep (brackets or blocks)")
+        if operators > MAX_OPERATORS:
+            raise ValueError(f"template has more than {MAX_OPERATORS} operators")
+
+
+def _depth(tree: nodes.Node) -> int:
+    """Height of the parsed tree, without recursion."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return deepest
 
 
 def _check_node(node: nodes.Node, known: Mapping[str, object]) -> None:
@@ -137,7 +199,7 @@ def render_bounded(
         for chunk in template.generate(variables):
             size += len(chunk)
             if size > max_chars:
-                raise TemplateRenderError(f"output longer than {max_chars} characters")
+                raise OutputTooLong(f"output longer than {max_chars} characters")
             if time.perf_counter() > deadline:
                 raise TemplateRenderError(f"rendering took longer than {max_ms} ms")
             chunks.append(chunk)
@@ -148,3 +210,71 @@ def render_bounded(
     except Exception as exc:  # a user template failing in any other way (e.g. comparing str with int)
         raise TemplateRenderError(f"{type(exc).__name__}: {exc}") from exc
     return "".join(chunks)
+
+
+# Most characters one input character can become through a filter: Unicode case mapping can triple
+# a character ('ΐ'.upper() has three), urlencode writes up to four UTF-8 bytes as %XX each.
+_GROWTH = {"upper": 3, "lower": 3, "capitalize": 3, "title": 3, "urlencode": 12}
+_NUMBER_CHARS = 20  # length and count give a number
+_BOOL_CHARS = 5  # a comparison or test gives True or False
+
+
+@dataclass(frozen=True, slots=True)
+class SizeBound:
+    """A template's output has at most `const + sum(weight * len(value))` characters over the parameters it reads."""
+
+    const: int
+    weights: tuple[tuple[str, int], ...]
+
+    def at_most(self, variables: Mapping[str, str]) -> int:
+        return self.const + sum(weight * len(variables[name]) for name, weight in self.weights)
+
+
+def size_bound(tree: nodes.Node, replace_limit: int) -> SizeBound:
+    """The output bound of a checked template (`replace_limit` caps a `replace` whose arguments are not constants)."""
+    const, weights = _bound(tree, replace_limit)
+    return SizeBound(const, tuple(sorted(weights.items())))
+
+
+def _bound(node: nodes.Node, limit: int) -> tuple[int, dict[str, int]]:
+    # Recursion is safe here: check_template has bounded the tree's height.
+    if isinstance(node, nodes.Name):
+        return 0, {node.name: 1}
+    if isinstance(node, nodes.TemplateData):
+        return len(node.data), {}
+    if isinstance(node, nodes.Const):
+        return len(str(node.value)), {}
+    if isinstance(node, nodes.Compare | nodes.Test | nodes.Not):
+        return _BOOL_CHARS, {}
+    if isinstance(node, nodes.Getitem):  # an index or a slice of a string is no longer than the string
+        return _bound(node.node, limit)
+    if isinstance(node, nodes.Filter):
+        return _filter_bound(node, limit)
+    return _sum([_bound(child, limit) for child in node.iter_child_nodes()])
+
+
+def _filter_bound(node: nodes.Filter, limit: int) -> tuple[int, dict[str, int]]:
+    if node.name in ("length", "count"):
+        return _NUMBER_CHARS, {}
+    const, weights = _bound(node.node, limit) if node.node is not None else (0, {})
+    args = [_bound(arg, limit) for arg in (*node.args, *(kw.value for kw in node.kwargs))]
+    factor = _GROWTH.get(node.name, 1)
+    if node.name == "replace":
+        consts = [a.value for a in node.args[:2] if isinstance(a, nodes.Const) and isinstance(a.value, str)]
+        if len(consts) < 2 or node.kwargs:
+            return limit, {}  # _bounded_replace refuses to build more than the limit
+        old, new = consts
+        factor = 1 + len(new) if not old else max(1, -(-len(new) // len(old)))
+        return factor * const + len(new), {name: factor * w for name, w in weights.items()}
+    scaled = (factor * const, {name: factor * w for name, w in weights.items()})
+    return _sum([scaled, *args])  # default's and truncate's arguments may be part of the output
+
+
+def _sum(parts: list[tuple[int, dict[str, int]]]) -> tuple[int, dict[str, int]]:
+    const = 0
+    weights: dict[str, int] = {}
+    for part_const, part_weights in parts:
+        const += part_const
+        for name, weight in part_weights.items():
+            weights[name] = weights.get(name, 0) + weight
+    return const, weights

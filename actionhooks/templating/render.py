@@ -8,6 +8,14 @@ template run in the sandbox of environment.py under the size and time bounds.
 Errors: `compile_values` raises TemplateSyntaxError for the first bad value (in the order of the
 values mapping), with `key` = that custom_data values key; the API turns it into a 422 at
 loc ("custom_data", "values", key). `render` raises TemplateRenderError with the key.
+
+Budgets (main.json): one value renders at most TEMPLATE_MAX_OUTPUT_CHARS characters, one event's
+custom_data (profile fields and values together) at most TEMPLATE_MAX_EVENT_CHARS, and the events a
+routing pass adds to one hook's batches at most TEMPLATE_MAX_BATCH_CHARS together (`RenderBudget`).
+Each bound is checked before the output is built: the parameters are computed first (they are the
+event's own strings or catalog names, bounded where they are accepted), then the value's size bound
+(environment.SizeBound) over them is compared with what is left. An event that would pass a budget
+raises TemplateRenderError; routing puts it in the hook's failed list (visible, replayable).
 """
 
 from __future__ import annotations
@@ -17,13 +25,35 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import orjson
 from jinja2 import meta, nodes
 
-from actionhooks.errors import TemplateRenderError, TemplateSyntaxError
-from actionhooks.templating.environment import check_template, render_bounded, sandbox
+from actionhooks.errors import OutputTooLong, TemplateRenderError, TemplateSyntaxError
+from actionhooks.settings import Settings
+from actionhooks.templating.environment import SizeBound, check_template, render_bounded, sandbox, size_bound
 from actionhooks.templating.parameters import PARAMETERS, Catalog, EventContext
 
-__all__ = ["CompiledValues", "build_custom_data", "compile_values"]
+__all__ = ["CompiledValues", "RenderBudget", "build_custom_data", "compile_values", "template_limits"]
+
+
+def template_limits(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of compile_values for `settings` (API, worker and transports bound alike)."""
+    return {
+        "max_output_chars": settings.TEMPLATE_MAX_OUTPUT_CHARS,
+        "max_render_ms": settings.TEMPLATE_MAX_RENDER_MS,
+        "max_event_chars": settings.TEMPLATE_MAX_EVENT_CHARS,
+        "max_batch_chars": settings.TEMPLATE_MAX_BATCH_CHARS,
+    }
+
+
+class RenderBudget:
+    """What is left of TEMPLATE_MAX_BATCH_CHARS for the events one routing pass renders for one hook."""
+
+    __slots__ = ("left", "total")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.left = total
 
 _Param = Callable[[EventContext], str]
 
@@ -35,10 +65,11 @@ class _Parts:
     parts: tuple[str | _Param, ...]
 
     def render(self, ctx: EventContext, max_chars: int, max_ms: float) -> str:
-        out = "".join(p if isinstance(p, str) else p(ctx) for p in self.parts)
-        if len(out) > max_chars:
-            raise TemplateRenderError(f"output longer than {max_chars} characters")
-        return out
+        pieces = [p if isinstance(p, str) else p(ctx) for p in self.parts]
+        size = sum(map(len, pieces))
+        if size > max_chars:  # measured before the join: the pieces are strings that exist already
+            raise OutputTooLong(f"output longer than {max_chars} characters")
+        return "".join(pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +78,15 @@ class _Jinja:
 
     template: jinja2.Template
     names: tuple[str, ...]
+    bound: SizeBound
 
     def render(self, ctx: EventContext, max_chars: int, max_ms: float) -> str:
         variables = {name: PARAMETERS[name](ctx) for name in self.names}
+        at_most = self.bound.at_most(variables)
+        if at_most > max_chars:
+            raise OutputTooLong(
+                f"output longer than {max_chars} characters (up to {at_most} from this event; refused before rendering)"
+            )
         return render_bounded(self.template, variables, max_chars=max_chars, max_ms=max_ms)
 
 
@@ -59,36 +96,78 @@ _Renderer = _Parts | _Jinja
 class CompiledValues:
     """A hook's custom_data `values`, compiled; `render` gives the strings for one event."""
 
-    __slots__ = ("_items", "max_output_chars", "max_render_ms", "sources")
+    __slots__ = ("_items", "max_batch_chars", "max_event_chars", "max_output_chars", "max_render_ms", "sources")
 
     def __init__(
-        self, sources: Mapping[str, str], items: Sequence[tuple[str, _Renderer]], max_output_chars: int,
-        max_render_ms: float,
+        self, sources: Mapping[str, str], items: Sequence[tuple[str, _Renderer]], *, max_output_chars: int,
+        max_render_ms: float, max_event_chars: int, max_batch_chars: int,
     ) -> None:
         self.sources = dict(sources)
         self._items = tuple(items)
         self.max_output_chars = max_output_chars
         self.max_render_ms = max_render_ms
+        self.max_event_chars = max_event_chars
+        self.max_batch_chars = max_batch_chars
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def render(self, event: Mapping[str, Any], catalog: Catalog) -> dict[str, str]:
-        """The values for `event`; raises TemplateRenderError (with the key) when one breaks a bound."""
+    def batch_budget(self) -> RenderBudget:
+        """A fresh TEMPLATE_MAX_BATCH_CHARS budget, for one routing pass of this hook."""
+        return RenderBudget(self.max_batch_chars)
+
+    def render(
+        self, event: Mapping[str, Any], catalog: Catalog, budget: RenderBudget | None = None, spent: int = 0
+    ) -> dict[str, str]:
+        """The values for `event`; raises TemplateRenderError (with the key) when one breaks a bound.
+
+        `spent` characters of this event's custom_data exist already (its profile fields); `budget`
+        is the batch's, charged with everything this event's custom_data holds once it fits.
+        """
         ctx = EventContext(event, catalog)
+        event_left = self.max_event_chars - spent
+        batch_left = budget.left - spent if budget is not None else event_left
+        if batch_left < 0:  # the profile fields alone do not fit in what is left of the batch's budget
+            raise TemplateRenderError(self._over_batch())
         out: dict[str, str] = {}
         for key, renderer in self._items:
+            limit = min(self.max_output_chars, event_left, batch_left)
             try:
-                out[key] = renderer.render(ctx, self.max_output_chars, self.max_render_ms)
+                value = renderer.render(ctx, max(limit, 0), self.max_render_ms)
+            except OutputTooLong as exc:
+                raise TemplateRenderError(self._over(exc, limit, event_left, batch_left), key=key) from exc
             except TemplateRenderError as exc:
                 raise TemplateRenderError(exc.message, key=key) from exc
+            out[key] = value
+            event_left -= len(value)
+            batch_left -= len(value)
+        if budget is not None:
+            budget.left = batch_left
         return out
+
+    def _over(self, exc: OutputTooLong, limit: int, event_left: int, batch_left: int) -> str:
+        if limit == self.max_output_chars:
+            return exc.message
+        if limit == event_left:
+            return f"custom_data over the budget of {self.max_event_chars} characters per event"
+        return self._over_batch()
+
+    def _over_batch(self) -> str:
+        return f"custom_data over the budget of {self.max_batch_chars} characters per batch (TEMPLATE_MAX_BATCH_CHARS)"
 
 
 def compile_values(
-    values: Mapping[str, str], *, max_output_chars: int, max_render_ms: float
+    values: Mapping[str, str],
+    *,
+    max_output_chars: int,
+    max_render_ms: float,
+    max_event_chars: int | None = None,
+    max_batch_chars: int | None = None,
 ) -> CompiledValues:
-    """Compile every value; TemplateSyntaxError(message, key=...) for the first one that is invalid."""
+    """Compile every value; TemplateSyntaxError(message, key=...) for the first one that is invalid.
+
+    Without event and batch budgets (a Kafka key: one value) they are the value's own bound.
+    """
     env = sandbox(max_output_chars)
     items: list[tuple[str, _Renderer]] = []
     for key, source in values.items():
@@ -98,10 +177,17 @@ def compile_values(
             raise TemplateSyntaxError(f"template longer than {max_output_chars} characters", key=key)
         try:
             tree = check_template(source, PARAMETERS, env)
+            items.append((key, _parts(tree) or _jinja(env, tree, max_output_chars)))
         except ValueError as exc:
             raise TemplateSyntaxError(str(exc), key=key) from None
-        items.append((key, _parts(tree) or _jinja(env, tree)))
-    return CompiledValues(values, items, max_output_chars, max_render_ms)
+        except (RecursionError, SyntaxError, MemoryError):  # jinja2's code generator or Python's compiler
+            raise TemplateSyntaxError("template too complex to compile", key=key) from None
+    event = max_event_chars if max_event_chars is not None else max_output_chars
+    batch = max_batch_chars if max_batch_chars is not None else event
+    return CompiledValues(
+        values, items, max_output_chars=max_output_chars, max_render_ms=max_render_ms, max_event_chars=event,
+        max_batch_chars=batch,
+    )
 
 
 def _parts(tree: nodes.Template) -> _Parts | None:
@@ -121,9 +207,9 @@ def _parts(tree: nodes.Template) -> _Parts | None:
     return _Parts(tuple(parts))
 
 
-def _jinja(env: jinja2.Environment, tree: nodes.Template) -> _Jinja:
+def _jinja(env: jinja2.Environment, tree: nodes.Template, max_output_chars: int) -> _Jinja:
     names = tuple(sorted(meta.find_undeclared_variables(tree)))
-    return _Jinja(env.from_string(tree), names)
+    return _Jinja(env.from_string(tree), names, size_bound(tree, max_output_chars))
 
 
 def build_custom_data(
@@ -133,6 +219,7 @@ def build_custom_data(
     profile: Mapping[str, Any] | None,
     values: CompiledValues,
     catalog: Catalog,
+    budget: RenderBudget | None = None,
 ) -> dict[str, Any]:
     """custom_data of a delivered event (contract.md "The hook").
 
@@ -140,10 +227,22 @@ def build_custom_data(
     field); then the event's own `custom_data` when it carries a non-empty one, else the hook's
     values rendered for the event. On a shared key the later source wins: a value the user wrote
     for this hook, or data the platform sent with the event, is more specific than a profile field.
-    `profile` is the profile's fields mapping.
+    `profile` is the profile's fields mapping. The profile fields count toward the event's and the
+    batch's budget (CompiledValues.render); an event's own custom_data was bounded when it was accepted.
     """
     fields = profile if profile is not None else {}
     out: dict[str, Any] = {name: fields.get(name) for name in profile_fields}
     own = event.get("custom_data")
-    out.update(own if own else values.render(event, catalog))
+    if own:  # what the platform sent, bounded with the rest of the event when it was accepted
+        out.update(own)
+        return out
+    spent = _size(out.values()) if profile_fields else 0
+    if spent > values.max_event_chars:
+        raise TemplateRenderError(f"custom_data over the budget of {values.max_event_chars} characters per event")
+    out.update(values.render(event, catalog, budget, spent))
     return out
+
+
+def _size(items: Any) -> int:
+    """Characters a group of custom_data values takes: a string's length, anything else's JSON."""
+    return sum(len(v) if isinstance(v, str) else 0 if v is None else len(orjson.dumps(v)) for v in items)

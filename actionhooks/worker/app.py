@@ -16,6 +16,7 @@ from actionhooks.settings import Settings
 
 ROUTE_TASK = "actionhooks.route"
 DRAIN_TASK = "actionhooks.drain"
+BACKFILL_TASK = "actionhooks.backfill"
 
 
 def make_celery(settings: Settings) -> Celery:

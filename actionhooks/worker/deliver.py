@@ -21,6 +21,7 @@ deleted meanwhile ends the drain; an outcome it can no longer record went with t
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from actionhooks import tracing
 from actionhooks.delivery import Batch, Receipt, attempt
+from actionhooks.delivery.config import redact
 from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage import stats
@@ -50,6 +52,8 @@ SENDS_PER_THREAD = 2
 # What a lease leaves after the sends' deadlines: recording the round (one transaction).
 LEASE_MARGIN_SEC = 5.0
 ERROR_TEXT_LIMIT = 2000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -224,17 +228,21 @@ def record(session: Session, rt: Runtime, hook: CompiledHook, outcomes: list[Out
         finished = []
         for o in delivered:
             assert o.receipt is not None
+            log.info("delivered: hook %s batch %s attempt %d, %d events, status %s, %.0f ms", hook.id,
+                     o.claimed.delivery_id, o.claimed.attempt, len(o.claimed.events), o.receipt.status_code,
+                     o.receipt.latency_ms)
             finished.append({"b_id": o.claimed.attempt_row, "outcome": "ok", "status_code": o.receipt.status_code,
                              "error": None, "latency_ms": o.receipt.latency_ms})
         _finish_attempts(session, finished)
     for outcome in outcomes:
         if outcome.error is not None:
-            _record_failure(session, rt, outcome.claimed, outcome.error)
+            _record_failure(session, rt, hook.id, outcome.claimed, outcome.error)
 
 
-def _record_failure(session: Session, rt: Runtime, c: Claimed, err: DeliveryError) -> None:
+def _record_failure(session: Session, rt: Runtime, hook_id: int, c: Claimed, err: DeliveryError) -> None:
     now = time.time()
-    message = f"{type(err).__name__}: {err.message}"[:ERROR_TEXT_LIMIT]
+    message = redact(f"{type(err).__name__}: {err.message}")[:ERROR_TEXT_LIMIT]
+    log.warning("delivery failed: hook %s batch %s attempt %d: %s", hook_id, c.delivery_id, c.attempt, message)
     _finish_attempts(session, [{"b_id": c.attempt_row, "outcome": "error", "status_code": err.status_code,
                                 "error": message, "latency_ms": None}])
     remaining = [e for i, e in enumerate(c.events) if i not in err.delivered]

@@ -48,7 +48,8 @@ def load_profiles(
         for e in matched[h.id]
         if isinstance(e.get("list_id"), int) and isinstance(e.get("profile_id"), str)
     }
-    return profiles_for(session, account_id, keys) if keys else {}
+    wanted = frozenset(name for h in hooks for name in h.profile_fields)
+    return profiles_for(session, account_id, keys, wanted) if keys else {}
 
 
 def load_catalog(

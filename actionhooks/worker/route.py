@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,10 +31,11 @@ from sqlalchemy.orm import Session
 from actionhooks import tracing
 from actionhooks.errors import TemplateError
 from actionhooks.hooks.matching import CompiledHook
+from actionhooks.settings import Settings
 from actionhooks.storage import quarantine
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Delivery, Intake
-from actionhooks.templating import DictCatalog, build_custom_data
+from actionhooks.templating import DictCatalog, RenderBudget, build_custom_data
 from actionhooks.worker import content as content_store
 from actionhooks.worker import shutdown
 from actionhooks.worker.batching import form_batches, new_delivery
@@ -169,13 +171,10 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
     # kept from being deleted until this transaction ends (lock_existing: the pipeline's lock order).
     alive = lock_existing(session, matched)
     hooks = [h for h in (rt.hooks.get(hook_id) for hook_id in matched) if h is not None and h.id in alive]
-    profiles = load_profiles(session, account_id, hooks, matched)
-    catalog = DictCatalog(load_catalog(session, account_id, hooks, matched))
-    wanted = (event for hook in hooks if hook.include_content for event in matched[hook.id])
-    attach = content_store.Attacher(session, account_id, contents, rt.settings, now, wanted=wanted)
     to_trigger: dict[int, float] = {}
-    for hook in sorted(hooks, key=lambda h: h.id):  # a fixed lock order across routers
-        rendered, broken = _render(hook, matched[hook.id], profiles, catalog, attach)
+    for hook, rendered, broken in render_matched(
+        session, rt.settings, account_id, hooks, matched, contents=contents, now=now
+    ):
         if broken:
             session.execute(insert(Delivery), [broken])
         formed = form_batches(session, hook, rendered, now, accepted_at=first_accepted[hook.id],
@@ -187,11 +186,34 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
     return to_trigger
 
 
+def render_matched(
+    session: Session,
+    settings: Settings,
+    account_id: int,
+    hooks: list[CompiledHook],
+    matched: dict[int, list[dict[str, Any]]],
+    *,
+    contents: dict[str, dict[str, Any]],
+    now: float,
+) -> Iterator[tuple[CompiledHook, list[dict[str, Any]], dict[str, Any] | None]]:
+    """Each hook's matched events as it delivers them, and the failed batch of those whose templates
+    failed, in hook id order (a fixed lock order across routers). Loads the profiles, catalog names
+    and stored content they need in bulk. Shared by routing and backfill (worker/backfill.py)."""
+    profiles = load_profiles(session, account_id, hooks, matched)
+    catalog = DictCatalog(load_catalog(session, account_id, hooks, matched))
+    wanted = (event for hook in hooks if hook.include_content for event in matched[hook.id])
+    attach = content_store.Attacher(session, account_id, contents, settings, now, wanted=wanted)
+    for hook in sorted(hooks, key=lambda h: h.id):
+        rendered, broken = _render(hook, matched[hook.id], profiles, catalog, attach)
+        yield hook, rendered, broken
+
+
 def custom_data_for(
     hook: CompiledHook,
     event: dict[str, Any],
     profiles: dict[tuple[int, str], dict[str, Any]],
     catalog: DictCatalog,
+    budget: RenderBudget | None = None,
 ) -> dict[str, Any]:
     """The custom_data `hook` delivers with `event` (its profile fields, then the event's own custom_data or
     the hook's rendered values); raises TemplateError. Shared by routing and test sending."""
@@ -201,6 +223,7 @@ def custom_data_for(
         profile=profiles.get((event.get("list_id"), event.get("profile_id"))),  # type: ignore[arg-type]
         values=hook.values,
         catalog=catalog,
+        budget=budget,
     )
 
 
@@ -217,6 +240,7 @@ def _render(
     out: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     errors: list[str] = []
+    budget = hook.values.batch_budget()  # TEMPLATE_MAX_BATCH_CHARS for this pass of this hook
     for event in events:
         # A copy only when this hook changes the event: otherwise it is delivered as captured and
         # hooks share the dict (nothing mutates it after routing; it is serialised into a batch).
@@ -226,7 +250,7 @@ def _render(
             delivered = event
         if shaped_custom_data:
             try:
-                delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog)
+                delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog, budget)
             except TemplateError as exc:
                 failed.append(delivered)
                 errors.append(str(exc))

@@ -4,7 +4,9 @@ Every tick it looks in the database for what no trigger is on its way for: intak
 took (lost trigger, crashed router), batch windows past due, retries whose time has come, batches
 whose lease passed (worker killed). Triggers are idempotent, so several schedulers or a trigger
 sent twice only cost an idle task. Every CLEANUP_EVERY_SEC (main.json) it expires message content,
-dedup ids and old attempt rows in bounded chunks.
+dedup ids and old attempt rows in bounded chunks, and expires the event archive
+(storage/archive.py: whole day partitions on PostgreSQL). It also resumes backfill jobs whose
+trigger or worker was lost and marks done those whose batches are all sent.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.settings import Settings
+from actionhooks.storage import archive, backfills
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.tables import Attempt, Delivery, SeenEvent
 from actionhooks.worker import content
@@ -29,6 +32,7 @@ from actionhooks.worker.triggers import Triggers
 log = logging.getLogger(__name__)
 
 STALE_INTAKE_SEC = 2.0
+BACKFILL_QUIET_SEC = 5.0
 RETRIGGER_AFTER_SEC = 2.0
 
 
@@ -52,10 +56,15 @@ class Scheduler:
                     .distinct()
                 )
             )
+            backfills.settle(session, now)
+            session.commit()
+            stalled = backfills.stalled(session, now, quiet_sec=BACKFILL_QUIET_SEC)
         for account_id in accounts:
             self._once(("route", account_id), now, lambda a=account_id: self.triggers.route(a))
         for hook_id in set(windows) | due:
             self._once(("drain", hook_id), now, lambda h=hook_id: self.triggers.drain(h))
+        for job_id in stalled:
+            self._once(("backfill", job_id), now, lambda j=job_id: self.triggers.backfill(j))
         if now - self._cleaned_at >= self.settings.CLEANUP_EVERY_SEC:
             self._cleaned_at = now
             self.cleanup(now)
@@ -69,12 +78,13 @@ class Scheduler:
     def cleanup(self, now: float) -> None:
         with self.sessions() as session:
             expired = content.expire(session, now, self.settings)
+            history = archive.maintain(session, now, self.settings.EVENT_ARCHIVE_HOURS)
             session.execute(delete(SeenEvent).where(SeenEvent.seen_at < now - self.settings.EVENT_DEDUP_HOURS * 3600))
             session.commit()
             self._prune_attempts(session)
         if expired.removed:
             log.info("expired %d stored message contents", expired.removed)
-        if not expired.finished:  # a backlog: go on next tick, between the triggers
+        if not (expired.finished and history.finished):  # a backlog: go on next tick, between the triggers
             self._cleaned_at = now - self.settings.CLEANUP_EVERY_SEC
         self._sent = {k: t for k, t in self._sent.items() if now - t < 60}
 

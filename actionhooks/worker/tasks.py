@@ -20,7 +20,8 @@ from celery.signals import (
 )
 
 from actionhooks.worker import shutdown
-from actionhooks.worker.app import DRAIN_TASK, ROUTE_TASK
+from actionhooks.worker.app import BACKFILL_TASK, DRAIN_TASK, ROUTE_TASK
+from actionhooks.worker.backfill import run_backfill
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.route import route_account
 from actionhooks.worker.runtime import close_runtime, runtime_for
@@ -34,6 +35,10 @@ def register_tasks(celery: Celery) -> None:
     @celery.task(name=DRAIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def drain(hook_id: int) -> int:
         return drain_hook(runtime_for(celery), hook_id)
+
+    @celery.task(name=BACKFILL_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    def backfill(job_id: int) -> int:
+        return run_backfill(runtime_for(celery), job_id)
 
     worker_shutting_down.connect(lambda **_: shutdown.request(), weak=False)  # threads/solo pools
     worker_process_init.connect(_finish_the_task_on_sigterm, weak=False)  # prefork children

@@ -6,7 +6,7 @@ import logging
 
 from celery import Celery
 
-from actionhooks.worker.app import DRAIN_TASK, ROUTE_TASK
+from actionhooks.worker.app import BACKFILL_TASK, DRAIN_TASK, ROUTE_TASK
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ class Triggers:
         if countdown is not None and countdown > MAX_COUNTDOWN_SEC:
             return
         self._send(DRAIN_TASK, hook_id, countdown)
+
+    def backfill(self, job_id: int, countdown: float | None = None) -> None:
+        self._send(BACKFILL_TASK, job_id, countdown)
 
     def _send(self, name: str, arg: int, countdown: float | None = None) -> None:
         try:

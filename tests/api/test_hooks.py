@@ -172,8 +172,13 @@ def test_activate_stop_and_clone(
     assert copy["name"] == "CRM sync (copy)"
     assert copy["active"] is False
     assert copy["id"] != hook_id
-    # The clone carries the same secrets (the user cannot re-enter what they cannot read)
-    assert stored(app, 1, copy["id"]) == stored(app, 1, hook_id)
+    # The clone carries none of the secrets (cloning must not be a way to recover or redirect them)
+    original, copied = stored(app, 1, hook_id), stored(app, 1, copy["id"])
+    assert copied["auth"] == {"type": "none"}
+    assert copied["signing_secret"] != original["signing_secret"]
+    assert {k: v for k, v in copied.items() if k not in ("auth", "signing_secret")} == {
+        k: v for k, v in original.items() if k not in ("auth", "signing_secret")
+    }
 
 
 def test_a_long_name_is_cut_so_that_the_clone_name_still_fits(

@@ -69,6 +69,14 @@ def resolve_as(monkeypatch: pytest.MonkeyPatch, names: dict[str, list[str]]) -> 
         ("::ffff:127.0.0.1", "IPv4-embedded loopback"),
         ("::ffff:10.0.0.1", "IPv4-embedded private"),
         ("::127.0.0.1", "IPv4-embedded loopback"),
+        ("2002:7f00:1::", "IPv4-embedded loopback"),
+        ("2002:a9fe:a9fe::", "IPv4-embedded link-local"),
+        ("2002:0a00:0001::1", "IPv4-embedded private"),
+        ("64:ff9b::7f00:1", "IPv4-embedded loopback"),
+        ("64:ff9b::a9fe:a9fe", "IPv4-embedded link-local"),
+        ("64:ff9b:1::c0a8:101", "IPv4-embedded private"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "IPv4-embedded loopback"),
+        ("fec0::1", "site-local"),
         ("224.0.0.1", "multicast"),
         ("ff02::1", "multicast"),
         ("0.0.0.0", "unspecified"),
@@ -82,7 +90,10 @@ def test_non_public_addresses_are_refused_with_the_reason(address: str, reason: 
     assert forbidden_reason(ipaddress.ip_address(address)) == reason
 
 
-@pytest.mark.parametrize("address", [PUBLIC, "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "100.128.0.1"])
+@pytest.mark.parametrize(
+    "address",
+    [PUBLIC, "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "100.128.0.1", "2002:808:808::1", "64:ff9b::808:808"],
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     assert forbidden_reason(ipaddress.ip_address(address)) is None
 
@@ -96,7 +107,7 @@ def test_public_addresses_are_allowed(address: str) -> None:
         ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is not a public address (link-local)"),
         ("http://100.64.1.1/hook", "100.64.1.1 is not a public address (carrier-grade NAT)"),
         ("http://[::ffff:127.0.0.1]/hook", "::ffff:7f00:1 is not a public address (IPv4-embedded loopback)"),
-        ("https://localhost/hook", "localhost (resolves to 127.0.0.1) is not a public address (loopback)"),
+        ("https://localhost/hook", "localhost is not a public address;"),
     ],
 )
 def test_delivery_to_a_private_target_is_forbidden_before_any_connect(
@@ -116,7 +127,8 @@ def test_a_public_name_that_resolves_to_loopback_is_forbidden(
     resolve_as(monkeypatch, {"hooks.example.com": ["127.0.0.1"]})
     with transport("https://hooks.example.com/in") as guarded, pytest.raises(TargetForbidden) as caught:
         guarded.send(sample_batch(1))
-    assert "hooks.example.com (resolves to 127.0.0.1) is not a public address (loopback)" in caught.value.message
+    assert "hooks.example.com is not a public address;" in caught.value.message
+    assert "127.0.0.1" not in caught.value.message  # what an internal name resolves to is not told
     assert connects == []
 
 
@@ -126,7 +138,8 @@ def test_a_name_with_one_private_address_among_public_ones_is_forbidden(
     resolve_as(monkeypatch, {"hooks.example.com": [PUBLIC, "10.0.0.7"]})
     with transport("https://hooks.example.com/in") as guarded, pytest.raises(TargetForbidden) as caught:
         guarded.send(sample_batch(1))
-    assert "10.0.0.7" in caught.value.message
+    assert "hooks.example.com is not a public address" in caught.value.message
+    assert "10.0.0.7" not in caught.value.message
     assert connects == []
 
 

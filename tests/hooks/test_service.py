@@ -88,11 +88,13 @@ def test_a_patch_that_breaks_a_template_names_the_key_and_changes_nothing(servic
     assert service.get(1, hook.id).spec == hook.spec
 
 
-def test_clone_is_stopped_named_copy_and_keeps_the_signing_secret(service: HookService) -> None:
+def test_clone_is_stopped_named_copy_and_copies_no_secret(service: HookService) -> None:
     hook = service.create(1, spec())
     clone = service.clone(1, hook.id)
     assert (clone.spec.name, clone.spec.active) == ("CRM sync (copy)", False)
-    assert clone.spec.delivery == hook.spec.delivery
+    assert clone.spec.delivery.url == hook.spec.delivery.url
+    assert clone.spec.delivery.auth.type == "none"  # a bearer token cannot exist without its token
+    assert clone.spec.delivery.signing_secret != hook.spec.delivery.signing_secret
     assert clone.id != hook.id
 
 

@@ -92,5 +92,5 @@ def test_output_that_grows_past_the_bound_at_render_fails_cleanly_and_is_not_sen
     result = client.post(f"/api/v1/hooks/{hook_id}/test", json={"event": event(1)}, headers=owner).json()
     # Then the render stops at the bound, names the key, and nothing is sent
     assert result["ok"] is False
-    assert result["error"] == f"rendering failed: big: output longer than {MAX_OUTPUT} characters"
+    assert result["error"].startswith(f"rendering failed: big: output longer than {MAX_OUTPUT} characters")
     assert connects == []

@@ -47,3 +47,12 @@ def test_profiles_for_reads_many_keys_across_databases_of_one_account(sessions: 
     assert found[10, "p699"] == {"n": 699}
     assert found[20, "p1"] == {"n": "twenty"}
     assert (10, "x") not in found
+
+
+def test_profiles_for_keeps_only_the_fields_hooks_copy(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        profiles.put_profiles(s, 1, 10, [("p1", {"email": "ann@x", "bio": "b" * 4000, "age": 3})])
+    with sessions() as s:
+        assert profiles.profiles_for(s, 1, {(10, "p1")}, frozenset({"email", "age"})) == {
+            (10, "p1"): {"email": "ann@x", "age": 3}
+        }

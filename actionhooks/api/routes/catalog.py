@@ -17,7 +17,7 @@ router = APIRouter(prefix="/catalog", tags=["catalog"])
 
 Kind = StrEnum("Kind", {kind: kind for kind in CATALOG_KINDS})  # type: ignore[misc]
 EntryId = Annotated[int, Path(alias="id", ge=0, le=2**63 - 1)]
-_TEXT = 10_000
+_TEXT = 1000  # a name a template shows: {{campaign_name}} and the like (a campaign name, an email subject)
 _NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
 

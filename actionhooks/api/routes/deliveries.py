@@ -17,6 +17,7 @@ from actionhooks.api.auth import Principal, admin_principal
 from actionhooks.api.pipeline import load_hook, triggers_of
 from actionhooks.api.routes.hooks import HookId
 from actionhooks.delivery import Batch, attempt, make_transport
+from actionhooks.delivery.config import mask_url, redact
 from actionhooks.errors import DeliveryError, HookValidationError, TemplateError
 from actionhooks.events import parse_events
 from actionhooks.storage.tables import Attempt, Delivery
@@ -126,7 +127,7 @@ def send_test_attempt(
             return TestResult(
                 ok=False,
                 status_code=exc.status_code,
-                error=f"{type(exc).__name__}: {exc.message}",
+                error=redact(f"{type(exc).__name__}: {exc.message}"),
                 latency_ms=round((time.perf_counter() - started) * 1000, 2),
                 payload=[delivered],
             )
@@ -135,7 +136,10 @@ def send_test_attempt(
         status_code=receipt.status_code,
         error=None,
         latency_ms=round(receipt.latency_ms, 2),
-        payload=receipt.payload,
+        # GET mode's payload is the URLs requested: the configured URL's credentials are masked there too.
+        payload=[mask_url(p) if isinstance(p, str) else p for p in receipt.payload]
+        if isinstance(receipt.payload, list)
+        else receipt.payload,
         response_excerpt=receipt.response_excerpt,
     )
 

@@ -135,6 +135,7 @@ def _store(
             supplied_ids=supplied,
             dedup_window_sec=request.app.state.settings.EVENT_DEDUP_HOURS * 3600,
             trace_context=trace_context,
+            archive=request.app.state.settings.EVENT_ARCHIVE_HOURS > 0,
         )
     request.app.state.write_health.succeeded()
     return accepted

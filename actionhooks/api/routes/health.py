@@ -8,10 +8,12 @@ can progress, and POST /events answers 503 too); a stalled pipeline keeps it 200
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
+
+from actionhooks.api.security import metrics_access
 
 router = APIRouter(tags=["health"])
 
@@ -36,6 +38,6 @@ def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "checks": {"database": "ok"}, "details": live.details()})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, dependencies=[Depends(metrics_access)])
 def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

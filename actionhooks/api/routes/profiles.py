@@ -16,6 +16,8 @@ from actionhooks.storage import profiles
 router = APIRouter(prefix="/databases/{list_id}/profiles", tags=["profiles"])
 
 BULK_MAX = 1000
+FIELD_VALUE_MAX_BYTES = 4096  # one field's value, as JSON
+PROFILE_MAX_BYTES = 16_384  # all of a profile's fields, as JSON: a routing pass may load 5,000 profiles
 _PROFILE_ID = r"^[^\x00-\x1f\x7f]+$"
 ListId = Annotated[int, Path(ge=0, le=2**63 - 1, description="the database (list) id")]
 ProfileId = Annotated[str, Path(min_length=1, max_length=200, pattern=_PROFILE_ID)]
@@ -28,14 +30,27 @@ def _deliverable(fields: dict[str, Any]) -> dict[str, Any]:
     are written two containers deep (batch > event > custom_data), hence the wrapping.
     """
     try:
-        orjson.dumps([[fields]])
+        size = len(orjson.dumps([[fields]]))
     except orjson.JSONEncodeError as exc:
         raise ValueError(f"cannot be delivered: {exc}") from None
+    if size > PROFILE_MAX_BYTES:
+        raise ValueError(f"the fields take {size} bytes as JSON, over the limit of {PROFILE_MAX_BYTES}")
     return fields
 
 
+def _bounded_value(value: Any) -> Any:
+    """One field's value is at most FIELD_VALUE_MAX_BYTES as JSON (it is copied into delivered events)."""
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        return value  # reported for the whole profile by _deliverable, with the reason
+    if size > FIELD_VALUE_MAX_BYTES:
+        raise ValueError(f"value takes {size} bytes as JSON, over the limit of {FIELD_VALUE_MAX_BYTES}")
+    return value
+
+
 Fields = Annotated[
-    dict[str, Any],
+    dict[Annotated[str, Field(max_length=200)], Annotated[Any, AfterValidator(_bounded_value)]],
     Field(max_length=1000, description="field name -> any JSON value"),
     AfterValidator(_deliverable),
 ]
