@@ -31,10 +31,12 @@ import orjson
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from actionhooks import tracing
 from actionhooks.delivery import Batch, Receipt, attempt
 from actionhooks.delivery.config import redact
 from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
+from actionhooks.storage import stats
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker import shutdown
@@ -60,6 +62,8 @@ class Claimed:
     attempt: int
     attempt_row: int
     events: list[dict[str, Any]]
+    accepted_at: float | None = None  # acceptance of the oldest event (the latency histogram)
+    trace_context: str | None = None  # the routing span that formed the batch (tracing.py)
 
 
 @dataclass
@@ -125,7 +129,7 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
         return []
     now = time.time()
     stmt = (
-        select(Delivery.id, Delivery.attempts, Delivery.events)
+        select(Delivery.id, Delivery.attempts, Delivery.events, Delivery.accepted_at, Delivery.trace_context)
         .where(
             Delivery.hook_id == hook.id,
             Delivery.status == "pending",
@@ -140,15 +144,19 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
     rows = session.execute(stmt).all()
     if not rows:
         return []
-    retried = [delivery_id for delivery_id, attempts, _ in rows if attempts > 0]
-    if retried:
-        _close_lost_attempts(session, retried)
+    retried = [row.id for row in rows if row.attempts > 0]
+    if retried and (lost := _close_lost_attempts(session, retried)):
+        tally = stats.Tally()
+        tally.attempt(hook.delivery.type, "lost", lost)
+        stats.add(session, tally)
     due = []
-    for delivery_id, attempts, blob in rows:
+    origins = {}
+    for delivery_id, attempts, blob, accepted_at, trace_context in rows:
         if attempts >= rt.policy.max_attempts:
             _fail(session, delivery_id, f"worker lost during attempt {attempts} (the last allowed)", now=now)
         else:
             due.append((delivery_id, attempts + 1, orjson.loads(blob)))
+            origins[delivery_id] = (accepted_at, trace_context)
     if not due:
         return []
     session.execute(
@@ -165,18 +173,19 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
         ],
     ).all()
     return [
-        Claimed(delivery_id, attempt, row, events)
+        Claimed(delivery_id, attempt, row, events, *origins[delivery_id])
         for (delivery_id, attempt, events), row in zip(due, attempt_ids, strict=True)
     ]
 
 
-def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> None:
-    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker."""
-    session.execute(
+def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> int:
+    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker; how many."""
+    result = session.execute(
         update(Attempt)
         .where(Attempt.delivery_id.in_(delivery_ids), Attempt.outcome == "started")
         .values(outcome="error", error="worker lost during the attempt")
     )
+    return int(result.rowcount or 0)
 
 
 def run_attempts(
@@ -187,10 +196,14 @@ def run_attempts(
 
         def one(c: Claimed) -> Outcome:
             batch = Batch(hook_id=hook.id, batch_id=c.delivery_id, attempt=c.attempt, events=c.events)
-            try:
-                return Outcome(c, attempt(transport, batch), None)
-            except DeliveryError as exc:
-                return Outcome(c, None, exc)
+            with tracing.span("actionhooks.deliver", links=[c.trace_context], hook_id=hook.id,
+                              batch_id=c.delivery_id, attempt=c.attempt, transport=hook.delivery.type,
+                              events=len(c.events)) as span:
+                try:
+                    return Outcome(c, attempt(transport, batch), None)
+                except DeliveryError as exc:
+                    span.fail(f"{type(exc).__name__}: {exc.message}")
+                    return Outcome(c, None, exc)
 
         if len(claimed) == 1:
             return [one(claimed[0])]
@@ -198,7 +211,17 @@ def run_attempts(
 
 
 def record(session: Session, rt: Runtime, hook: CompiledHook, outcomes: list[Outcome]) -> None:
-    """Record the outcomes of one round; successes (the common case) in two statements for all."""
+    """Record the outcomes of one round; successes (the common case) in two statements for all, and the
+    round's totals for /metrics in one more (storage/stats.py)."""
+    now = time.time()
+    tally = stats.Tally()
+    transport = hook.delivery.type
+    for o in outcomes:
+        tally.attempt(transport, "ok" if o.error is None else "error")
+        if o.error is None:
+            latency = None if o.claimed.accepted_at is None else now - o.claimed.accepted_at
+            tally.delivered(transport, len(o.claimed.events), latency)
+    stats.add(session, tally)
     delivered = [o for o in outcomes if o.error is None]
     if delivered:
         session.execute(delete(Delivery).where(Delivery.id.in_([o.claimed.delivery_id for o in delivered])))

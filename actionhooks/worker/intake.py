@@ -70,12 +70,14 @@ def accept_events(
     *,
     supplied_ids: list[str],
     dedup_window_sec: float,
+    trace_context: str | None = None,
     archive: bool = False,
 ) -> Accepted:
     """Store `events` (validated, each with an event_id) for routing; commit; report what happened.
 
     Only the ids the platform supplied (`supplied_ids`) can be repeats: ids we assigned are new
     UUIDs, so they skip the dedup table and its cost. `archive`: keep them in the event archive too.
+    `trace_context` is the accept span's traceparent (tracing.py), kept with the row so routing links to it.
     """
     now = time.time()
     supplied = set(supplied_ids)
@@ -91,7 +93,8 @@ def accept_events(
     raised = False
     if keep:
         blob = _dump(events, keep)
-        stored = {"account_id": account_id, "events": blob, "n_events": len(keep), "created_at": now}
+        stored = {"account_id": account_id, "events": blob, "n_events": len(keep), "created_at": now,
+                  "trace_context": trace_context}
         request_id = session.execute(_STORE, stored).scalar_one()
         if archive:  # same transaction: a 202 means archived too (storage/archive.py)
             event_archive.append(
