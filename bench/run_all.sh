@@ -11,3 +11,4 @@ $PY bench/brokers.py
 $PY bench/memory.py
 $PY bench/capture.py
 $PY bench/history.py
+$PY bench/worker_metrics.py

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actionhooks import __version__, console
+from actionhooks import __version__, console, tracing
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
 from actionhooks.api.pipeline import app_triggers, close_triggers
@@ -34,6 +34,7 @@ from actionhooks.api.routes import (
 from actionhooks.api.security import SecurityHeaders, install_docs
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
+from actionhooks.cluster_metrics import ClusterMetrics
 from actionhooks.observability import (
     LivenessCache,
     RequestMetrics,
@@ -104,6 +105,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.liveness = LivenessCache(engine)
     app.state.write_health = app.state.liveness.writes
     app.state.metrics = metrics_registry(app.state.liveness)
+    app.state.metrics.register(ClusterMetrics(engine))  # the workers' figures, cluster-wide
+    tracing.configure()
     app.state.rejections = rejections_counter(app.state.metrics)
     app.state.hook_rejections = hook_rejections_counter(app.state.metrics)
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count

@@ -138,6 +138,8 @@ class Intake(Base):
     events: Mapped[bytes] = mapped_column(LargeBinary)
     n_events: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
+    # W3C traceparent of the accept span (tracing.py), so routing links to it across the database hop.
+    trace_context: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RouteSignal(Base):
@@ -160,6 +162,9 @@ class Outbox(Base):
     created_at: Mapped[float] = mapped_column(Float)
     # When the batch window of these events closes (arrival of the oldest + batch_timeout_sec).
     due_at: Mapped[float] = mapped_column(Float, index=True)
+    # Acceptance (POST /events) of the oldest event, for the accept -> delivered latency histogram.
+    accepted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trace_context: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the routing span's
 
 
 class Delivery(Base):
@@ -185,6 +190,10 @@ class Delivery(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     failed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Acceptance of the batch's oldest event (accept -> delivered latency) and the routing span that
+    # formed it (tracing.py: the deliver span links to it). NULL for batches formed before 0008.
+    accepted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trace_context: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_deliveries_due", "status", "next_attempt_at"),
@@ -224,6 +233,18 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     n_events: Mapped[int] = mapped_column(Integer)
+
+
+class WorkerStat(Base):
+    """Cumulative worker counters for /metrics, cluster-wide (storage/stats.py): one row per metric,
+    label set and shard. Workers add a round's totals in the transaction that records the round; a
+    shard per process keeps them from queueing on one hot row; the API sums the shards."""
+
+    __tablename__ = "worker_stats"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Content(Base):

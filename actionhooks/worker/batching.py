@@ -72,23 +72,35 @@ def new_delivery(hook: CompiledHook, events: list[dict[str, Any]], now: float, *
 
 
 def form_batches(
-    session: Session, hook: CompiledHook, new_events: list[dict[str, Any]], now: float | None = None
+    session: Session,
+    hook: CompiledHook,
+    new_events: list[dict[str, Any]],
+    now: float | None = None,
+    *,
+    accepted_at: float | None = None,
+    trace_context: str | None = None,
 ) -> Formed:
     """Append `new_events` to the hook's waiting events and cut every batch that is ready.
 
     Runs inside the caller's transaction; the caller commits. The remainder stays as one outbox row
     whose `created_at` is the arrival time of its oldest event, so the window never restarts.
+    `accepted_at` (acceptance of the oldest new event) and `trace_context` (the routing span) travel
+    with the events to their batches: per outbox row and batch, the oldest acceptance and the first
+    span, for the latency histogram and the deliver span's link (storage/stats.py, tracing.py).
     """
     now = time.time() if now is None else now
     size, window = batch_limits(hook)
     lock_hook(session, hook.id)
     rows = session.execute(
-        select(Outbox.id, Outbox.events, Outbox.created_at).where(Outbox.hook_id == hook.id).order_by(Outbox.id)
+        select(Outbox.id, Outbox.events, Outbox.created_at, Outbox.accepted_at, Outbox.trace_context)
+        .where(Outbox.hook_id == hook.id)
+        .order_by(Outbox.id)
     ).all()
-    waiting: list[tuple[float, dict[str, Any]]] = [
-        (created_at, event) for _, blob, created_at in rows for event in orjson.loads(blob)
+    waiting: list[tuple[float, dict[str, Any], float | None, str | None]] = [
+        (created_at, event, accepted, trace) for _, blob, created_at, accepted, trace in rows
+        for event in orjson.loads(blob)
     ]
-    waiting.extend((now, event) for event in new_events)
+    waiting.extend((now, event, accepted_at, trace_context) for event in new_events)
     full = len(waiting) - len(waiting) % size
     cut = [waiting[i : i + size] for i in range(0, full, size)]
     rest = waiting[full:]
@@ -96,17 +108,19 @@ def form_batches(
         cut.append(rest)
         rest = []
     if cut:
-        session.execute(insert(Delivery), [new_delivery(hook, [e for _, e in chunk], now) for chunk in cut])
+        session.execute(insert(Delivery), [new_delivery(hook, [w[1] for w in chunk], now, **_origin(chunk))
+                                           for chunk in cut])
     if rows:
         session.execute(delete(Outbox).where(Outbox.id.in_([r[0] for r in rows])))
     if rest:
         session.execute(
             insert(Outbox).values(
                 hook_id=hook.id,
-                events=orjson.dumps([e for _, e in rest]),
+                events=orjson.dumps([w[1] for w in rest]),
                 n_events=len(rest),
                 created_at=rest[0][0],
                 due_at=rest[0][0] + window,
+                **_origin(rest),
             )
         )
     return Formed(
@@ -114,6 +128,15 @@ def form_batches(
         window_due_in=max(0.0, rest[0][0] + window - now) if rest else None,
         window_opened=bool(rest) and len(rest) <= len(new_events),
     )
+
+
+def _origin(chunk: list[tuple[float, dict[str, Any], float | None, str | None]]) -> dict[str, Any]:
+    """The oldest acceptance and the first trace context among `chunk`'s events."""
+    accepted = [w[2] for w in chunk if w[2] is not None]
+    return {
+        "accepted_at": min(accepted) if accepted else None,
+        "trace_context": next((w[3] for w in chunk if w[3]), None),
+    }
 
 
 def overdue_windows(session: Session, now: float, grace: float) -> list[int]:

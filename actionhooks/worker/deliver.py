@@ -32,10 +32,12 @@ import orjson
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from actionhooks import tracing
 from actionhooks.delivery import Batch, Receipt, attempt
 from actionhooks.delivery.config import redact
 from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
+from actionhooks.storage import stats
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker import control, shutdown
@@ -62,6 +64,8 @@ class Claimed:
     attempt: int
     attempt_row: int
     events: list[dict[str, Any]]
+    accepted_at: float | None = None  # acceptance of the oldest event (the latency histogram)
+    trace_context: str | None = None  # the routing span that formed the batch (tracing.py)
 
 
 @dataclass
@@ -162,7 +166,10 @@ def claim_round(
     if gate.max_batches is not None:
         limit = min(limit, gate.max_batches)
     stmt = (
-        select(Delivery.id, Delivery.attempts, Delivery.events, Delivery.n_events)
+        select(
+            Delivery.id, Delivery.attempts, Delivery.events, Delivery.accepted_at, Delivery.trace_context,
+            Delivery.n_events,
+        )
         .where(
             Delivery.hook_id == hook.id,
             Delivery.status == "pending",
@@ -178,20 +185,24 @@ def claim_round(
     if gate.max_batches == 1 and not rows:  # a paused hook with nothing to probe with: probe when there is
         gate.state.next_probe_at = gate.state.hold_until = now
         gate.wake_in = None
-    rows = rows[: control.take(gate, hook, [n for *_, n in rows], now)]
+    rows = rows[: control.take(gate, hook, [row.n_events for row in rows], now)]
     if not rows:
         return [], gate
-    retried = [delivery_id for delivery_id, attempts, _, _ in rows if attempts > 0]
-    if retried:
-        _close_lost_attempts(session, retried)
+    retried = [row.id for row in rows if row.attempts > 0]
+    if retried and (lost := _close_lost_attempts(session, retried)):
+        tally = stats.Tally()
+        tally.attempt(hook.delivery.type, "lost", lost)
+        stats.add(session, tally)
     due = []
-    for delivery_id, attempts, blob, _ in rows:
+    origins = {}
+    for delivery_id, attempts, blob, accepted_at, trace_context, _ in rows:
         events = orjson.loads(blob)
         if attempts >= rt.policy.max_attempts:
             _fail(session, hook, delivery_id, events, f"worker lost during attempt {attempts} (the last allowed)",
                   now=now, notices=notices)
         else:
             due.append((delivery_id, attempts + 1, events))
+            origins[delivery_id] = (accepted_at, trace_context)
     if not due:
         return [], gate
     session.execute(
@@ -208,18 +219,19 @@ def claim_round(
         ],
     ).all()
     return [
-        Claimed(delivery_id, attempt, row, events)
+        Claimed(delivery_id, attempt, row, events, *origins[delivery_id])
         for (delivery_id, attempt, events), row in zip(due, attempt_ids, strict=True)
     ], gate
 
 
-def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> None:
-    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker."""
-    session.execute(
+def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> int:
+    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker; how many."""
+    result = session.execute(
         update(Attempt)
         .where(Attempt.delivery_id.in_(delivery_ids), Attempt.outcome == "started")
         .values(outcome="error", error="worker lost during the attempt")
     )
+    return int(result.rowcount or 0)
 
 
 def run_attempts(
@@ -230,10 +242,14 @@ def run_attempts(
 
         def one(c: Claimed) -> Outcome:
             batch = Batch(hook_id=hook.id, batch_id=c.delivery_id, attempt=c.attempt, events=c.events)
-            try:
-                return Outcome(c, attempt(transport, batch), None)
-            except DeliveryError as exc:
-                return Outcome(c, None, exc)
+            with tracing.span("actionhooks.deliver", links=[c.trace_context], hook_id=hook.id,
+                              batch_id=c.delivery_id, attempt=c.attempt, transport=hook.delivery.type,
+                              events=len(c.events)) as span:
+                try:
+                    return Outcome(c, attempt(transport, batch), None)
+                except DeliveryError as exc:
+                    span.fail(f"{type(exc).__name__}: {exc.message}")
+                    return Outcome(c, None, exc)
 
         if len(claimed) == 1:
             return [one(claimed[0])]
@@ -249,16 +265,24 @@ def record(
     gate: control.Gate | None = None,
     notices: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Record the outcomes of one round; successes (the common case) in two statements for all.
+    """Record the outcomes of one round; successes (the common case) in two statements for all, and the
+    round's totals for /metrics in one more (storage/stats.py).
 
     The hook's pause/gone state is settled first (worker/control.py, its row locked before the
     batches, the claim's order): a failure of a paused or gone hook is handed back, not counted."""
     notices = [] if notices is None else notices
+    now = time.time()
+    tally = stats.Tally()
+    transport = hook.delivery.type
+    for o in outcomes:
+        tally.attempt(transport, "ok" if o.error is None else "error")
+        if o.error is None:
+            latency = None if o.claimed.accepted_at is None else now - o.claimed.accepted_at
+            tally.delivered(transport, len(o.claimed.events), latency)
+    stats.add(session, tally)
     delivered = [o for o in outcomes if o.error is None]
     errors = [o.error for o in outcomes if o.error is not None]
-    verdict = control.after_round(
-        session, rt.settings, hook, gate, errors=errors, delivered=bool(delivered), now=time.time()
-    )
+    verdict = control.after_round(session, rt.settings, hook, gate, errors=errors, delivered=bool(delivered), now=now)
     notices.extend(verdict.notices)
     if delivered:
         session.execute(delete(Delivery).where(Delivery.id.in_([o.claimed.delivery_id for o in delivered])))

@@ -70,12 +70,14 @@ def accept_events(
     *,
     supplied_ids: list[str],
     dedup_window_sec: float,
+    trace_context: str | None = None,
     archive: bool = False,
 ) -> Accepted:
     """Store `events` (validated, each with an event_id) for routing; commit; report what happened.
 
     Only the ids the platform supplied (`supplied_ids`) can be repeats: ids we assigned are new
     UUIDs, so they skip the dedup table and its cost. `archive`: keep them in the event archive too.
+    `trace_context` is the accept span's traceparent (tracing.py), kept with the row so routing links to it.
     """
     now = time.time()
     supplied = set(supplied_ids)
@@ -88,17 +90,30 @@ def accept_events(
             continue
         in_request.add(event_id)
         keep.append(event)
-    raised = stage(session, account_id, _dump(events, keep), len(keep), now, archive=archive) if keep else False
+    raised = False
+    if keep:
+        blob = _dump(events, keep)
+        raised = stage(session, account_id, blob, len(keep), now, archive=archive, trace_context=trace_context)
     session.commit()
     return Accepted(queued=len(keep), duplicates=duplicates, signal_raised=raised)
 
 
-def stage(session: Session, account_id: int, blob: bytes, n_events: int, now: float, *, archive: bool) -> bool:
+def stage(
+    session: Session,
+    account_id: int,
+    blob: bytes,
+    n_events: int,
+    now: float,
+    *,
+    archive: bool,
+    trace_context: str | None = None,
+) -> bool:
     """Write one intake row (and its archive copy when `archive`), raise the route signal, in the
     caller's transaction; True when the signal was raised (the caller sends the route trigger once
     it has committed). Also the way the engine captures its own operational events
     (worker/control.py), so they are routed, and archived, like any other."""
-    stored = {"account_id": account_id, "events": blob, "n_events": n_events, "created_at": now}
+    stored = {"account_id": account_id, "events": blob, "n_events": n_events, "created_at": now,
+              "trace_context": trace_context}
     request_id = session.execute(_STORE, stored).scalar_one()
     if archive:  # same transaction: a 202 means archived too (storage/archive.py)
         event_archive.append(session, account_id, request_id=request_id, blob=blob, n_events=n_events, accepted_at=now)

@@ -28,6 +28,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from actionhooks import tracing
 from actionhooks.errors import TemplateError
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.settings import Settings
@@ -66,14 +67,15 @@ def route_account(rt: Runtime, account_id: int) -> int:
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
     while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
-            ids, events = _claim(session, account_id)
+            ids, events, traces = _claim(session, account_id)
             if not ids:
                 return routed
             # After the claim: every hook change committed before these events were accepted is seen.
             rt.hooks.refresh(force=True)  # reads only: never waits for the write lock this session holds
-            windows = _route_isolating(rt, session, account_id, events)
-            session.execute(delete(Intake).where(Intake.id.in_(ids)))
-            session.commit()
+            with tracing.span("actionhooks.route", links=traces, account_id=account_id, events=len(events)):
+                windows = _route_isolating(rt, session, account_id, events)
+                session.execute(delete(Intake).where(Intake.id.in_(ids)))
+                session.commit()
         for hook_id, due_in in windows.items():
             rt.triggers.drain(hook_id, countdown=due_in or None)
         routed += len(events)
@@ -81,8 +83,9 @@ def route_account(rt: Runtime, account_id: int) -> int:
     return routed
 
 
-def _claim(session: Session, account_id: int) -> tuple[list[int], list[tuple[float, dict[str, Any]]]]:
-    """Up to ROUTE_CHUNK_EVENTS events of the oldest intake rows, each with the time it was accepted.
+def _claim(session: Session, account_id: int) -> tuple[list[int], Accepted, list[str | None]]:
+    """Up to ROUTE_CHUNK_EVENTS events of the oldest intake rows, each with the time it was accepted,
+    and the rows' trace contexts (tracing.py: the route span links to their accept spans).
 
     Two steps, so only the blobs of the chosen rows are ever read: the first row counts pick the
     rows that fit (reading 1,000 blobs of 1,000 events each would hold ~300 MB in the worker), the
@@ -99,16 +102,22 @@ def _claim(session: Session, account_id: int) -> tuple[list[int], list[tuple[flo
         chosen.append(row_id)
         total += n
     if not chosen:
-        return [], []
-    stmt = select(Intake.id, Intake.events, Intake.created_at).where(Intake.id.in_(chosen)).order_by(Intake.id)
+        return [], [], []
+    stmt = (
+        select(Intake.id, Intake.events, Intake.created_at, Intake.trace_context)
+        .where(Intake.id.in_(chosen))
+        .order_by(Intake.id)
+    )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     ids: list[int] = []
-    events: list[tuple[float, dict[str, Any]]] = []
-    for row_id, blob, accepted_at in session.execute(stmt):
+    events: Accepted = []
+    traces: list[str | None] = []
+    for row_id, blob, accepted_at, trace_context in session.execute(stmt):
         ids.append(row_id)
+        traces.append(trace_context)
         events.extend((accepted_at, event) for event in orjson.loads(blob))
-    return ids, events
+    return ids, events, traces
 
 
 def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, float]:
@@ -151,9 +160,11 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
     now = time.time()
     contents = content_store.remember(session, account_id, [event for _, event in accepted], now)
     matched: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    first_accepted: dict[int, float] = {}
     for accepted_at, event in accepted:
         for hook in rt.hooks.capturing(event, accepted_at):
             matched[hook.id].append(event)
+            first_accepted[hook.id] = min(accepted_at, first_accepted.get(hook.id, accepted_at))
     if not matched:
         return {}
     # A hook deleted since the cache saw it loses its share (the rest is routed); one that exists is
@@ -166,7 +177,8 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
     ):
         if broken:
             session.execute(insert(Delivery), [broken])
-        formed = form_batches(session, hook, rendered, now)
+        formed = form_batches(session, hook, rendered, now, accepted_at=first_accepted[hook.id],
+                              trace_context=tracing.current())
         if formed.batches:
             to_trigger[hook.id] = 0.0
         elif formed.window_opened and formed.window_due_in is not None:

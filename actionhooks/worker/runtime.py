@@ -18,6 +18,7 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks import tracing
 from actionhooks.delivery import make_transport
 from actionhooks.delivery.retry import RetryPolicy
 from actionhooks.hooks.matching import CompiledHook
@@ -100,6 +101,7 @@ def runtime_for(celery: Celery) -> Runtime:
         rt = _runtimes.get(pid)
         if rt is None:
             rt = _runtimes[pid] = Runtime(celery.actionhooks_settings, celery)  # type: ignore[attr-defined]
+            tracing.configure()  # per process: a prefork child starts its own export thread
             rt.start_watching()
             quiet_gc()
     return rt
@@ -116,6 +118,7 @@ def close_runtime(**_: object) -> None:
         rt.close()
     finally:
         close_celery(rt.celery)
+        tracing.flush()  # a prefork child may leave without running atexit handlers
     log.info("worker process %s closed its connections", os.getpid())
 
 

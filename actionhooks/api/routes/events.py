@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from actionhooks import tracing
 from actionhooks.api.auth import Principal, any_principal
 from actionhooks.api.pipeline import read_bounded_body, triggers_of
 from actionhooks.errors import EventsRejected, HookValidationError
@@ -89,7 +90,9 @@ async def capture_events(request: Request, principal: Annotated[Principal, Depen
     unassigned = [e for e in events if e.get("event_id") is None]
     for event, event_id in zip(unassigned, new_event_ids(len(unassigned)), strict=True):
         event["event_id"] = event_id
-    accepted = await run_in_threadpool(_store, request, principal.account_id, events, supplied)
+    with tracing.span("actionhooks.accept", parent=request.headers.get("traceparent"),
+                      account_id=principal.account_id, events=len(events)) as span:
+        accepted = await run_in_threadpool(_store, request, principal.account_id, events, supplied, span.traceparent)
     if accepted.signal_raised:
         await run_in_threadpool(triggers_of(request).route, principal.account_id)
     return JSONResponse(
@@ -119,7 +122,9 @@ def new_event_ids(n: int) -> list[str]:
 _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
-def _store(request: Request, account_id: int, events: list[dict[str, Any]], supplied: list[str]) -> Any:
+def _store(
+    request: Request, account_id: int, events: list[dict[str, Any]], supplied: list[str], trace_context: str | None
+) -> Any:
     """Store the request (a database failure propagates to the 503 handler of api/errors.py, which also
     tells /healthz when it means the database cannot write)."""
     with request.app.state.sessions() as session:
@@ -129,6 +134,7 @@ def _store(request: Request, account_id: int, events: list[dict[str, Any]], supp
             events,
             supplied_ids=supplied,
             dedup_window_sec=request.app.state.settings.EVENT_DEDUP_HOURS * 3600,
+            trace_context=trace_context,
             archive=request.app.state.settings.EVENT_ARCHIVE_HOURS > 0,
         )
     request.app.state.write_health.succeeded()

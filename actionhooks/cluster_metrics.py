@@ -1,0 +1,165 @@
+"""The workers' figures in the API's /metrics, for the whole cluster, read from the database.
+
+Workers are Celery processes on any number of machines; they add per-round totals to worker_stats
+(storage/stats.py), so any API process shows every worker's attempts, delivered events and latency
+without the scraper knowing where workers run, and without a worker serving HTTP. Hook states are
+counted from the hooks table itself, so they show whatever the workers decided (active, stopped,
+and the delivery-control states when the hooks table has a `state` column).
+
+Like the liveness gauges (observability.py), the figures are read at scrape time on the raw DBAPI
+connection (never the write lock of an engine session), at most once per CACHE_SEC per process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Connection, Engine, Table, and_, case, func, not_, select
+from sqlalchemy.exc import DBAPIError
+
+from actionhooks.storage import stats
+from actionhooks.storage.tables import Hook
+
+__all__ = ["ClusterMetrics", "ClusterSnapshot", "read_snapshot"]
+
+CACHE_SEC = 2.0
+
+
+# Delivery control (issue 19) keeps what the drains of a hook share in this table: a rate limit's
+# hold, a pause, a 410 stop. Counted when the schema has it, from whichever of its columns exist.
+DELIVERY_STATE_TABLE = "hook_delivery_state"
+
+
+class ClusterSnapshot:
+    """Worker totals (stats.totals), hooks by state and held hooks by reason, as read at one scrape."""
+
+    def __init__(
+        self, totals: Mapping[stats.Series, float], hooks_by_state: Mapping[str, int],
+        held: Mapping[str, int] | None = None,
+    ) -> None:
+        self.totals = totals
+        self.hooks_by_state = hooks_by_state
+        self.held = held or {}
+
+
+def hook_state_column() -> object:
+    """The column hooks are counted by: `state` when the schema has one (delivery control), else `active`."""
+    return Hook.__table__.c.get("state", Hook.__table__.c.active)
+
+
+def held_counts(connection: Connection, table: Table, now: float) -> dict[str, int]:
+    """Hooks whose delivery is held, by reason: `gone` (stopped by a 410), `paused` (a dead receiver,
+    probed now and then), `rate_limited` (waiting for its rate limit: held, neither paused nor gone)."""
+    c = table.c
+    gone = c.gone_at.isnot(None) if "gone_at" in c else None
+    paused = c.paused_since.isnot(None) if "paused_since" in c else None
+    reasons = {"gone": gone, "paused": and_(paused, not_(gone)) if gone is not None and paused is not None else paused}
+    if "hold_until" in c:
+        reasons["rate_limited"] = and_(c.hold_until > now, *(not_(x) for x in (gone, paused) if x is not None))
+    present = {name: expr for name, expr in reasons.items() if expr is not None}
+    if not present:
+        return {}
+    row = connection.execute(select(*(func.coalesce(func.sum(case((e, 1), else_=0)), 0) for e in present.values())))
+    return {name: int(n) for name, n in zip(present, row.one(), strict=True)}
+
+
+def read_snapshot(engine: Engine, now: float | None = None) -> ClusterSnapshot:
+    column = hook_state_column()
+    delivery_state = Hook.metadata.tables.get(DELIVERY_STATE_TABLE)
+    with engine.connect() as connection:
+        totals = stats.totals(connection)
+        by_state = {}
+        for state, count in connection.execute(select(column, func.count()).group_by(column)):
+            name = state if isinstance(state, str) else ("active" if state else "stopped")
+            by_state[name] = int(count)
+        held = {} if delivery_state is None else held_counts(connection, delivery_state, now or time.time())
+        connection.rollback()
+    return ClusterSnapshot(totals, by_state, held)
+
+
+class ClusterMetrics(Collector):
+    """The worker and hook-state metrics (absent while the database cannot answer)."""
+
+    def __init__(self, engine: Engine, ttl: float = CACHE_SEC) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._value: ClusterSnapshot | None = None
+        self._expires = 0.0
+
+    def _get(self) -> ClusterSnapshot:
+        with self._lock:
+            now = time.monotonic()
+            if self._value is None or now >= self._expires:
+                self._value = read_snapshot(self._engine)
+                self._expires = now + self._ttl
+            return self._value
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            snap = self._get()
+        except DBAPIError:
+            return
+        yield from _counters(snap.totals)
+        yield _latency(snap.totals)
+        states = GaugeMetricFamily("actionhooks_hooks", "Hooks by state, across all accounts (read from the database).",
+                                   labels=["state"])
+        for state, count in sorted(snap.hooks_by_state.items()):
+            states.add_metric([state], count)
+        yield states
+        if snap.held:
+            held = GaugeMetricFamily(
+                "actionhooks_hooks_held",
+                "Hooks whose delivery is held, by reason: paused (dead receiver), rate_limited, "
+                "gone (stopped by a 410).",
+                labels=["reason"])
+            for reason, count in sorted(snap.held.items()):
+                held.add_metric([reason], count)
+            yield held
+
+
+def _counters(totals: Mapping[stats.Series, float]) -> Iterator[Metric]:
+    attempts = CounterMetricFamily(
+        "actionhooks_delivery_attempts", "Delivery attempts recorded by all workers, by outcome (ok, error, lost: "
+        "cut short by a worker that died) and transport.", labels=["outcome", "transport"])
+    delivered = CounterMetricFamily(
+        "actionhooks_delivered_events", "Events delivered by all workers, by transport.", labels=["transport"])
+    for (name, labels), value in sorted(totals.items()):
+        lab = stats.parse_labels(labels)
+        if name == stats.ATTEMPTS:
+            attempts.add_metric([lab["outcome"], lab["transport"]], value)
+        elif name == stats.DELIVERED_EVENTS:
+            delivered.add_metric([lab["transport"]], value)
+    yield attempts
+    yield delivered
+
+
+def _latency(totals: Mapping[stats.Series, float]) -> HistogramMetricFamily:
+    histogram = HistogramMetricFamily(
+        "actionhooks_delivery_latency_seconds",
+        "From acceptance (POST /events, a capture) of a batch's oldest event to the batch's successful "
+        "delivery, one observation per delivered batch, by transport (all workers).",
+        labels=["transport"],
+    )
+    per_bucket: dict[str, dict[str, float]] = defaultdict(dict)
+    sums: dict[str, float] = {}
+    for (name, labels), value in totals.items():
+        lab = stats.parse_labels(labels)
+        if name == stats.LATENCY:
+            per_bucket[lab["transport"]][lab["le"]] = value
+        elif name == stats.LATENCY_SUM:
+            sums[lab["transport"]] = value
+    bounds = [repr(b) for b in stats.LATENCY_BUCKETS] + ["+Inf"]
+    for transport in sorted(per_bucket):
+        running = 0.0
+        buckets = []
+        for le in bounds:
+            running += per_bucket[transport].get(le, 0.0)
+            buckets.append((le, running))
+        histogram.add_metric([transport], buckets, sum_value=sums.get(transport, 0.0))
+    return histogram
