@@ -91,12 +91,11 @@ def _interval(body: BackfillRequest, hours: float, now: float) -> tuple[float, f
         raise HookValidationError(
             [(("body", "from"), f"is older than the archive, which starts at {_iso(oldest)} (EVENT_ARCHIVE_HOURS)")]
         )
+    if start >= now:
+        raise HookValidationError([(("body", "from"), "is in the future; the archive ends now")])
     if end > now + CLOCK_SKEW_SEC:
         raise HookValidationError([(("body", "to"), "is in the future; the archive ends now")])
-    end = min(end, now)
-    if start >= end:
-        raise HookValidationError([(("body", "from"), "is in the future; the archive ends now")])
-    return start, end
+    return start, min(end, now)
 
 
 @router.post(
