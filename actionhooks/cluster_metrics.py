@@ -19,20 +19,15 @@ from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, Engine, Table, and_, case, func, not_, select
+from sqlalchemy import Connection, Engine, and_, case, func, not_, select
 from sqlalchemy.exc import DBAPIError
 
 from actionhooks.storage import stats
-from actionhooks.storage.tables import Hook
+from actionhooks.storage.tables import Hook, HookDeliveryState
 
 __all__ = ["ClusterMetrics", "ClusterSnapshot", "read_snapshot"]
 
 CACHE_SEC = 2.0
-
-
-# Delivery control (issue 19) keeps what the drains of a hook share in this table: a rate limit's
-# hold, a pause, a 410 stop. Counted when the schema has it, from whichever of its columns exist.
-DELIVERY_STATE_TABLE = "hook_delivery_state"
 
 
 class ClusterSnapshot:
@@ -47,37 +42,29 @@ class ClusterSnapshot:
         self.held = held or {}
 
 
-def hook_state_column() -> object:
-    """The column hooks are counted by: `state` when the schema has one (delivery control), else `active`."""
-    return Hook.__table__.c.get("state", Hook.__table__.c.active)
-
-
-def held_counts(connection: Connection, table: Table, now: float) -> dict[str, int]:
+def held_counts(connection: Connection, now: float) -> dict[str, int]:
     """Hooks whose delivery is held, by reason: `gone` (stopped by a 410), `paused` (a dead receiver,
     probed now and then), `rate_limited` (waiting for its rate limit: held, neither paused nor gone)."""
-    c = table.c
-    gone = c.gone_at.isnot(None) if "gone_at" in c else None
-    paused = c.paused_since.isnot(None) if "paused_since" in c else None
-    reasons = {"gone": gone, "paused": and_(paused, not_(gone)) if gone is not None and paused is not None else paused}
-    if "hold_until" in c:
-        reasons["rate_limited"] = and_(c.hold_until > now, *(not_(x) for x in (gone, paused) if x is not None))
-    present = {name: expr for name, expr in reasons.items() if expr is not None}
-    if not present:
-        return {}
-    row = connection.execute(select(*(func.coalesce(func.sum(case((e, 1), else_=0)), 0) for e in present.values())))
-    return {name: int(n) for name, n in zip(present, row.one(), strict=True)}
+    c = HookDeliveryState.__table__.c
+    gone = c.gone_at.isnot(None)
+    paused = c.paused_since.isnot(None)
+    reasons = {
+        "gone": gone,
+        "paused": and_(paused, not_(gone)),
+        "rate_limited": and_(c.hold_until > now, not_(gone), not_(paused)),
+    }
+    row = connection.execute(select(*(func.coalesce(func.sum(case((e, 1), else_=0)), 0) for e in reasons.values())))
+    return {name: int(n) for name, n in zip(reasons, row.one(), strict=True)}
 
 
 def read_snapshot(engine: Engine, now: float | None = None) -> ClusterSnapshot:
-    column = hook_state_column()
-    delivery_state = Hook.metadata.tables.get(DELIVERY_STATE_TABLE)
+    column = Hook.__table__.c.active
     with engine.connect() as connection:
         totals = stats.totals(connection)
         by_state = {}
         for state, count in connection.execute(select(column, func.count()).group_by(column)):
-            name = state if isinstance(state, str) else ("active" if state else "stopped")
-            by_state[name] = int(count)
-        held = {} if delivery_state is None else held_counts(connection, delivery_state, now or time.time())
+            by_state["active" if state else "stopped"] = int(count)
+        held = held_counts(connection, now or time.time())
         connection.rollback()
     return ClusterSnapshot(totals, by_state, held)
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Column, Float, Integer, MetaData, Table, select
+from sqlalchemy import create_engine, select
 
 from actionhooks.cluster_metrics import ClusterMetrics, held_counts
 from actionhooks.storage import stats
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
-from actionhooks.storage.tables import Hook, WorkerStat
+from actionhooks.storage.tables import Hook, HookDeliveryState, WorkerStat
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -70,7 +70,7 @@ def test_rounds_of_several_processes_add_up_to_one_cumulative_histogram_and_coun
     assert abs(got[("actionhooks_delivery_latency_seconds_sum", (("transport", "http"),))] - 50000.68) < 1e-6
     assert got[(bucket, (("le", "3600.0"), ("transport", "kafka")))] == 0
     assert got[(bucket, (("le", "21600.0"), ("transport", "kafka")))] == 1
-    # And hooks are counted by state (active/stopped while the schema has no `state` column)
+    # And hooks are counted by state (active or stopped; held hooks are counted by reason)
     assert got[("actionhooks_hooks", (("state", "active"),))] == 1
     assert got[("actionhooks_hooks", (("state", "stopped"),))] == 1
     engine.dispose()
@@ -84,12 +84,9 @@ def test_an_unreadable_database_leaves_the_worker_metrics_out_instead_of_failing
 
 
 def test_held_hooks_are_counted_by_reason_from_the_delivery_state_table(tmp_path: Path) -> None:
-    # The delivery-control table's shape (issue 19: rate limit, pause, 410), whatever else it holds
-    table = Table("hook_delivery_state", MetaData(), Column("hook_id", Integer, primary_key=True),
-                  Column("hold_until", Float), Column("paused_since", Float, nullable=True),
-                  Column("gone_at", Float, nullable=True))
-    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
-    table.metadata.create_all(engine)
+    table = HookDeliveryState.__table__
+    engine = create_engine(f"sqlite:///{tmp_path / 'h.db'}")  # no foreign keys: the state rows alone
+    table.create(engine)
     now = 1000.0
     with engine.begin() as connection:
         connection.execute(table.insert(), [
@@ -99,5 +96,5 @@ def test_held_hooks_are_counted_by_reason_from_the_delivery_state_table(tmp_path
             {"hook_id": 4, "hold_until": 1e18, "paused_since": now - 300, "gone_at": now - 10},  # 410
         ])
     with engine.connect() as connection:
-        assert held_counts(connection, table, now) == {"gone": 1, "paused": 1, "rate_limited": 1}
+        assert held_counts(connection, now) == {"gone": 1, "paused": 1, "rate_limited": 1}
     engine.dispose()
