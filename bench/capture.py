@@ -36,6 +36,7 @@ from pathlib import Path
 import common
 import httpx
 import orjson
+from receiver import read_request
 
 from tests.support.engine import Engine, free_port, poll
 
@@ -49,13 +50,7 @@ async def _serve(port: int, handle_body: object) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length) if length else b""
+                head, body = await read_request(reader)
                 reply, content_type = handle_body(head, body)  # type: ignore[operator]
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-store\r\n"
                              b"Content-Length: %d\r\n\r\n%s" % (content_type, len(reply), reply))

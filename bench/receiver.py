@@ -46,18 +46,24 @@ class Seen:
 seen = Seen()
 
 
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 request off a keep-alive connection: its head (request line and headers) and body
+    (by Content-Length; no chunked bodies: the engine and the load generators send none)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, (await reader.readexactly(length) if length else b"")
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     global seen
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            request_line, _, rest = head.partition(b"\r\n")
-            length = 0
-            for line in rest.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = await reader.readexactly(length) if length else b""
+            head, body = await read_request(reader)
+            request_line = head.partition(b"\r\n")[0]
             reply = b"ok"
             if request_line.startswith(b"GET /stats"):
                 reply = seen.dump()
