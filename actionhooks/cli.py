@@ -112,7 +112,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from actionhooks.worker.app import make_celery, prepare_storage
+    from actionhooks.broker.celery_app import make_celery
+    from actionhooks.storage.migrate import prepare_storage
     from actionhooks.worker.tasks import register_tasks
 
     settings = _settings(args)
@@ -133,7 +134,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from actionhooks.worker.app import prepare_storage
+    from actionhooks.storage.migrate import prepare_storage
     from actionhooks.worker.scheduler import run_scheduler
 
     settings = _settings(args)
@@ -145,7 +146,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Start api, worker and scheduler as children; stop all when one dies or on SIGINT/SIGTERM."""
     settings = _settings(args)  # fail fast on a bad config, before any child starts
-    from actionhooks.worker.app import prepare_storage
+    from actionhooks.storage.migrate import prepare_storage
 
     prepare_storage(settings)  # migrate once, before the roles race to do it
     base = [sys.executable, "-m", "actionhooks"] + (["--config", args.config] if args.config else [])

@@ -44,6 +44,7 @@ import orjson
 import psycopg
 from sqlalchemy import Engine, func, select, text
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.hooks.models import HookSpec
 from actionhooks.settings import Settings
@@ -52,7 +53,6 @@ from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.hooks import SqlHookRepository
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import ARCHIVE_PARTITION_SCHEMA, ArchivedRequest
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.backfill import run_backfill
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.intake import accept_events

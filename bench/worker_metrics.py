@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.delivery import Batch
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.settings import Settings
@@ -25,7 +26,6 @@ from actionhooks.storage import stats
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Hook
 from actionhooks.worker import deliver
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.batching import form_batches
 from actionhooks.worker.runtime import Runtime
 from tests.support.engine import postgres_database

@@ -28,10 +28,10 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from actionhooks import tracing
 from actionhooks.api.app import create_app
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.settings import Settings
 from actionhooks.tokens import create_token
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.route import route_account
 from actionhooks.worker.runtime import Runtime
@@ -121,7 +121,7 @@ ENGINE_WITHOUT_OTEL = textwrap.dedent("""
     import actionhooks.cli, actionhooks.worker.tasks
     from actionhooks import tracing
     from actionhooks.settings import Settings
-    from actionhooks.worker.app import make_celery
+    from actionhooks.broker.celery_app import make_celery
     from actionhooks.worker.runtime import runtime_for
     settings = Settings(DATABASE_URL="sqlite:///" + sys.argv[3], DATA_DIR=sys.argv[4], BROKER_URL="memory://")
     celery = make_celery(settings)

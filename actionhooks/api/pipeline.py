@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import State
 
+from actionhooks.broker.celery_app import close_celery, make_celery
+from actionhooks.broker.triggers import Triggers
 from actionhooks.errors import NotFound
 from actionhooks.hooks.matching import CompiledHook, compile_hook
 from actionhooks.storage.tables import Hook
-from actionhooks.worker.app import close_celery, make_celery
 from actionhooks.worker.hook_cache import hook_row
-from actionhooks.worker.triggers import Triggers
 
 
 async def read_bounded_body(request: Request, limit: int) -> bytes:

@@ -19,15 +19,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks import tracing
+from actionhooks.broker.celery_app import close_celery
+from actionhooks.broker.triggers import Triggers
 from actionhooks.delivery import make_transport
 from actionhooks.delivery.retry import RetryPolicy
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, reader_factory, session_factory
-from actionhooks.worker.app import close_celery
 from actionhooks.worker.hook_cache import HookCache
 from actionhooks.worker.transports import TransportCache, TransportFactory
-from actionhooks.worker.triggers import Triggers
 
 HTTP_SEND_THREADS = 4
 HOOK_WATCH_SEC = 2.0

@@ -20,15 +20,15 @@ import time
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks.broker.celery_app import close_celery, make_celery
+from actionhooks.broker.triggers import Triggers
 from actionhooks.settings import Settings
 from actionhooks.storage import archive, backfills, hook_state
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.tables import Attempt, Delivery, SeenEvent
 from actionhooks.worker import content
-from actionhooks.worker.app import close_celery, make_celery
 from actionhooks.worker.batching import overdue_windows
 from actionhooks.worker.intake import stale_work
-from actionhooks.worker.triggers import Triggers
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from celery.signals import (
     worker_shutting_down,
 )
 
+from actionhooks.broker.celery_app import BACKFILL_TASK, DRAIN_TASK, ROUTE_TASK
 from actionhooks.worker import shutdown
-from actionhooks.worker.app import BACKFILL_TASK, DRAIN_TASK, ROUTE_TASK
 from actionhooks.worker.backfill import run_backfill
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.route import route_account

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine, select, update
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.hooks.models import HookSpec
 from actionhooks.settings import Settings
@@ -20,7 +21,6 @@ from actionhooks.storage.hooks import SqlHookRepository
 from actionhooks.storage.tables import ArchivedRequest, Backfill, Delivery
 from actionhooks.worker import backfill as backfill_worker
 from actionhooks.worker import scheduler as backfill_scheduler
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.backfill import run_backfill
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.runtime import Runtime

@@ -11,12 +11,12 @@ import orjson
 import pytest
 from sqlalchemy import select, update
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.errors import PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Attempt, Delivery
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.deliver import claim_due, drain_hook
 from actionhooks.worker.runtime import Runtime
 from tests.support.runtime import hook_with_batch

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.errors import TargetUnreachable
 from actionhooks.settings import Settings
 from actionhooks.storage import stats
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Delivery, Hook
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.batching import form_batches
 from actionhooks.worker.deliver import claim_due, drain_hook
 from actionhooks.worker.runtime import Runtime

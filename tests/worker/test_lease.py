@@ -9,10 +9,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.settings import Settings
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Attempt, Delivery
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.deliver import drain_hook, lease_seconds
 from actionhooks.worker.runtime import Runtime
 from tests.support.runtime import hook_with_batch

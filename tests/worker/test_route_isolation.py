@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.settings import Settings
 from actionhooks.storage import quarantine
 from actionhooks.storage.tables import Delivery, Hook, Intake, QuarantinedEvent
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.route import route_account
 from actionhooks.worker.runtime import Runtime
 from tests.support.engine import event

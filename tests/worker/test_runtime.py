@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.settings import Settings
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.runtime import Runtime, close_runtime, runtime_for
 
 

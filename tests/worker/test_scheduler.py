@@ -7,11 +7,11 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks.broker.celery_app import make_celery
+from actionhooks.broker.triggers import Triggers
 from actionhooks.settings import Settings
 from actionhooks.storage.tables import Attempt, Hook
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.scheduler import Scheduler
-from actionhooks.worker.triggers import Triggers
 
 
 def test_pruning_keeps_exactly_the_newest_n_attempts_of_each_hook_when_hooks_interleave(

@@ -16,10 +16,10 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from actionhooks.api.app import create_app
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.settings import Settings
 from actionhooks.storage.migrate import upgrade
 from actionhooks.tokens import create_token
-from actionhooks.worker.app import make_celery
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.runtime import runtime_for
 from actionhooks.worker.tasks import register_tasks

@@ -6,7 +6,7 @@ import logging
 
 from celery import Celery
 
-from actionhooks.worker.app import BACKFILL_TASK, DRAIN_TASK, ROUTE_TASK
+from actionhooks.broker.celery_app import BACKFILL_TASK, DRAIN_TASK, ROUTE_TASK
 
 log = logging.getLogger(__name__)
 

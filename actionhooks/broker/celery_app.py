@@ -53,18 +53,3 @@ def close_celery(app: Celery) -> None:
     if app._pool is not None:
         app._pool.force_close_all()
     app.close()
-
-
-def prepare_storage(settings: Settings) -> None:
-    """Create the data folder and migrate the database before any role uses it."""
-    from pathlib import Path
-
-    from actionhooks.storage.db import engine_from_settings
-    from actionhooks.storage.migrate import upgrade
-
-    Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
-    engine = engine_from_settings(settings)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from actionhooks.broker.celery_app import make_celery
 from actionhooks.settings import Settings
-from actionhooks.worker.app import make_celery
 
 
 def test_the_app_uses_the_configured_queue_and_acknowledges_late(tmp_path: Path) -> None:
