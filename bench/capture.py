@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import common
 import httpx
@@ -159,7 +160,7 @@ def role_pids(engine: Engine) -> dict[str, int]:
 
 
 def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, connections: int,
-               rate: float | None) -> dict[str, float]:
+               rate: float | None, profile: Path | None = None, name: str = "full") -> dict[str, float]:
     """One wrk run; also the CPU-µs each role spent per captured hit until the last one was delivered
     (the figure a loaded machine distorts least: it does not count time spent waiting for a core)."""
     httpx.get(f"http://127.0.0.1:{receiver_port}/reset", timeout=10)
@@ -167,7 +168,9 @@ def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, 
     cpu = {role: common.cpu_seconds(pid) for role, pid in roles.items()}
     before = captured(engine)
     start = time.time()
-    load = wrk(url, seconds, connections, rate)
+    spied = {role: SimpleNamespace(pid=pid) for role, pid in roles.items() if role != "scheduler"}
+    with common.profiled(spied, profile, prefix=f"capture-{name}", gil=True):  # type: ignore[arg-type]
+        load = wrk(url, seconds, connections, rate)
     hits = captured(engine) - before
     poll(lambda: stats(receiver_port)["events"] >= hits, f"{hits:.0f} hits delivered", timeout=600, every=0.5)
     seen = stats(receiver_port)
@@ -182,11 +185,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--half-rate", type=float, default=2500)
+    parser.add_argument("--profile", type=Path, help="py-spy the API and worker during both engine runs; "
+                        "writes capture-<run>-<role>.raw/.txt there and prints the top frames")
+    parser.add_argument("--skip-reference", action="store_true", help="engine only (profiling; no figures to report)")
     args = parser.parse_args()
     machine = common.machine()
+    no_run = {"rps": 0.0, "p50": 0.0, "p99": 0.0}
+    reference, reference_paced = no_run, no_run
     with subprocess_server("gif-server") as port:
-        reference = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, args.connections)
-        reference_paced = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, 50, args.half_rate)
+        if not args.skip_reference:
+            reference = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, args.connections)
+            reference_paced = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, 50, args.half_rate)
     print(f"reference: {reference}, paced {reference_paced}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as folder, subprocess_server("receiver") as receiver_port:
         engine = Engine(Path(folder), WORKER_POOL="prefork", WORKER_CONCURRENCY=2, SCHEDULER_TICK_SEC=1.0,
@@ -204,9 +213,11 @@ def main() -> None:
             wrk(url, 3, 8)  # warm up (imports, caches, SQLite file growth), then let it drain
             warm = captured(engine)
             poll(lambda: stats(receiver_port)["events"] >= warm, "the warm-up delivered", timeout=300, every=0.5)
-            full = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=args.connections, rate=None)
+            full = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=args.connections, rate=None,
+                              profile=args.profile, name="full")
             print(f"full: {full}", file=sys.stderr)
-            paced = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=50, rate=args.half_rate)
+            paced = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=50, rate=args.half_rate,
+                               profile=args.profile, name="paced")
             print(f"paced: {paced}", file=sys.stderr)
         finally:
             engine.stop()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from actionhooks.capture.committer import Busy
 from actionhooks.capture.context import CaptureContext
@@ -25,7 +26,7 @@ from actionhooks.storage.sources import Identity
 __all__ = ["Call", "CaptureKind", "TooLarge", "problem", "read_body"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """One public request: the shared context, the request, and its source (None: not one of this kind)."""
 
@@ -36,7 +37,7 @@ class Call:
 
     def refuse(self, kind: str, reason: str) -> None:
         """Count why this request (or part of it) is not captured."""
-        self.ctx.metrics.refused.labels(kind=kind, reason=reason).inc()
+        self.ctx.metrics.count_refused(kind, reason)
 
     async def capture(self, kind: str, env: Env, events: list[dict[str, Any]],
                       identities: dict[str, Identity] | None = None, *, supplied_ids: bool = False) -> bool:
@@ -56,7 +57,7 @@ class Call:
         except Exception:
             self.refuse(kind, "store_failed")
             return False
-        self.ctx.metrics.captured.labels(kind=kind).inc(len(events))
+        self.ctx.metrics.count_captured(kind, len(events))
         return True
 
 
@@ -66,7 +67,9 @@ class CaptureKind(Protocol):
     name: str
     endpoints: Mapping[str, frozenset[str]]
 
-    async def answer(self, call: Call) -> Response: ...
+    async def answer(self, call: Call) -> ASGIApp:
+        """The answer to send: a Starlette Response, or any ASGI callable (the pixel's prebuilt one)."""
+        ...
 
 
 class TooLarge(Exception):
