@@ -159,6 +159,17 @@ def role_pids(engine: Engine) -> dict[str, int]:
     return roles
 
 
+def _sys_seconds(pid: int) -> float:
+    """The kernel's share of common.cpu_seconds (system calls: sockets, the loop's polling, lock waits)."""
+    total = 0
+    for p in common.tree_pids(pid):
+        try:
+            total += int(Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()[12])
+        except OSError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, connections: int,
                rate: float | None, profile: Path | None = None, name: str = "full") -> dict[str, float]:
     """One wrk run; also the CPU-µs each role spent per captured hit until the last one was delivered
@@ -166,6 +177,7 @@ def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, 
     httpx.get(f"http://127.0.0.1:{receiver_port}/reset", timeout=10)
     roles = role_pids(engine)
     cpu = {role: common.cpu_seconds(pid) for role, pid in roles.items()}
+    kernel = {role: _sys_seconds(pid) for role, pid in roles.items()}
     before = captured(engine)
     start = time.time()
     spied = {role: SimpleNamespace(pid=pid) for role, pid in roles.items() if role != "scheduler"}
@@ -176,6 +188,8 @@ def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, 
     seen = stats(receiver_port)
     per_hit = {f"cpu_us_{role}": (common.cpu_seconds(pid) - cpu[role]) / max(hits, 1) * 1e6
                for role, pid in roles.items()}
+    per_hit |= {f"sys_us_{role}": (_sys_seconds(pid) - kernel[role]) / max(hits, 1) * 1e6
+                for role, pid in roles.items()}
     return load | per_hit | {"captured": hits, "delivered": seen["events"],
                              "delivered_rps": seen["events"] / (seen["last"] - start)}
 
@@ -235,7 +249,8 @@ def main() -> None:
         rows))
     for name, run in (("full load", full), ("paced", paced)):
         print(f"CPU-µs per captured hit, {name} (until delivered): API {run['cpu_us_api']:.0f}, "
-              f"worker {run['cpu_us_worker']:.0f}, scheduler {run['cpu_us_scheduler']:.0f}")
+              f"worker {run['cpu_us_worker']:.0f}, scheduler {run['cpu_us_scheduler']:.0f} (of which in the kernel: "
+              f"API {run['sys_us_api']:.0f}, worker {run['sys_us_worker']:.0f})")
     non2xx = full["non2xx"] + paced["non2xx"]
     print(f"\nEvery captured hit delivered: full {full['delivered']:.0f}/{full['captured']:.0f}, "
           f"paced {paced['delivered']:.0f}/{paced['captured']:.0f}; non-2xx answers: {non2xx:.0f}")

@@ -48,9 +48,9 @@ class SourceCache:
 
     async def find(self, key: str) -> Source | None:
         """The source of `key` (None: unknown), from the cache or one shared look-up off the event loop."""
-        if not _KEY.match(key):
-            return None
         hit = self._entries.get(key)
+        if hit is None and not _KEY.match(key):
+            return None
         if hit is not None:
             source, expires = hit
             now = time.monotonic()
