@@ -20,7 +20,7 @@ from actionhooks.api.auth import Principal, any_principal
 from actionhooks.api.pipeline import read_bounded_body, triggers_of
 from actionhooks.errors import EventsRejected, HookValidationError
 from actionhooks.events import parse_events
-from actionhooks.worker.intake import accept_events
+from actionhooks.storage.intake import accept_events
 
 router = APIRouter(tags=["events"])
 
