@@ -22,7 +22,7 @@ from actionhooks.capture.model import Source
 from actionhooks.capture.request import Env, Refused
 from actionhooks.storage.sources import Identity
 
-__all__ = ["Call", "CaptureKind", "TooLarge", "problem", "read_body"]
+__all__ = ["Call", "CaptureKind", "problem"]
 
 
 @dataclass(frozen=True)
@@ -67,24 +67,6 @@ class CaptureKind(Protocol):
     endpoints: Mapping[str, frozenset[str]]
 
     async def answer(self, call: Call) -> Response: ...
-
-
-class TooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or TooLarge past `limit` bytes (before reading when Content-Length says so)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def problem(status: int, loc: list[Any], msg: str, kind: str, headers: Mapping[str, str] | None = None) -> Response:
