@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actionhooks import __version__, console, tracing
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
-from actionhooks.api.pipeline import app_triggers, close_triggers
 from actionhooks.api.routes import (
     backfills,
     capture,
@@ -32,6 +31,7 @@ from actionhooks.api.routes import (
     tokens,
 )
 from actionhooks.api.security import SecurityHeaders, install_docs
+from actionhooks.api.triggers import app_triggers, close_triggers
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
 from actionhooks.cluster_metrics import ClusterMetrics

@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from actionhooks.api.auth import Principal, admin_principal
 from actionhooks.api.errors import error_body
-from actionhooks.api.pipeline import triggers_of
 from actionhooks.api.routes.hooks import HookId
+from actionhooks.api.triggers import triggers_of
 from actionhooks.errors import HookValidationError, NotFound
 from actionhooks.storage import archive, backfills
 from actionhooks.storage.tables import Hook

@@ -17,10 +17,11 @@ from pydantic import BaseModel
 
 from actionhooks import tracing
 from actionhooks.api.auth import Principal, any_principal
-from actionhooks.api.pipeline import read_bounded_body, triggers_of
+from actionhooks.api.body import read_json_body
+from actionhooks.api.triggers import triggers_of
 from actionhooks.errors import EventsRejected, HookValidationError
 from actionhooks.events import parse_events
-from actionhooks.worker.intake import accept_events
+from actionhooks.storage.intake import accept_events
 
 router = APIRouter(tags=["events"])
 
@@ -72,7 +73,7 @@ class EventsAccepted(BaseModel):
 )
 async def capture_events(request: Request, principal: Annotated[Principal, Depends(any_principal)]) -> JSONResponse:
     settings = request.app.state.settings
-    body = await read_bounded_body(request, settings.EVENTS_MAX_REQUEST_BYTES)
+    body = await read_json_body(request, settings.EVENTS_MAX_REQUEST_BYTES)
     try:
         events = parse_events(body, max_events=settings.EVENTS_MAX_PER_REQUEST, assign_ids=False)
     except EventsRejected as exc:
