@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from actionhooks.errors import EventsRejected, HookValidationError
@@ -39,6 +39,7 @@ __all__ = [
     "Event",
     "EventData",
     "event_timestamp",
+    "example_event",
     "operational_event",
     "parse_event_date",
     "parse_events",
@@ -79,14 +80,16 @@ _NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
 # send_message_id (contents.send_message_id), event_id (seen_events.event_id). Altcraft documents no
 # lengths; its examples are 16-64 characters, so the others are generous bounds of what such a value
 # can be (a URL, a user agent), there to keep one field from taking a whole request.
-MAX_LENGTHS: dict[str, int] = {
-    # top level
+_TOP_LEVEL_LENGTHS = {
     "event_date": 64, "profile_id": 200, "_xxh": 64, "_md5": 64, "subscription_hash_id": 200, "event_id": 100,
-    # event_data
+}
+# Every text key of event_data the engine or templates read: the EventData model is built from this table.
+_EVENT_DATA_LENGTHS = {
     "send_message_id": 200, "launch_id": 200, "ip": 64, "country": 64, "city": 200, "postal_code": 64,
     "region": 200, "tz": 64, "user_agent": 8192, "os": 200, "browser": 200, "device": 200,
     "link_url": 32768, "extra_uid": 1024, "status": 64, "previous_status": 64,
 }
+MAX_LENGTHS: dict[str, int] = {**_TOP_LEVEL_LENGTHS, **_EVENT_DATA_LENGTHS}
 # Integers orjson keeps as integers; beyond them it returns a float (a 20-digit id would arrive rounded).
 _INT_RANGE = (-(2**63), 2**64 - 1)
 # Every integer outside _INT_RANGE has at least 19 digits; as a JSON value it follows "[", ":" or ",".
@@ -144,7 +147,8 @@ def operational_event(
     """An event the engine captures about one of the account's hooks, shaped like any captured event
     (so templates, filters and every transport treat it alike); `event_data` carries the hook's id
     and name, the error that caused it (None for hook_resumed) and `details`."""
-    assert event_type in OPERATIONAL_EVENTS, event_type
+    if event_type not in OPERATIONAL_EVENTS:
+        raise ValueError(f"{event_type!r} is not an operational event type ({', '.join(sorted(OPERATIONAL_EVENTS))})")
     moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
     return {
         "event_type": event_type,
@@ -156,54 +160,51 @@ def operational_event(
     }
 
 
+def example_event() -> dict[str, Any]:
+    """A valid captured event, new each call: an email click of account 23 in database 111 (the
+    example of POST /events in the API docs, and the base of the tests' events)."""
+    return {
+        "event_type": "click",
+        "event_date": "2018-03-04T13:13:19.034315796Z",
+        "account_id": 23,
+        "list_id": 111,
+        "profile_id": "abcdefgh12345678",
+        "is_test": False,
+        "event_data": {
+            "campaign_id": 973,
+            "message_id": 17,
+            "segment_id": 0,
+            "resource_id": 3,
+            "send_message_id": "5a9bf01a17_3cd_11_6f_0_2.5a8c045fc1dde44cbf718f78",
+        },
+    }
+
+
 def event_timestamp(event: Mapping[str, Any]) -> tuple[int, int]:
     """(Unix seconds, nanoseconds) of a validated event's `event_date`, offsets applied (UTC)."""
     return parse_event_date(event["event_date"])
 
 
-class EventData(BaseModel):
-    """`event_data`: the keys the engine or templates read are typed; any other key is kept as sent."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    message_id: Id | None = None
-    campaign_id: Id | None = None
-    segment_id: Id | None = None
-    resource_id: Id | None = None
-    pixel_id: Id | None = None
-    list_id: Id | None = None
-    send_message_id: _text("send_message_id") | None = None
-    launch_id: _text("launch_id") | None = None
-    ip: _text("ip") | None = None
-    country: _text("country") | None = None
-    city: _text("city") | None = None
-    postal_code: _text("postal_code") | None = None
-    region: _text("region") | None = None
-    tz: _text("tz") | None = None
-    lat: float | None = None
-    lon: float | None = None
-    user_agent: _text("user_agent") | None = None
-    os: _text("os") | None = None
-    browser: _text("browser") | None = None
-    device: _text("device") | None = None
-    link_url: _text("link_url") | None = None
-    extra_uid: _text("extra_uid") | None = None
-    status: _text("status") | None = None
-    previous_status: _text("previous_status") | None = None
+def _optional(types: Mapping[str, Any]) -> dict[str, Any]:
+    """Field definitions for create_model: each key of `types` optional (None when absent), of its type."""
+    return {name: (kind | None, None) for name, kind in types.items()}
 
 
-class Content(BaseModel):
-    """The message as sent: email {subject, html, text}, SMS {text}, push {title, body, url, image}."""
+EventData = create_model(
+    "EventData",
+    __doc__="`event_data`: the keys the engine or templates read are typed; any other key is kept as sent.",
+    __config__=ConfigDict(extra="allow", strict=True),
+    **_optional(dict.fromkeys(("message_id", "campaign_id", "segment_id", "resource_id", "pixel_id", "list_id"), Id)),
+    **_optional({name: _text(name) for name in _EVENT_DATA_LENGTHS}),
+    **_optional({"lat": float, "lon": float}),
+)
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    subject: str | None = None
-    html: str | None = None
-    text: str | None = None
-    title: str | None = None
-    body: str | None = None
-    url: str | None = None
-    image: str | None = None
+Content = create_model(
+    "Content",
+    __doc__="The message as sent: email {subject, html, text}, SMS {text}, push {title, body, url, image}.",
+    __config__=ConfigDict(extra="forbid", strict=True),
+    **_optional(dict.fromkeys(("subject", "html", "text", "title", "body", "url", "image"), str)),
+)
 
 
 class Event(BaseModel):

@@ -15,6 +15,8 @@ from actionhooks.events import (
     Event,
     EventData,
     event_timestamp,
+    example_event,
+    operational_event,
     parse_event_date,
     parse_events,
 )
@@ -325,3 +327,14 @@ def test_the_edges_of_64_bits_and_long_digit_strings_are_accepted() -> None:
     raw = body({**CLICK, "newer_field": [2**64 - 1, -(2**63), "123456789012345678901234567890"]})
     (parsed,) = parse_events(raw, max_events=1)
     assert parsed["newer_field"] == [2**64 - 1, -(2**63), "123456789012345678901234567890"]
+
+
+def test_the_api_docs_example_event_is_a_valid_event_delivered_as_it_is() -> None:
+    (parsed,) = parse_events(body(example_event()), max_events=1, assign_ids=False)
+
+    assert parsed == example_event()
+
+
+def test_an_operational_event_of_a_type_that_is_not_operational_is_refused_even_under_python_o() -> None:
+    with pytest.raises(ValueError, match="'click' is not an operational event type"):
+        operational_event("click", account_id=23, hook_id=1, hook_name="h", error=None, now=0.0)
