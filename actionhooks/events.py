@@ -1,6 +1,7 @@
 """The captured event: its type codes, its validation, and its date.
 
-Kept below both `hooks` and `templating` (architecture.md) so neither imports the other.
+Kept below both `hooks` and `templating` so that neither imports the other: both need the event,
+not each other. docs/wire-format.md describes the event for its users.
 
 Validation is strict on the fields the engine acts on (ids are JSON integers, flags are JSON booleans:
 a `"973"` campaign id would silently never match a filter) and tolerant elsewhere: unknown
@@ -49,23 +50,23 @@ _DELIVERY, _TRACKING, _IMPORT, _SUBSCRIPTION = "delivery", "tracking", "import",
 _OPERATIONAL = "operational"
 
 EVENT_TYPES: dict[str, str] = {
-    # email (altcraft-action-hooks.md §2.1)
+    # email (the platform's codes, docs/wire-format.md "Event types")
     "send": _DELIVERY, "reply": _DELIVERY, "uopen": _TRACKING, "open": _TRACKING, "uclick": _TRACKING,
     "click": _TRACKING, "confirm": _TRACKING, "confirmsub": _TRACKING, "unsub": _TRACKING,
     "complain": _DELIVERY, "sbounce": _DELIVERY, "hbounce": _DELIVERY, "suppress": _DELIVERY,
     "deliv": _DELIVERY, "undeliv": _DELIVERY, "read": _TRACKING, "glanced": _TRACKING, "skimmed": _TRACKING,
-    # profile import (§2.2)
+    # profile import
     "import_manual": _IMPORT, "import_file": _IMPORT, "import_api": _IMPORT,
-    # SMS (§2.3)
+    # SMS
     "send_sms": _DELIVERY, "click_sms": _TRACKING, "uclick_sms": _TRACKING, "deliv_sms": _DELIVERY,
     "undeliv_sms": _DELIVERY, "unsub_sms": _TRACKING,
-    # push (§2.4)
+    # push
     "uopen_push": _TRACKING, "open_push": _TRACKING, "send_push": _DELIVERY, "click_push": _TRACKING,
     "uclick_push": _TRACKING,
-    # ours, where Altcraft's code is unknown (contract.md "Events")
+    # ours, where the platform documents no code
     "deliv_push": _DELIVERY, "undeliv_push": _DELIVERY, "pixel": _TRACKING, "sub_status": _SUBSCRIPTION,
-    "page_view": _TRACKING, "site_event": _TRACKING, "identify": _TRACKING,  # capture.md (site script)
-    # the engine about the account's own hooks (delivery-control.md "Operational events")
+    "page_view": _TRACKING, "site_event": _TRACKING, "identify": _TRACKING,  # the site script (README, Capture)
+    # the engine about the account's own hooks (README, "Operational events")
     "hook_paused": _OPERATIONAL, "hook_resumed": _OPERATIONAL, "hook_stopped_gone": _OPERATIONAL,
     "batch_failed": _OPERATIONAL,
 }
@@ -208,7 +209,7 @@ Content = create_model(
 
 
 class Event(BaseModel):
-    """One captured event (altcraft-action-hooks.md §3.1 plus `event_id` and `content`); other fields pass."""
+    """One captured event (docs/wire-format.md, "A captured event"); other fields pass as sent."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 

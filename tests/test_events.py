@@ -22,7 +22,7 @@ from actionhooks.events import (
 )
 from actionhooks.storage import tables
 
-# altcraft-action-hooks.md §3.7, the documented RabbitMQ example
+# The platform's documented email click (docs/wire-format.md, "Example")
 CLICK: dict[str, Any] = {
     "event_type": "click",
     "event_date": "2018-03-04T13:13:19.034315796Z",
@@ -59,10 +59,10 @@ def locs(value: Any) -> set[tuple[str | int, ...]]:
 
 def test_the_event_types_are_the_32_altcraft_codes_plus_ours() -> None:
     assert len(EVENT_TYPES) == 43
-    operational = {"hook_paused", "hook_resumed", "hook_stopped_gone", "batch_failed"}  # delivery-control.md
+    operational = {"hook_paused", "hook_resumed", "hook_stopped_gone", "batch_failed"}  # README, Operational events
     assert {EVENT_TYPES[c] for c in operational} == {"operational"}
     assert {"deliv_push", "undeliv_push", "pixel", "sub_status"} <= EVENT_TYPES.keys()
-    assert {EVENT_TYPES[c] for c in ("page_view", "site_event", "identify")} == {"tracking"}  # capture.md
+    assert {EVENT_TYPES[c] for c in ("page_view", "site_event", "identify")} == {"tracking"}  # README, Capture
     assert EVENT_TYPES["click"] == "tracking"
     assert EVENT_TYPES["deliv"] == "delivery"
     assert EVENT_TYPES["import_api"] == "import"
