@@ -15,12 +15,14 @@ from actionhooks.events import (
     Event,
     EventData,
     event_timestamp,
+    example_event,
+    operational_event,
     parse_event_date,
     parse_events,
 )
 from actionhooks.storage import tables
 
-# altcraft-action-hooks.md §3.7, the documented RabbitMQ example
+# The platform's documented email click (docs/wire-format.md, "Example")
 CLICK: dict[str, Any] = {
     "event_type": "click",
     "event_date": "2018-03-04T13:13:19.034315796Z",
@@ -57,10 +59,10 @@ def locs(value: Any) -> set[tuple[str | int, ...]]:
 
 def test_the_event_types_are_the_32_altcraft_codes_plus_ours() -> None:
     assert len(EVENT_TYPES) == 43
-    operational = {"hook_paused", "hook_resumed", "hook_stopped_gone", "batch_failed"}  # delivery-control.md
+    operational = {"hook_paused", "hook_resumed", "hook_stopped_gone", "batch_failed"}  # README, Operational events
     assert {EVENT_TYPES[c] for c in operational} == {"operational"}
     assert {"deliv_push", "undeliv_push", "pixel", "sub_status"} <= EVENT_TYPES.keys()
-    assert {EVENT_TYPES[c] for c in ("page_view", "site_event", "identify")} == {"tracking"}  # capture.md
+    assert {EVENT_TYPES[c] for c in ("page_view", "site_event", "identify")} == {"tracking"}  # README, Capture
     assert EVENT_TYPES["click"] == "tracking"
     assert EVENT_TYPES["deliv"] == "delivery"
     assert EVENT_TYPES["import_api"] == "import"
@@ -325,3 +327,14 @@ def test_the_edges_of_64_bits_and_long_digit_strings_are_accepted() -> None:
     raw = body({**CLICK, "newer_field": [2**64 - 1, -(2**63), "123456789012345678901234567890"]})
     (parsed,) = parse_events(raw, max_events=1)
     assert parsed["newer_field"] == [2**64 - 1, -(2**63), "123456789012345678901234567890"]
+
+
+def test_the_api_docs_example_event_is_a_valid_event_delivered_as_it_is() -> None:
+    (parsed,) = parse_events(body(example_event()), max_events=1, assign_ids=False)
+
+    assert parsed == example_event()
+
+
+def test_an_operational_event_of_a_type_that_is_not_operational_is_refused_even_under_python_o() -> None:
+    with pytest.raises(ValueError, match="'click' is not an operational event type"):
+        operational_event("click", account_id=23, hook_id=1, hook_name="h", error=None, now=0.0)

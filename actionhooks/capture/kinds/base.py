@@ -23,7 +23,13 @@ from actionhooks.capture.model import Source
 from actionhooks.capture.request import Env, Refused
 from actionhooks.storage.sources import Identity
 
-__all__ = ["Call", "CaptureKind", "TooLarge", "problem", "read_body"]
+__all__ = ["Call", "CaptureKind", "NoSource", "problem"]
+
+
+class NoSource(RuntimeError):
+    """A kind asked to capture the events of a request with no source (`Call.source` None): a bug in
+    the kind, which must answer strangers without capturing. A typed error rather than an assert
+    (gone under `python -O`, where the bug would pass for a database failure: `store_failed`)."""
 
 
 @dataclass(slots=True)
@@ -46,7 +52,8 @@ class Call:
         Only a visitor id that came from the request's cookie can have identified before, so only
         then does the committer look it up (a mass send's first opens cost no identity query).
         """
-        assert self.source is not None
+        if self.source is None:
+            raise NoSource(f"{kind}: capture() called for a request that has no source of this kind")
         returning = frozenset({env.visitor_id}) if env.returning and env.visitor_id else frozenset()
         try:
             await self.ctx.committer.submit(self.source.account_id, events, identities, returning,
@@ -70,24 +77,6 @@ class CaptureKind(Protocol):
     async def answer(self, call: Call) -> ASGIApp:
         """The answer to send: a Starlette Response, or any ASGI callable (the pixel's prebuilt one)."""
         ...
-
-
-class TooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or TooLarge past `limit` bytes (before reading when Content-Length says so)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def problem(status: int, loc: list[Any], msg: str, kind: str, headers: Mapping[str, str] | None = None) -> Response:
