@@ -144,6 +144,13 @@ def captured(engine: Engine) -> float:
     return float(line.split()[-1]) if line else 0.0
 
 
+def healthy(engine: Engine) -> bool:
+    try:
+        return httpx.get(f"{engine.base_url}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def stats(port: int) -> dict[str, float]:
     return orjson.loads(httpx.get(f"http://127.0.0.1:{port}/stats", timeout=30).content)
 
@@ -217,7 +224,10 @@ def main() -> None:
         engine.config.pop("DATABASE_URL")  # the embedded defaults: SQLite under DATA_DIR, embedded broker
         engine.config_path.write_text(orjson.dumps(engine.config).decode())
         try:
-            engine.start("run")
+            try:
+                engine.start("run")
+            except AssertionError:  # not ready in 30 s: on a loaded machine `run` may take longer to start
+                poll(lambda: engine.procs["run"].poll() is None and healthy(engine), "the engine", timeout=120)
             with engine.client() as admin:
                 source = admin.post("/sources", json={"name": "bench", "kind": "pixel", "event_types": ["open"]}).json()
                 admin.post("/hooks", json={"name": "bench", "actions": ["open"], "delivery": {
