@@ -137,6 +137,69 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
+# in process: the API's capture path without HTTP --------------------------------------------
+async def _asgi_get(app: object, path: str, query: bytes) -> None:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"user-agent", AGENT.encode()), (b"accept", b"*/*")],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080)}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    await app(scope, receive, send)  # type: ignore[operator]
+
+
+async def _raw_gif_app(scope: dict[str, object], receive: object, send: object) -> None:
+    await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                "headers": [(b"content-type", b"image/gif"), (b"content-length", b"42")]})
+    await send({"type": "http.response.body", "body": GIF})  # type: ignore[operator]
+
+
+def in_process(hits_per_task: int, tasks: int) -> dict[str, float]:
+    """CPU-µs per pixel hit of the API application called directly (ASGI, no server, no socket) by
+    `tasks` concurrent callers on SQLite, the committer's writer thread included; beside an ASGI app
+    that only answers the GIF, called the same way. Batches are as large as the callers make them
+    (`tasks`), whatever else runs on the machine, so the figure compares code across runs."""
+    import uvloop
+
+    from actionhooks.api.app import create_app
+    from actionhooks.settings.loader import load_settings
+    from actionhooks.storage.migrate import prepare_storage
+    from actionhooks.tokens import create_token
+
+    async def measure(app: object, path: str) -> float:
+        async def caller() -> None:
+            for _ in range(hits_per_task):
+                await _asgi_get(app, path, QUERY[1:].encode())
+
+        for _ in range(200):
+            await _asgi_get(app, path, QUERY[1:].encode())  # warm: caches, the SQLite file
+        start = time.process_time()
+        await asyncio.gather(*(caller() for _ in range(tasks)))
+        return (time.process_time() - start) / (hits_per_task * tasks) * 1e6
+
+    async def run(folder: str) -> dict[str, float]:
+        config = Path(folder) / "main.json"
+        config.write_text(orjson.dumps({"DATA_DIR": f"{folder}/data", "LOG_LEVEL": "WARNING"}).decode())
+        settings = load_settings(config, environ={})
+        prepare_storage(settings)
+        app = create_app(settings)
+        token = create_token(app.state.sessions, 1, "admin", "bench")
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bench") as client:
+                reply = await client.post("/api/v1/sources", headers={"authorization": f"Bearer {token}"},
+                                          json={"name": "bench", "kind": "pixel", "event_types": ["open"]})
+            path = f"/t/{reply.json()['key']}/p.gif"
+            return {"raw": await measure(_raw_gif_app, path), "api": await measure(app, path)}
+
+    with tempfile.TemporaryDirectory() as folder, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run(folder))
+
+
 # the engine -----------------------------------------------------------------------------------
 def captured(engine: Engine) -> float:
     text = httpx.get(f"{engine.base_url}/metrics", timeout=30).text
@@ -209,8 +272,16 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy the API and worker during both engine runs; "
                         "writes capture-<run>-<role>.raw/.txt there and prints the top frames")
     parser.add_argument("--skip-reference", action="store_true", help="engine only (profiling; no figures to report)")
+    parser.add_argument("--in-process", action="store_true", help="only the CPU-µs per hit of the capture path "
+                        "called in process (no HTTP, no worker), beside a bare ASGI GIF app")
     args = parser.parse_args()
     machine = common.machine()
+    if args.in_process:
+        for tasks in (64, 8):
+            cost = in_process(200, tasks)
+            print(f"In process, {tasks} concurrent callers: CPU-µs per hit: bare ASGI GIF app {cost['raw']:.0f}, "
+                  f"API capture path {cost['api']:.0f} (committer included); {common.machine()}")
+        return
     no_run = {"rps": 0.0, "p50": 0.0, "p99": 0.0}
     reference, reference_paced = no_run, no_run
     with subprocess_server("gif-server") as port:
