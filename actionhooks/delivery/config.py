@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import re2
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter, field_validator
 
 from actionhooks.delivery.signing import signing_key
 
@@ -568,3 +568,10 @@ DeliveryConfig = Annotated[
     | S3Delivery,
     Field(discriminator="type"),
 ]
+
+_DELIVERY_ADAPTER: TypeAdapter[Any] = TypeAdapter(DeliveryConfig)
+
+
+def parse_delivery(data: Any) -> Any:
+    """A delivery config on its own (HookSpec validates the one inside a hook): its model, or ValidationError."""
+    return _DELIVERY_ADAPTER.validate_python(data)
