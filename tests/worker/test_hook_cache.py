@@ -26,8 +26,9 @@ from actionhooks.worker.runtime import Runtime
 from tests.support.hammer import hammer
 
 
-def _add_hook(session: Session, name: str) -> int:
-    row = Hook(account_id=1, name=name, active=True, actions=["open"], filters={}, custom_data={},
+def _add_hook(session: Session, name: str, values: dict[str, str] | None = None) -> int:
+    custom_data = {"profile_fields": [], "values": values} if values else {}
+    row = Hook(account_id=1, name=name, active=True, actions=["open"], filters={}, custom_data=custom_data,
                delivery={"type": "http", "url": "http://example.org/"})
     session.add(row)
     session.flush()
@@ -161,25 +162,15 @@ def test_routers_matching_while_refreshes_swap_hooks_never_see_a_half_applied_ch
 SMALL_TEMPLATES = Settings(TEMPLATE_MAX_OUTPUT_CHARS=20)  # a limit a hook stored under larger ones breaks
 
 
-def _store(session: Session, name: str, values: dict[str, str]) -> int:
-    row = Hook(account_id=1, name=name, active=True, actions=["open"], filters={},
-               custom_data={"profile_fields": [], "values": values},
-               delivery={"type": "http", "url": "http://example.org/"})
-    session.add(row)
-    session.flush()
-    session.add(HookChange(hook_id=row.id, account_id=1))
-    session.commit()
-    return row.id
-
-
 def test_a_stored_hook_that_no_longer_compiles_is_left_out_named_and_the_others_still_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
     upgrade(engine)
     with session_factory(engine)() as session:
-        good = _store(session, "short values", {"id": "{{uuid}}"})
-        old = _store(session, "saved before the limit", {"long": "x" * 50})
+        good = _add_hook(session, "short values", {"id": "{{uuid}}"})
+        old = _add_hook(session, "saved before the limit", {"long": "x" * 50})
+        session.commit()
     found: list[tuple[int, int, HookValidationError]] = []
     cache = HookCache(SMALL_TEMPLATES, reader_factory(engine), on_broken=lambda *broken: found.append(broken))
     with caplog.at_level(logging.ERROR, logger="actionhooks.worker.hook_cache"):
@@ -215,7 +206,8 @@ def test_a_hook_that_cannot_compile_is_counted_in_metrics_by_its_field(tmp_path:
     engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
     upgrade(engine)
     with session_factory(engine)() as session:
-        _store(session, "saved before the limit", {"long": "x" * 50})
+        _add_hook(session, "saved before the limit", {"long": "x" * 50})
+        session.commit()
     runtime = Runtime(SMALL_TEMPLATES, make_celery(SMALL_TEMPLATES), engine=engine)
     try:
         runtime.start_watching(every=0.05)
