@@ -1,7 +1,9 @@
 """Which hooks an event goes to: compile a hook once, then match events against it cheaply.
 
-Pure and I/O-free. `compile_hook` turns a stored hook row into a `CompiledHook` (filters as
-frozensets, templates compiled, delivery config validated). `HookIndex` finds the hooks an event can
+Pure and I/O-free. `compile_hook` turns a stored hook row into a `CompiledHook`: the row is
+validated by HookSpec (hooks/models.py, the one rule of what a hook is), then compiled from that
+model (filters as frozensets, templates compiled by `compile_templates`, which the API's save
+runs too). `HookIndex` finds the hooks an event can
 match without looking at the others: it buckets active hooks by (account_id, event_type), then by
 database (one id or "all"), then by one of their filters' values, so 10,000 hooks in an account of
 which one matches cost about what one hook costs.
@@ -193,7 +195,8 @@ def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
         spec = HookSpec.model_validate({name: value for name, value in row.items() if name not in ENGINE_FIELDS})
     except ValidationError as exc:
         errors = list(dict.fromkeys((_row_loc(err["loc"]), err["msg"]) for err in exc.errors()))
-        values = (row.get("custom_data") or {}).get("values") if isinstance(row.get("custom_data"), Mapping) else None
+        custom_data = row.get("custom_data")
+        values = custom_data.get("values") if isinstance(custom_data, Mapping) else None
         if isinstance(values, Mapping):  # the templates too, so every bad field is named at once
             errors += _template_errors(values, None, template_limits(settings))[1]
         raise HookValidationError(sorted(errors, key=_field_order)) from None
@@ -230,6 +233,7 @@ def compile_templates(spec: HookSpec, settings: Settings) -> CompiledValues:
 def _template_errors(
     values: Mapping[str, Any], delivery: Any, limits: Mapping[str, Any]
 ) -> tuple[CompiledValues | None, list[tuple[_Loc, str]]]:
+    """The compiled values (None if one is bad) and the error of the first bad template of each field."""
     errors: list[tuple[_Loc, str]] = []
     compiled = None
     try:
