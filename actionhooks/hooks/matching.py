@@ -35,13 +35,10 @@ from actionhooks.hooks.models import FILTER_KINDS, HookSpec, MatchCondition
 from actionhooks.settings import Settings
 from actionhooks.templating import CompiledValues, compile_values, template_limits
 
-__all__ = ["ENGINE_FIELDS", "FILTER_FIELDS", "CompiledHook", "HookIndex", "compile_hook", "compile_templates"]
+__all__ = ["FILTER_FIELDS", "CompiledHook", "HookIndex", "compile_hook", "compile_templates"]
 
 FILTER_FIELDS: dict[str, str] = {kind: ID_PATHS[kind][-1] for kind in FILTER_KINDS}
 """Filter kind -> the event_data field it restricts."""
-
-ENGINE_FIELDS = ("id", "account_id", "version")
-"""The columns of a stored hook row that are the engine's; the others are its HookSpec."""
 
 _MISSING = object()
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -185,14 +182,14 @@ def _index_key(conditions: Sequence[MatchCondition]) -> tuple[tuple[str, ...], f
 
 
 def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
-    """Compile a stored hook row (ENGINE_FIELDS and the HookSpec's fields).
+    """Compile a stored hook row: its HookSpec fields, and the engine's `id`, `account_id`, `version`.
 
     HookSpec decides whether it is a hook, by the rules the API saved it with; its templates are
     compiled by `compile_templates`, as at save. HookValidationError names every bad field (loc, msg),
     in the order of the hook's fields.
     """
     try:
-        spec = HookSpec.model_validate({name: value for name, value in row.items() if name not in ENGINE_FIELDS})
+        spec = HookSpec.model_validate({name: row[name] for name in HookSpec.model_fields if name in row})
     except ValidationError as exc:
         errors = list(dict.fromkeys((_row_loc(err["loc"]), err["msg"]) for err in exc.errors()))
         custom_data = row.get("custom_data")
