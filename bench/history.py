@@ -51,11 +51,11 @@ from actionhooks.settings import Settings
 from actionhooks.storage import archive, backfills
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.hooks import SqlHookRepository
+from actionhooks.storage.intake import accept_events
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import ARCHIVE_PARTITION_SCHEMA, ArchivedRequest
 from actionhooks.worker.backfill import run_backfill
 from actionhooks.worker.deliver import drain_hook
-from actionhooks.worker.intake import accept_events
 from actionhooks.worker.runtime import Runtime
 
 PER_REQUEST = 100

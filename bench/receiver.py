@@ -17,7 +17,7 @@ import time
 
 import orjson
 
-SEQ = re.compile(rb'"bench_seq":(\d+)')
+SEQ = re.compile(rb'"bench_seq":"?(\d+)')  # a number, or a rendered template (a string)
 
 
 class Seen:

@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actionhooks import __version__, console, tracing
 from actionhooks.api.auth import TokenCache
 from actionhooks.api.errors import error_body, install_error_handlers
-from actionhooks.api.pipeline import app_triggers, close_triggers
 from actionhooks.api.routes import (
     backfills,
     capture,
@@ -32,16 +31,13 @@ from actionhooks.api.routes import (
     tokens,
 )
 from actionhooks.api.security import SecurityHeaders, install_docs
+from actionhooks.api.triggers import app_triggers, close_triggers
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
-from actionhooks.cluster_metrics import ClusterMetrics
-from actionhooks.observability import (
-    LivenessCache,
-    RequestMetrics,
-    hook_rejections_counter,
-    metrics_registry,
-    rejections_counter,
-)
+from actionhooks.observability.cluster import ClusterMetrics
+from actionhooks.observability.liveness import LivenessCache
+from actionhooks.observability.metrics import hook_rejections_counter, metrics_registry, rejections_counter
+from actionhooks.observability.middleware import RequestMetrics
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.migrate import upgrade

@@ -25,8 +25,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks.storage.intake import accept_events  # the one intake write path
 from actionhooks.storage.sources import CAPTURES_KEPT, Identity, identities_for, put_captures, put_identities
-from actionhooks.worker.intake import accept_events  # the one intake write path (storage/ after issue 16)
 
 __all__ = ["Busy", "GroupCommitter"]
 

@@ -13,7 +13,6 @@ a name that re-resolves between the check and the connect can slip through (the 
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,6 +22,7 @@ from botocore.config import Config
 
 from actionhooks.delivery.base import SerialTransport
 from actionhooks.delivery.config import S3Delivery, SqsDelivery
+from actionhooks.delivery.errormap import Case, ErrorMap
 from actionhooks.delivery.ssrf import vet_target
 from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
@@ -31,49 +31,32 @@ __all__ = ["AWS_ERRORS", "AwsTransport", "aws_client", "translate", "vet_endpoin
 
 AwsConfigT = TypeVar("AwsConfigT", SqsDelivery, S3Delivery)
 
-# Everything botocore raises for one call (ClientError: the service answered with an error).
-AWS_ERRORS = (bex.BotoCoreError, bex.ClientError)
-
-_UNREACHABLE = (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError,
-                bex.ConnectionClosedError, bex.ProxyConnectionError, bex.SSLError, bex.HTTPClientError)
 _THROTTLED = frozenset({"Throttling", "ThrottlingException", "RequestThrottled", "SlowDown",
                         "ServiceUnavailable", "InternalError", "RequestTimeout"})
 
 
-class AwsTransport(SerialTransport[AwsConfigT]):
+class AwsTransport(SerialTransport[AwsConfigT, Any]):
     """A transport with one boto3 client per worker process, vetted by the SSRF guard before each attempt."""
 
     service: ClassVar[str]  # "sqs", "s3"
     what: ClassVar[str]  # how errors name the endpoint
 
-    def __init__(self, config: AwsConfigT, settings: Settings) -> None:
-        super().__init__(config, settings)
-        self._client: Any = None
-        self._pid = 0
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the transport holds a client (False before the first send and after close)."""
-        return self._client is not None
-
     def client_options(self) -> dict[str, Any]:
         """Extra botocore Config options of this service."""
         return {}
 
-    def _release(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._pid == os.getpid():
-            client.close()
+    def _open_client(self) -> Any:
+        return aws_client(self.service, self.config, self.settings, **self.client_options())
 
-    def _ready_client(self) -> Any:
-        if self._client is not None and self._pid != os.getpid():
-            self._client = None  # inherited over fork: urllib3 pools are not fork-safe
-        if self._client is None:
-            self._client = aws_client(self.service, self.config, self.settings, **self.client_options())
-            self._pid = os.getpid()
+    def _shut(self, client: Any) -> None:
+        client.close()
+
+    def _vetted_client(self) -> Any:
+        """This process's client (urllib3 pools are not fork-safe), its endpoint vetted for this attempt."""
+        client = self._ready_client()
         if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
-            vet_endpoint(self._client, self.what)
-        return self._client
+            vet_endpoint(client, self.what)
+        return client
 
 
 def aws_client(service: str, config: Any, settings: Settings, **extra: Any) -> Any:
@@ -100,16 +83,32 @@ def vet_endpoint(client: Any, what: str, delivered: frozenset[int] = frozenset()
 
 def translate(exc: Exception, where: str, delivered: frozenset[int] = frozenset()) -> DeliveryError:
     """Our error for one failed AWS call."""
-    if isinstance(exc, _UNREACHABLE):
-        return TargetUnreachable(f"{where}: {exc}", delivered=delivered)
-    if isinstance(exc, bex.ParamValidationError):
-        return PayloadError(f"{where}: {exc}", delivered=delivered)
+    answer, status = "", None
     if isinstance(exc, bex.ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
+        answer = f"{error.get('Code', '')}: {error.get('Message', '')}".rstrip(": ")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        text = f"{where}: {code}: {error.get('Message', '')}".rstrip(": ")
-        if code in _THROTTLED or (isinstance(status, int) and status >= 500):
-            return TargetUnreachable(text, status_code=status, delivered=delivered)
-        return TargetRejected(text, status_code=status, delivered=delivered)
-    return TargetRejected(f"{where}: {type(exc).__name__}: {exc}", delivered=delivered)
+    return _ERRORS.error(exc, delivered=delivered, status_code=status, where=where, answer=answer)
+
+
+def _code(exc: bex.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _server_side(exc: bex.ClientError) -> bool:
+    """Throttled, or a 5xx: the service may take the same call later."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return _code(exc) in _THROTTLED or (isinstance(status, int) and status >= 500)
+
+
+# botocore's exceptions → ours (ClientError: the service answered with an error).
+_ERRORS = ErrorMap(
+    Case((bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError, bex.ConnectionClosedError,
+          bex.ProxyConnectionError, bex.SSLError, bex.HTTPClientError), TargetUnreachable, "{where}: {exc}"),
+    Case(bex.ParamValidationError, PayloadError, "{where}: {exc}"),
+    Case(bex.ClientError, TargetUnreachable, "{where}: {answer}", when=_server_side),
+    Case(bex.ClientError, TargetRejected, "{where}: {answer}"),
+    Case(bex.BotoCoreError, TargetRejected),
+)
+# Everything botocore raises for one call.
+AWS_ERRORS = _ERRORS.caught

@@ -7,7 +7,8 @@ A transport turns one `Batch` of rendered events into one attempt against its ta
   failure value; the only exception is one reconnect of a stale cached connection inside the call.
 - It owns its wire format (JSON array, query parameters, one message per event), the identity
   headers (`webhook-id`, `message_id`, `event_id`, `hook_id`, `event_type`) and signing.
-- Library exceptions are translated at this boundary into our typed errors, chained with `from`.
+- Library exceptions are translated at this boundary into our typed errors, chained with `from`,
+  by the transport's one table (delivery/errormap.py).
 - `close()` releases connections; it is idempotent and a no-op by default.
 
 Transports know nothing of Celery, retries or storage: the worker applies the retry policy, and
@@ -17,6 +18,7 @@ POST /hooks/{id}/test calls the same `send` with no policy at all.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,6 +26,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.errors import DeliveryError, TargetUnreachable
 from actionhooks.settings import Settings
 
@@ -36,6 +39,7 @@ for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+ClientT = TypeVar("ClientT")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ class Transport(Generic[ConfigT]):
     def __init__(self, config: ConfigT, settings: Settings) -> None:
         self.config = config
         self.settings = settings
+        # The config's per-event templates (Kafka key, topic, stream and subject names...), compiled once.
+        self.templates = {
+            name: FieldTemplate(config, name, settings) for name in getattr(config, "TEMPLATE_FIELDS", ())
+        }
 
     def send(self, batch: Batch) -> Receipt:
         """Make exactly one attempt to deliver `batch`; raise a DeliveryError subclass on failure."""
@@ -84,17 +92,27 @@ class Transport(Generic[ConfigT]):
         self.close()
 
 
-class SerialTransport(Transport[ConfigT]):
-    """A transport whose one connection (or client) serves one attempt at a time.
+class SerialTransport(Transport[ConfigT], Generic[ConfigT, ClientT]):
+    """A transport whose one client (connection, producer) serves one attempt at a time.
 
     `send` and `close` hold one lock: a threads-pool worker can run two drain tasks of one hook, or
-    close a changed hook's transport, at the same moment. Subclasses implement `_send` (the attempt)
-    and `_release` (forget the connection, closing it when it belongs to this process).
+    close a changed hook's transport, at the same moment. The client belongs to the process that
+    made it: it is made on the first `send` after a Celery prefork fork (`_ready_client`), and one
+    inherited from the parent is forgotten, never used or closed (its sockets and threads are the
+    parent's). Subclasses implement `_send` (the attempt), `_open_client` and `_shut` (close one).
     """
 
     def __init__(self, config: ConfigT, settings: Settings) -> None:
         super().__init__(config, settings)
+        self.timeout = settings.HOOK_HTTP_TIMEOUT_SEC  # the deadline of one attempt
         self._lock = threading.Lock()
+        self._client: ClientT | None = None
+        self._pid = 0  # the process that made `_client`
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the transport holds a client (False before the first send and after close)."""
+        return self._client is not None
 
     def send(self, batch: Batch) -> Receipt:
         with self._lock:
@@ -107,8 +125,43 @@ class SerialTransport(Transport[ConfigT]):
     def _send(self, batch: Batch) -> Receipt:
         raise NotImplementedError
 
-    def _release(self) -> None:
+    def _own_client(self) -> ClientT | None:
+        """The client if this process made it; one inherited over a fork is forgotten (`_abandon`)."""
+        if self._client is not None and self._pid != os.getpid():
+            client, self._client = self._client, None
+            self._abandon(client)
+        return self._client
+
+    def _ready_client(self) -> ClientT:
+        """This process's client, made on first use."""
+        client = self._own_client()
+        if client is None:
+            client = self._open_client()
+            self._adopt(client)
+        return client
+
+    def _adopt(self, client: ClientT) -> None:
+        """Hold `client` as this process's (before it connects, so a failed connect can close it)."""
+        self._client, self._pid = client, os.getpid()
+
+    def _open_client(self) -> ClientT:
         raise NotImplementedError
+
+    def _drop(self) -> None:
+        """Forget the client, closing it when this process made it; idempotent."""
+        client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            self._shut(client)
+
+    def _release(self) -> None:
+        """What `close` does: drop the client."""
+        self._drop()
+
+    def _shut(self, client: ClientT) -> None:
+        """Close a client of this process."""
+
+    def _abandon(self, client: ClientT) -> None:
+        """What becomes of a client inherited over a fork: by default it is merely forgotten."""
 
 
 def attempt(transport: Transport[Any], batch: Batch) -> Receipt:

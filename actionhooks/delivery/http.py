@@ -58,6 +58,7 @@ from actionhooks.delivery.config import (
     OAuth2ClientCredentials,
     success_pattern,
 )
+from actionhooks.delivery.errormap import Case, ErrorMap
 from actionhooks.delivery.oauth2 import TokenSource
 from actionhooks.delivery.signing import sign
 from actionhooks.delivery.ssrf import http_transport
@@ -74,6 +75,13 @@ USER_AGENT = f"actionhooks/{__version__}"
 # timeout (uvicorn, Node), so we rarely send on a connection the receiver is closing.
 LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
+# httpx's exceptions (it has mapped httpcore's, the SSRF guard's unresolvable name among them) →
+# ours. TargetForbidden from the guard passes through httpx untouched.
+_ERRORS = ErrorMap(
+    Case(httpx.TimeoutException, TargetUnreachable, "{where}: no answer within {timeout:g}s ({exc!r})"),
+    Case(httpx.TransportError, TargetUnreachable, "{where}: {detail}"),  # connect, TLS, DNS, a dropped connection
+    Case(httpx.DecodingError, TargetRejected, "{where}: answer body cannot be decoded: {exc}"),
+)
 
 
 class HttpTransport(Transport[HttpDelivery]):
@@ -196,15 +204,10 @@ class HttpTransport(Transport[HttpDelivery]):
             with self._client.stream(method, url, headers=headers, content=body, timeout=timeout) as response:
                 try:
                     text = _read_capped(response)
-                except httpx.DecodingError as exc:
-                    raise TargetRejected(
-                        f"{self._where}: answer body cannot be decoded: {exc}",
-                        status_code=response.status_code,
-                    ) from exc
-        except httpx.TimeoutException as exc:
-            raise TargetUnreachable(f"{self._where}: no answer within {self._timeout:g}s ({exc!r})") from exc
-        except httpx.TransportError as exc:
-            raise TargetUnreachable(f"{self._where}: {exc or type(exc).__name__}") from exc
+                except httpx.DecodingError as exc:  # the one failure with a status to report
+                    raise self._error(exc, response.status_code) from exc
+        except _ERRORS.caught as exc:
+            raise self._error(exc) from exc
         if response.is_success:
             if self._success is not None and not self._success.search(text):
                 raise TargetRejected(
@@ -215,6 +218,10 @@ class HttpTransport(Transport[HttpDelivery]):
                 )
             return response.status_code, text
         raise self._rejection(response, text)
+
+    def _error(self, exc: BaseException, status_code: int | None = None) -> DeliveryError:
+        detail = str(exc) or type(exc).__name__
+        return _ERRORS.error(exc, status_code=status_code, where=self._where, timeout=self._timeout, detail=detail)
 
     def _rejection(self, response: httpx.Response, text: str) -> TargetRejected:
         status = response.status_code

@@ -22,17 +22,15 @@ as from the platform's own Java producers.
 from __future__ import annotations
 
 import functools
-import os
-import threading
 import time
 from typing import Any, ClassVar
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.base import Batch, Receipt, SerialTransport
 from actionhooks.delivery.config import KafkaDelivery
+from actionhooks.delivery.errormap import Case, ErrorMap
 from actionhooks.delivery.ssrf import vet_target
-from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
 from actionhooks.errors import (
     DeliveryError,
@@ -49,7 +47,13 @@ _UNREACHABLE = frozenset({
     KafkaError._RESOLVE, KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION,
     KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT,
 })
-_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
+# librdkafka's errors → ours: an event's delivery report, a refused produce() or the client's error
+# (KafkaError values, by code); KafkaException when the producer's configuration is refused.
+_ERRORS = ErrorMap(
+    Case(KafkaError, TargetUnreachable, when=lambda error: error.code() in _UNREACHABLE),
+    Case(KafkaError, PayloadError, when=lambda error: error.code() == KafkaError.MSG_SIZE_TOO_LARGE),
+    Case(KafkaException, TargetRejected, "Kafka producer configuration refused: {exc}", retryable=False),
+)
 # Client-wide errors (error_cb) after which waiting for the deadline cannot help.
 _GIVE_UP = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 # Producers inherited over a fork: their librdkafka threads do not exist in the child, and destroying
@@ -57,26 +61,17 @@ _GIVE_UP = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION, 
 _inherited: list[Producer] = []
 
 
-class KafkaTransport(Transport[KafkaDelivery]):
-    """To `topic`: value = the event as JSON, key = rendered `key`, headers event_id, hook_id, event_type."""
+class KafkaTransport(SerialTransport[KafkaDelivery, Producer]):
+    """To `topic`: value = the event as JSON, key = rendered `key`, headers event_id, hook_id, event_type.
+
+    The client is the producer; an attempt's client error is the transport's, so sends are serial.
+    """
 
     type: ClassVar[str] = "kafka"
 
     def __init__(self, config: KafkaDelivery, settings: Settings) -> None:
         super().__init__(config, settings)
-        self.timeout = settings.HOOK_HTTP_TIMEOUT_SEC
-        self._key = FieldTemplate(config, "key", settings)
-        self._producer: Producer | None = None
-        self._pid = 0
         self._client_error: KafkaError | None = None
-        # One send or close at a time: an attempt's client error and producer replacement are per
-        # transport, and a threads-pool worker can run two drain tasks of one hook at the same moment.
-        self._lock = threading.Lock()
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the transport holds a producer (False before the first send and after close)."""
-        return self._producer is not None
 
     def producer_config(self) -> dict[str, Any]:
         """librdkafka settings of the producer, from the hook's delivery config."""
@@ -100,14 +95,10 @@ class KafkaTransport(Transport[KafkaDelivery]):
             conf["sasl.password"] = cfg.sasl_password
         return conf
 
-    def send(self, batch: Batch) -> Receipt:
-        with self._lock:
-            return self._send(batch)
-
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout
-        producer = self._ready_producer()
+        producer = self._ready_client()
         self._client_error = None
         headers_base = [("hook_id", str(batch.hook_id).encode())]
         reports: dict[int, tuple[KafkaError | None, Message]] = {}
@@ -154,39 +145,33 @@ class KafkaTransport(Transport[KafkaDelivery]):
             details={"messages": len(produced)},
         )
 
-    def close(self) -> None:
-        with self._lock:
-            if self._producer is not None and self._pid == os.getpid():
-                self._producer.flush(min(1.0, self.timeout))
-            self._discard_producer()
+    def _release(self) -> None:
+        producer = self._own_client()
+        if producer is not None:
+            producer.flush(min(1.0, self.timeout))
+        self._drop()
 
-    def _discard_producer(self) -> None:
+    def _shut(self, producer: Producer) -> None:
         """Stop the producer for good: nothing it still holds goes out later, and its threads stop reconnecting.
 
         Merely forgetting it is not enough: a producer that outlives its attempt keeps reconnecting to
         a broker that is down, and when the broker comes back it asks for the topic's metadata
         (which auto-creates topics on many brokers).
         """
-        producer, self._producer = self._producer, None
-        if producer is None or self._pid != os.getpid():
-            return
         producer.purge()  # queued and in-flight: their reports say failed, so a retry sends them
         producer.poll(0)
         producer.close()
 
-    def _ready_producer(self) -> Producer:
-        if self._producer is not None and self._pid != os.getpid():
-            _inherited.append(self._producer)
-            self._producer = None
-        if self._producer is None:
-            if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
-                self._vet_bootstrap_servers()
-            try:
-                self._producer = Producer(self.producer_config())
-            except KafkaException as exc:
-                raise TargetRejected(f"Kafka producer configuration refused: {exc}", retryable=False) from exc
-            self._pid = os.getpid()
-        return self._producer
+    def _abandon(self, producer: Producer) -> None:
+        _inherited.append(producer)
+
+    def _open_client(self) -> Producer:
+        if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
+            self._vet_bootstrap_servers()
+        try:
+            return Producer(self.producer_config())
+        except KafkaException as exc:
+            raise _ERRORS.error(exc) from exc
 
     def _vet_bootstrap_servers(self) -> None:
         """Raise TargetForbidden when a bootstrap server resolves to a non-public address."""
@@ -194,7 +179,7 @@ class KafkaTransport(Transport[KafkaDelivery]):
             vet_target("Kafka bootstrap server", host, port)
 
     def _render_key(self, event: dict[str, Any]) -> bytes | None:
-        key = self._key.render(event)
+        key = self.templates["key"].render(event)
         return key.encode() if key else None
 
     def _produce(
@@ -228,7 +213,7 @@ class KafkaTransport(Transport[KafkaDelivery]):
                 break
         if len(reports) < expected or self._client_error is not None:
             # A producer that lived through a broker outage can stay stuck: the next attempt gets a new one.
-            self._discard_producer()
+            self._drop()
 
     def _on_client_error(self, error: KafkaError) -> None:
         if error.code() in _GIVE_UP or error.fatal():
@@ -238,15 +223,15 @@ class KafkaTransport(Transport[KafkaDelivery]):
         where = f"Kafka {self.config.bootstrap_servers} topic {self.config.topic!r}"
         cause = self._client_error or next(iter(failed.values()))
         text = f"{where}: {len(failed)} of {total} message(s) failed: {cause.str()}"
-        codes = {e.code() for e in failed.values()}
-        if self._client_error is not None and self._client_error.code() != KafkaError._ALL_BROKERS_DOWN:
-            error: DeliveryError = TargetRejected(text, delivered=delivered)
-        elif codes <= _TOO_LARGE:
-            error = PayloadError(text, delivered=delivered)
-        elif codes & _UNREACHABLE or self._client_error is not None:
-            error = TargetUnreachable(text, delivered=delivered)
-        else:
-            error = TargetRejected(text, delivered=delivered)
+        kind = _ERRORS.batch_kind(failed.values())
+        if self._client_error is not None:
+            # The cluster gave up on the client: every broker down is unreachable (unless no event
+            # could ever be sent), anything else (authentication, a fatal error) is a refusal.
+            if self._client_error.code() != KafkaError._ALL_BROKERS_DOWN:
+                kind = TargetRejected
+            elif kind is TargetRejected:
+                kind = TargetUnreachable
+        error = kind(text, delivered=delivered)
         error.__cause__ = KafkaException(cause)
         return error
 

@@ -42,8 +42,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from actionhooks.delivery.base import Batch, Receipt, SerialTransport
 from actionhooks.delivery.config import MqttDelivery
+from actionhooks.delivery.errormap import Case, ErrorMap
 from actionhooks.delivery.ssrf import vet_target
-from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
 from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
@@ -71,6 +71,15 @@ class _Timeout(Exception):
     """The attempt's deadline passed."""
 
 
+# paho's failures (it reports error codes, which the transport raises as the exceptions above) → ours.
+_ERRORS = ErrorMap(
+    Case(_Refused, TargetRejected, "{where} refused the connection: {exc}"),
+    Case((_Timeout, _Lost), TargetUnreachable, "{where}: {exc}"),
+    Case(OSError, TargetUnreachable),  # connect, TLS, a socket error
+    Case(ReasonCode, TargetRejected),  # a PUBACK's failure reason (not authorized, quota exceeded...)
+)
+
+
 class _PinnedClient(mqtt.Client):
     """paho's Client, connecting its TCP socket to a vetted address (None: the host) and never via a proxy."""
 
@@ -81,19 +90,15 @@ class _PinnedClient(mqtt.Client):
         return socket.create_connection((address, self._port), timeout=self._connect_timeout)
 
 
-class MqttTransport(SerialTransport[MqttDelivery]):
+class MqttTransport(SerialTransport[MqttDelivery, _PinnedClient]):
     """To `topic` at QoS 1; MQTT 5 user properties event_id, hook_id, event_type."""
 
     type: ClassVar[str] = "mqtt"
 
     def __init__(self, config: MqttDelivery, settings: Settings) -> None:
         super().__init__(config, settings)
-        self.timeout = settings.HOOK_HTTP_TIMEOUT_SEC
-        self._topic = FieldTemplate(config, "topic", settings)
         # The client id: unique per transport (a broker disconnects the older of two equal ids).
         self.client_id = f"actionhooks-{os.getpid()}-{next(_client_numbers)}-{uuid.uuid4().hex[:8]}"
-        self._client: _PinnedClient | None = None
-        self._pid = 0
         self._connack: ReasonCode | None = None
         self._outstanding: dict[int, int] = {}  # message id -> event index
         self._acked: set[int] = set()
@@ -103,14 +108,6 @@ class MqttTransport(SerialTransport[MqttDelivery]):
     def v5(self) -> bool:
         return self.config.protocol == "5"
 
-    @property
-    def is_open(self) -> bool:
-        """Whether the transport holds a connected client (False before the first send and after close)."""
-        return self._client is not None
-
-    def _release(self) -> None:
-        self._drop()
-
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout
@@ -118,22 +115,16 @@ class MqttTransport(SerialTransport[MqttDelivery]):
         self._acked, self._rejected = set(), {}
         pending = [i for i in range(len(messages)) if i not in refused]
         for attempt in (1, 2):
-            reused = self._client is not None and self._pid == os.getpid()
+            reused = self._own_client() is not None
             try:
                 self._publish(messages, [i for i in pending if i not in self._acked], deadline)
                 break
-            except (_Lost, OSError) as exc:
+            except _ERRORS.caught as exc:
                 self._drop()
-                if attempt == 1 and reused and time.monotonic() < deadline:
+                lost = isinstance(exc, _Lost | OSError)
+                if attempt == 1 and reused and lost and time.monotonic() < deadline:
                     continue  # a cached connection the broker had closed: one new connection
-                raise self._unreachable(exc) from exc
-            except _Timeout as exc:
-                self._drop()
-                raise self._unreachable(exc) from exc
-            except _Refused as exc:
-                self._drop()
-                raise TargetRejected(f"{self._where()} refused the connection: {exc}",
-                                     delivered=frozenset(self._acked)) from exc
+                raise _ERRORS.error(exc, delivered=frozenset(self._acked), where=self._where()) from exc
         failed: dict[int, Any] = {**refused, **self._rejected}
         if failed:
             raise self._failure(failed, len(messages))
@@ -150,7 +141,7 @@ class MqttTransport(SerialTransport[MqttDelivery]):
         messages: list[tuple[str, bytes, Properties | None]] = []
         refused: dict[int, PayloadError] = {}
         for index, event in enumerate(batch.events):
-            topic = self._topic.render(event)
+            topic = self.templates["topic"].render(event)
             props = None
             if self.v5:
                 props = copy.copy(_PUBLISH_PROPERTIES)  # Properties() itself costs ~0.15 ms (its name tables)
@@ -162,7 +153,7 @@ class MqttTransport(SerialTransport[MqttDelivery]):
             messages.append((topic, dumps(event), props))
             if not topic or "+" in topic or "#" in topic or "\0" in topic or len(topic.encode()) > _TOPIC_MAX_BYTES:
                 refused[index] = PayloadError(
-                    f"topic {topic!r} (from template {self._topic.source!r}) cannot be published to: "
+                    f"topic {topic!r} (from template {self.templates['topic'].source!r}) cannot be published to: "
                     "empty, a wildcard (+ #), NUL, or over 65,535 bytes",
                     retryable=False,
                 )
@@ -181,9 +172,7 @@ class MqttTransport(SerialTransport[MqttDelivery]):
         self._loop_until(client, lambda: not self._outstanding, deadline, "PUBACKs")
 
     def _connected(self, deadline: float) -> _PinnedClient:
-        client = self._client
-        if client is not None and self._pid != os.getpid():
-            client = self._client = None  # inherited over fork: the parent's socket, leave it alone
+        client = self._own_client()
         if client is not None:
             rc = client.loop(0)  # read what came while idle: a DISCONNECT or EOF shows here
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.is_connected():
@@ -208,15 +197,17 @@ class MqttTransport(SerialTransport[MqttDelivery]):
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         self._connack = None
-        self._client, self._pid = client, os.getpid()
+        self._adopt(client)  # from now on a failure closes its socket
         if self.v5:
             client.connect(cfg.host, cfg.port, _KEEPALIVE_SEC, clean_start=True)
         else:
             client.connect(cfg.host, cfg.port, _KEEPALIVE_SEC)
         self._loop_until(client, lambda: self._connack is not None, deadline, "CONNACK")
-        assert self._connack is not None
-        if self._connack.is_failure:
-            raise _Refused(str(self._connack))
+        connack = self._connack
+        if connack is None:  # _loop_until returns once it came: a paho callback went wrong
+            raise _Lost("no CONNACK received")
+        if connack.is_failure:
+            raise _Refused(str(connack))
         return client
 
     def _loop_until(self, client: _PinnedClient, done: Any, deadline: float, what: str) -> None:
@@ -250,11 +241,11 @@ class MqttTransport(SerialTransport[MqttDelivery]):
             self._acked.add(index)
 
     def _drop(self) -> None:
-        """Forget the client, closing its socket when it is ours; idempotent."""
-        client, self._client = self._client, None
         self._outstanding = {}
-        if client is None or self._pid != os.getpid():
-            return
+        super()._drop()
+
+    def _shut(self, client: _PinnedClient) -> None:
+        """Disconnect, and close the socket even when the DISCONNECT could not be written."""
         sock = client.socket()
         try:
             if client.is_connected():
@@ -264,23 +255,16 @@ class MqttTransport(SerialTransport[MqttDelivery]):
             pass
         finally:
             if sock is not None:
-                sock.close()  # even when the DISCONNECT could not be written
+                sock.close()
 
     def _where(self) -> str:
         return f"MQTT {self.config.host}:{self.config.port}"
-
-    def _unreachable(self, exc: BaseException) -> DeliveryError:
-        text = str(exc) if isinstance(exc, _Timeout | _Lost) else f"{type(exc).__name__}: {exc}"
-        return TargetUnreachable(f"{self._where()}: {text}", delivered=frozenset(self._acked))
 
     def _failure(self, failed: dict[int, Any], total: int) -> DeliveryError:
         first = next(iter(failed.values()))
         cause = first.message if isinstance(first, PayloadError) else f"PUBACK {first}"
         text = f"{self._where()}: {len(failed)} of {total} message(s) not delivered: {cause}"
-        delivered = frozenset(self._acked)
-        if all(isinstance(f, PayloadError) for f in failed.values()):
-            return PayloadError(text, delivered=delivered)
-        return TargetRejected(text, delivered=delivered)
+        return _ERRORS.batch_kind(failed.values())(text, delivered=frozenset(self._acked))
 
 
 def _user_properties(props: Properties | None) -> list[tuple[str, str]]:

@@ -46,8 +46,8 @@ from nats.js.api import PubAck
 
 from actionhooks.delivery.base import Batch, Receipt, SerialTransport
 from actionhooks.delivery.config import NatsDelivery
+from actionhooks.delivery.errormap import Case, ErrorMap
 from actionhooks.delivery.ssrf import vet_target
-from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
 from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
@@ -65,6 +65,28 @@ _LOST = (nerr.ConnectionClosedError, nerr.StaleConnectionError, nerr.OutboundBuf
          nerr.ConnectionReconnectingError, nerr.ConnectionDrainingError)
 
 
+def _authorization(exc: BaseException) -> bool:
+    # nats-py raises a plain Error for the server's "-ERR 'Authorization Violation'".
+    return isinstance(exc, nerr.AuthorizationError) or "authorization violation" in str(exc).lower()
+
+
+# nats-py's exceptions → ours. Connecting: a refused login is a rejection, anything else (and the
+# loop overrunning the deadline: a bare TimeoutError) leaves the server unreachable.
+_CONNECT_ERRORS = ErrorMap(
+    Case((OSError, TimeoutError, nerr.Error), TargetRejected, "{where} refused the connection: {exc!r}",
+         when=_authorization),
+    Case(TimeoutError, TargetUnreachable, "{where}: timed out after {timeout:g} s",
+         when=lambda exc: not isinstance(exc, nerr.Error)),
+    Case((OSError, TimeoutError, nerr.Error), TargetUnreachable),
+)
+# One publish's outcome: no ack in time or a lost connection is unreachable, a message over the
+# server's max_payload can never be sent; anything else (no stream, a JetStream API error) is a rejection.
+_PUBLISH_ERRORS = ErrorMap(
+    Case(nerr.MaxPayloadError, PayloadError),
+    Case((nerr.TimeoutError, *_LOST), TargetUnreachable),
+)
+
+
 class _Published:
     """One event's outcome: its subject and headers, and the PubAck or the error."""
 
@@ -77,46 +99,68 @@ class _Published:
         self.error: BaseException | None = None
 
 
-class NatsTransport(SerialTransport[NatsDelivery]):
-    """To `subject` on a JetStream stream, header Nats-Msg-Id = event_id, every publish acked."""
+class _LoopThread:
+    """A private asyncio loop running on its own daemon thread: where nats-py's coroutines run for a sync caller."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="actionhooks-nats", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], deadline: float) -> T:
+        """Run `coro` on the loop and wait for it until `deadline` (TimeoutError then, and `coro` is cancelled)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        """Stop the loop and its thread, and close the loop once the thread has ended."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class NatsTransport(SerialTransport[NatsDelivery, _LoopThread]):
+    """To `subject` on a JetStream stream, header Nats-Msg-Id = event_id, every publish acked.
+
+    The per-process client is the loop thread; the connection (`_nc`) lives on it.
+    """
 
     type: ClassVar[str] = "nats"
 
     def __init__(self, config: NatsDelivery, settings: Settings) -> None:
         super().__init__(config, settings)
-        self.timeout = settings.HOOK_HTTP_TIMEOUT_SEC
-        self._subject = FieldTemplate(config, "subject", settings)
         # Shown by the server's /connz monitoring endpoint.
         self.connection_name = f"actionhooks nats pid {os.getpid()} #{next(_connection_numbers)}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._nc: Client | None = None
         self._inbox = ""
         self._tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[PubAck]] = {}  # reply token -> ack of this attempt
-        self._pid = 0
 
     @property
     def is_open(self) -> bool:
         """Whether the transport holds a connection or its loop thread (False before the first send and after close)."""
-        return self._nc is not None or self._thread is not None
+        return self._nc is not None or self._client is not None
 
     def _release(self) -> None:
         """Close the connection, stop the loop thread and close the loop."""
-        if self._pid != os.getpid():
-            self._forget()  # inherited over fork: the parent's loop thread does not exist here
-            return
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-            self._drop()
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(5)
-            if not thread.is_alive():
-                loop.close()
-        self._forget()
+        if self._own_client() is not None:
+            self._disconnect()
+        self._nc = None
+        self._drop()
 
-    def _forget(self) -> None:
-        self._loop, self._thread, self._nc = None, None, None
+    def _open_client(self) -> _LoopThread:
+        return _LoopThread()
+
+    def _shut(self, client: _LoopThread) -> None:
+        client.stop()
+
+    def _abandon(self, client: _LoopThread) -> None:
+        self._nc = None  # the parent's connection: its loop thread does not exist here
 
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
@@ -124,18 +168,20 @@ class NatsTransport(SerialTransport[NatsDelivery]):
         published, refused = self._messages(batch)
         pending = [i for i in range(len(batch.events)) if i not in refused]
         for attempt in (1, 2):
-            reused = self._nc is not None and self._pid == os.getpid()
+            reused = self._own_client() is not None and self._nc is not None
             try:
                 self._run(self._publish_all(batch, published, pending, deadline), deadline + 1.0)
-            except (OSError, TimeoutError, nerr.Error) as exc:  # connect failed (or the loop overran the deadline)
-                self._drop()
-                raise self._unreachable(exc, _acked(published)) from exc
+            except _CONNECT_ERRORS.caught as exc:  # connect failed (or the loop overran the deadline)
+                self._disconnect()
+                raise _CONNECT_ERRORS.error(
+                    exc, delivered=_acked(published), where=self._where(), timeout=self.timeout
+                ) from exc
             lost = [i for i in pending if isinstance(published[i].error, _LOST)]
             if lost and attempt == 1 and reused and len(lost) == len(pending) and time.monotonic() < deadline:
-                self._drop()  # a cached connection the server had closed: one new connection
+                self._disconnect()  # a cached connection the server had closed: one new connection
                 continue
             if lost:
-                self._drop()
+                self._disconnect()
             break
         return self._outcome(batch, published, refused, started)
 
@@ -143,7 +189,7 @@ class NatsTransport(SerialTransport[NatsDelivery]):
         published: list[_Published] = []
         refused: dict[int, PayloadError] = {}
         for index, event in enumerate(batch.events):
-            subject = self._subject.render(event)
+            subject = self.templates["subject"].render(event)
             headers = {
                 "Nats-Msg-Id": str(event.get("event_id", "")),
                 "hook_id": str(batch.hook_id),
@@ -153,7 +199,7 @@ class NatsTransport(SerialTransport[NatsDelivery]):
             published.append(_Published(subject, headers))
             if len(subject) > _SUBJECT_MAX or not _SUBJECT.match(subject):
                 refused[index] = PayloadError(
-                    f"subject {subject!r} (from template {self._subject.source!r}) is not a NATS subject: "
+                    f"subject {subject!r} (from template {self.templates['subject'].source!r}) is not a NATS subject: "
                     "dot-separated tokens, none empty, no spaces or wildcards",
                     retryable=False,
                 )
@@ -280,22 +326,11 @@ class NatsTransport(SerialTransport[NatsDelivery]):
     # The loop thread.
     def _run(self, coro: Coroutine[Any, Any, T], deadline: float) -> T:
         """Run `coro` on the transport's loop (started on first use) and wait for it until `deadline`."""
-        if self._loop is None or self._pid != os.getpid():
-            self._forget()
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=self._loop.run_forever, name="actionhooks-nats", daemon=True)
-            self._thread.start()
-            self._pid = os.getpid()
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            future.cancel()
-            raise
+        return self._ready_client().run(coro, deadline)
 
-    def _drop(self) -> None:
+    def _disconnect(self) -> None:
         """Close the connection (the loop thread stays for the next send)."""
-        if self._nc is not None and self._pid == os.getpid():
+        if self._nc is not None and self._own_client() is not None:
             try:
                 self._run(self._close_connection(), time.monotonic() + 1.0)
             except (TimeoutError, nerr.Error):
@@ -305,25 +340,10 @@ class NatsTransport(SerialTransport[NatsDelivery]):
     def _where(self) -> str:
         return f"NATS {','.join(self.config.servers)}"
 
-    def _unreachable(self, exc: BaseException, delivered: frozenset[int]) -> DeliveryError:
-        # nats-py raises a plain Error for the server's "-ERR 'Authorization Violation'".
-        if isinstance(exc, nerr.AuthorizationError) or "authorization violation" in str(exc).lower():
-            return TargetRejected(f"{self._where()} refused the connection: {exc!r}", delivered=delivered)
-        if isinstance(exc, TimeoutError) and not isinstance(exc, nerr.Error):
-            text = f"timed out after {self.timeout:g} s"
-        else:
-            text = f"{type(exc).__name__}: {exc}"
-        return TargetUnreachable(f"{self._where()}: {text}", delivered=delivered)
-
     def _failure(self, failed: dict[int, BaseException], delivered: frozenset[int], total: int) -> DeliveryError:
         first = next(iter(failed.values()))
         text = f"{self._where()}: {len(failed)} of {total} publish(es) not acknowledged: {_describe(first)}"
-        if all(isinstance(e, PayloadError | nerr.MaxPayloadError) for e in failed.values()):
-            error: DeliveryError = PayloadError(text, delivered=delivered)
-        elif any(isinstance(e, (nerr.TimeoutError, *_LOST)) for e in failed.values()):
-            error = TargetUnreachable(text, delivered=delivered)
-        else:
-            error = TargetRejected(text, delivered=delivered)
+        error = _PUBLISH_ERRORS.batch_kind(failed.values())(text, delivered=delivered)
         error.__cause__ = first
         return error
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import os
 import ssl
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,11 +40,12 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
 from pika.frame import Method
 
-from actionhooks.delivery.base import Batch, Receipt, Transport
+from actionhooks.delivery.base import Batch, Receipt, SerialTransport
 from actionhooks.delivery.config import RabbitMQExchangeDelivery, RabbitMQQueueDelivery
+from actionhooks.delivery.errormap import Case, ErrorMap
 from actionhooks.delivery.ssrf import vet_target
 from actionhooks.delivery.wire import dumps
-from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
+from actionhooks.errors import PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 
 __all__ = ["RabbitMQExchangeTransport", "RabbitMQQueueTransport"]
@@ -63,6 +63,28 @@ _Declaration = Callable[[Channel, Callable[[Method], None]], None]
 
 class _Timeout(Exception):
     """The attempt's deadline passed while waiting for `what`."""
+
+
+def _refused(exc: amqp.ConnectionClosedByBroker) -> bool:
+    return exc.reply_code in _REFUSED_CODES
+
+
+# pika's exceptions (and the attempt's deadline) → ours; pika's reprs name the cause.
+_ERRORS = ErrorMap(
+    Case(_Timeout, TargetUnreachable, "{where}: {exc}"),
+    Case(amqp.ChannelClosedByBroker, TargetRejected, "{where}: {exc.reply_code} {exc.reply_text}"),
+    Case((amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError, amqp.AuthenticationError),
+         TargetRejected, "{where} refused the connection: {exc!r}"),
+    Case(amqp.ConnectionClosedByBroker, TargetRejected, "{where} refused the connection: {exc!r}", when=_refused),
+    Case((amqp.AMQPConnectionError, AMQPConnectorException), TargetUnreachable, "{where}: {exc!r}"),
+    Case(amqp.AMQPError, TargetRejected, "{where}: {exc!r}"),
+)
+# While publishing, the broker refuses only the message itself with PRECONDITION_FAILED (over max_message_size).
+_WHILE_PUBLISHING = ErrorMap(
+    Case(amqp.ChannelClosedByBroker, PayloadError, "{where} refused a message: {exc.reply_text}",
+         when=lambda exc: exc.reply_code == _PRECONDITION_FAILED),
+    *_ERRORS.cases,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +110,16 @@ class _Message:
         }
 
 
-class _AmqpTransport(Transport[AmqpConfigT]):
-    """Connection, channel, declarations and pipelined confirms, shared by both RabbitMQ transports."""
+class _AmqpTransport(SerialTransport[AmqpConfigT, pika.SelectConnection]):
+    """Connection, channel, declarations and pipelined confirms, shared by both RabbitMQ transports.
+
+    The client is the connection; sends are serial as pika is not thread-safe.
+    """
 
     def __init__(self, config: AmqpConfigT, settings: Settings) -> None:
         super().__init__(config, settings)
-        self.timeout = settings.HOOK_HTTP_TIMEOUT_SEC
         # Shown by `rabbitmqctl list_connections client_properties` and the management UI.
         self.connection_name = f"actionhooks {self.type} pid {os.getpid()} #{next(_connection_numbers)}"
-        self._conn: pika.SelectConnection | None = None
-        self._pid = 0
         self._channel: Channel | None = None
         self._declared: set[str] = set()
         self._failure: BaseException | None = None
@@ -106,9 +128,6 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         self._acked: set[int] = set()
         self._nacked: set[int] = set()
         self._publishing = False
-        # One send or close at a time: pika is not thread-safe, and a threads-pool worker can run two
-        # drain tasks of one hook (or close a changed hook's transport) at the same moment.
-        self._lock = threading.Lock()
 
     # What the two transports differ in.
     def _route(self, event: dict[str, Any]) -> tuple[str, str]:
@@ -118,10 +137,6 @@ class _AmqpTransport(Transport[AmqpConfigT]):
     def _declare(self, messages: list[_Message], deadline: float) -> None:
         """Declare what `messages` are published to, each name once per connection."""
         raise NotImplementedError
-
-    def send(self, batch: Batch) -> Receipt:
-        with self._lock:
-            return self._send(batch)
 
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
@@ -133,12 +148,13 @@ class _AmqpTransport(Transport[AmqpConfigT]):
             try:
                 self._deliver(messages, deadline)
                 break
-            except (amqp.AMQPError, AMQPConnectorException, _Timeout) as exc:
+            except _ERRORS.caught as exc:
                 self._drop()
                 lost = isinstance(exc, amqp.AMQPConnectionError)
                 if attempt == 1 and reused and lost and time.monotonic() < deadline:
                     continue  # a stale cached connection: reconnect once, resend what was not acked
-                raise self._translate(exc, frozenset(self._acked)) from exc
+                errors = _WHILE_PUBLISHING if self._publishing else _ERRORS
+                raise errors.error(exc, delivered=frozenset(self._acked), where=self._where()) from exc
         if self._nacked:
             raise TargetRejected(
                 f"RabbitMQ nacked {len(self._nacked)} of {len(messages)} message(s)",
@@ -150,14 +166,10 @@ class _AmqpTransport(Transport[AmqpConfigT]):
             details={"messages": len(messages)},
         )
 
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
     @property
     def is_open(self) -> bool:
         """Whether the transport holds an open connection (False before the first send and after close)."""
-        return self._conn is not None and self._conn.is_open
+        return self._client is not None and self._client.is_open
 
     def _message(self, hook_id: int, event: dict[str, Any]) -> _Message:
         exchange, routing_key = self._route(event)
@@ -170,40 +182,43 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         return _Message(exchange, routing_key, properties, dumps(event))
 
     def _deliver(self, messages: list[_Message], deadline: float) -> None:
-        """Publish every message not acked yet, then wait for all their confirms."""
+        """Publish every message not acked yet, then wait for all their confirms.
+
+        `_publishing` stays set when this raises while publishing, so the error is judged as one of
+        the publish (a PRECONDITION_FAILED then refuses the message itself).
+        """
+        self._publishing = False
         self._connect(deadline)
         self._declare(messages, deadline)
         self._outstanding.clear()
         self._nacked = set()
         channel = self._channel
-        assert channel is not None
+        if channel is None:  # _connect opened one or raised: a bug, failed as pika fails an operation
+            raise amqp.ChannelWrongStateError("no channel to publish on")
         self._publishing = True
-        try:
-            for index, message in enumerate(messages):
-                if index in self._acked:
-                    continue
-                channel.basic_publish(message.exchange, message.routing_key, message.body, message.properties)
-                self._tag += 1
-                self._outstanding[self._tag] = index
-            self._run_until(lambda: not self._outstanding, deadline, "publisher confirms")
-        finally:
-            self._publishing = False
+        for index, message in enumerate(messages):
+            if index in self._acked:
+                continue
+            channel.basic_publish(message.exchange, message.routing_key, message.body, message.properties)
+            self._tag += 1
+            self._outstanding[self._tag] = index
+        self._run_until(lambda: not self._outstanding, deadline, "publisher confirms")
+        self._publishing = False
 
     # Connection and channel.
     def _alive(self) -> bool:
         """Whether a connection from an earlier send is still usable (read what the broker sent meanwhile)."""
-        if self._conn is not None and self._pid != os.getpid():
-            self._conn = None  # inherited over fork: the socket is the parent's, leave it alone
-        if self._conn is None:
+        conn = self._own_client()
+        if conn is None:
             return False
         self._failure = None
-        loop = self._conn.ioloop
+        loop = conn.ioloop
         loop.call_later(0, loop.stop)
         loop.start()  # one non-blocking poll: picks up a Connection.Close or EOF that came while idle
-        return self._conn.is_open  # a closed one is replaced by _connect: that is the one reconnect
+        return conn.is_open  # a closed one is replaced by _connect: that is the one reconnect
 
     def _connect(self, deadline: float) -> None:
-        conn, channel = self._conn, self._channel
+        conn, channel = self._client, self._channel
         if conn is not None and conn.is_open and channel is not None and channel.is_open:
             return
         self._drop()
@@ -221,13 +236,12 @@ class _AmqpTransport(Transport[AmqpConfigT]):
             client_properties={"connection_name": self.connection_name},
         )
         opened: list[bool] = []
-        self._conn = pika.SelectConnection(
+        self._adopt(pika.SelectConnection(
             params,
             on_open_callback=lambda _c: self._done(opened),
             on_open_error_callback=lambda _c, exc: self._fail(exc),
             on_close_callback=lambda _c, exc: self._fail(exc),
-        )
-        self._pid = os.getpid()
+        ))
         self._failure = None
         self._run_until(lambda: bool(opened), deadline, "the connection to open")
         self._channel = self._open_channel(deadline)
@@ -239,9 +253,8 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         return str(vet_target("RabbitMQ", cfg.host, cfg.port, acked)[0])
 
     def _open_channel(self, deadline: float) -> Channel:
-        assert self._conn is not None
         ready: list[bool] = []
-        channel = self._conn.channel(on_open_callback=lambda _ch: self._done(ready))
+        channel = self._connection().channel(on_open_callback=lambda _ch: self._done(ready))
         channel.add_on_close_callback(lambda _ch, exc: self._fail(exc))
         self._run_until(lambda: bool(ready), deadline, "the channel to open")
         ready.clear()
@@ -256,7 +269,8 @@ class _AmqpTransport(Transport[AmqpConfigT]):
         """Run a declaration once per connection; on PRECONDITION_FAILED, run `fallback` on a new channel."""
         if name in self._declared:
             return
-        assert self._channel is not None
+        if self._channel is None:  # _connect opened one or raised: a bug, failed as pika fails an operation
+            raise amqp.ChannelWrongStateError(f"no channel to declare {name!r} on")
         done: list[bool] = []
         start(self._channel, lambda _f: self._done(done))
         try:
@@ -272,7 +286,7 @@ class _AmqpTransport(Transport[AmqpConfigT]):
 
     def _drop(self) -> None:
         """Forget the connection (closing it when it is ours and open); idempotent."""
-        conn, self._conn, self._channel = self._conn, None, None
+        conn, self._client, self._channel = self._client, None, None
         self._declared.clear()
         self._outstanding.clear()
         if conn is None or self._pid != os.getpid() or conn.is_closed:
@@ -284,19 +298,18 @@ class _AmqpTransport(Transport[AmqpConfigT]):
                 return
         # Let the close handshake finish so the broker logs a clean close, not a lost client.
         self._failure = None
-        self._conn = conn
+        self._client = conn
         try:
             self._run_until(lambda: conn.is_closed, time.monotonic() + 1.0, "the connection to close")
         except (amqp.AMQPError, _Timeout):
             pass
         finally:
-            self._conn = None
+            self._client = None
 
     # The loop.
     def _run_until(self, done: Callable[[], bool], deadline: float, what: str) -> None:
         """Run the I/O loop until `done()`; raise a failure a callback recorded, or _Timeout at deadline."""
-        assert self._conn is not None
-        loop = self._conn.ioloop
+        loop = self._connection().ioloop
         while True:
             if done():
                 return
@@ -309,18 +322,24 @@ class _AmqpTransport(Transport[AmqpConfigT]):
             loop.start()
             loop.remove_timeout(timer)
 
+    def _connection(self) -> pika.SelectConnection:
+        """The connection an operation runs on; one was opened before any operation starts."""
+        if self._client is None:
+            raise amqp.ConnectionWrongStateError("no connection (dropped during the attempt)")
+        return self._client
+
     def _done(self, flag: list[bool]) -> None:
         flag.append(True)
-        if self._conn is not None:
-            self._conn.ioloop.stop()
+        if self._client is not None:
+            self._client.ioloop.stop()
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, amqp.ChannelClosedByClient | amqp.ConnectionClosedByClient):
             pass  # our own close(), not a failure of the attempt
         elif self._failure is None or isinstance(exc, amqp.AMQPConnectionError | AMQPConnectorException):
             self._failure = exc  # the connection's reason wins over the channel's (it closes its channels)
-        if self._conn is not None:
-            self._conn.ioloop.stop()
+        if self._client is not None:
+            self._client.ioloop.stop()
 
     def _on_confirm(self, frame: Method) -> None:
         method = frame.method
@@ -331,28 +350,11 @@ class _AmqpTransport(Transport[AmqpConfigT]):
                 outcome.add(self._outstanding.popitem(last=False)[1])
         elif tag in self._outstanding:
             outcome.add(self._outstanding.pop(tag))
-        if not self._outstanding and self._conn is not None:
-            self._conn.ioloop.stop()
+        if not self._outstanding and self._client is not None:
+            self._client.ioloop.stop()
 
-    def _translate(self, exc: BaseException, delivered: frozenset[int]) -> DeliveryError:
-        """Our error for a pika failure (or the deadline), keeping which events were acked."""
-        where = f"RabbitMQ {self.config.host}:{self.config.port} vhost {self.config.vhost!r}"
-        text = str(exc) if isinstance(exc, _Timeout) else repr(exc)  # pika's reprs name the cause
-        if isinstance(exc, _Timeout):
-            return TargetUnreachable(f"{where}: {text}", delivered=delivered)
-        if isinstance(exc, amqp.ChannelClosedByBroker):
-            if self._publishing and exc.reply_code == _PRECONDITION_FAILED:
-                # While publishing, the broker refuses only the message itself (over max_message_size).
-                return PayloadError(f"{where} refused a message: {exc.reply_text}", delivered=delivered)
-            return TargetRejected(f"{where}: {exc.reply_code} {exc.reply_text}", delivered=delivered)
-        refused = isinstance(
-            exc, amqp.ProbableAuthenticationError | amqp.ProbableAccessDeniedError | amqp.AuthenticationError
-        ) or (isinstance(exc, amqp.ConnectionClosedByBroker) and exc.reply_code in _REFUSED_CODES)
-        if refused:
-            return TargetRejected(f"{where} refused the connection: {text}", delivered=delivered)
-        if isinstance(exc, amqp.AMQPConnectionError | AMQPConnectorException):
-            return TargetUnreachable(f"{where}: {text}", delivered=delivered)
-        return TargetRejected(f"{where}: {text}", delivered=delivered)
+    def _where(self) -> str:
+        return f"RabbitMQ {self.config.host}:{self.config.port} vhost {self.config.vhost!r}"
 
 
 class RabbitMQQueueTransport(_AmqpTransport[RabbitMQQueueDelivery]):

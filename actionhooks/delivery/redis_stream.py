@@ -33,65 +33,56 @@ from redis.retry import Retry
 
 from actionhooks.delivery.base import Batch, Receipt, SerialTransport
 from actionhooks.delivery.config import RedisStreamDelivery
+from actionhooks.delivery.errormap import Case, ErrorMap
 from actionhooks.delivery.ssrf import vet_target
-from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
-from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
+from actionhooks.errors import PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 
 __all__ = ["RedisStreamTransport"]
 
 _client_numbers = itertools.count(1)
-_REFUSED = (rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError)
+# redis-py's exceptions → ours. A refused login is a ConnectionError to redis-py: it comes first.
+_ERRORS = ErrorMap(
+    Case((rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError), TargetRejected,
+         "{where} refused the connection: {exc}"),
+    Case((rex.ConnectionError, rex.TimeoutError), TargetUnreachable),
+    Case(rex.RedisError, TargetRejected),  # WRONGTYPE, OOM... : the server answered and refused
+)
 
 
-class RedisStreamTransport(SerialTransport[RedisStreamDelivery]):
+class RedisStreamTransport(SerialTransport[RedisStreamDelivery, redis.Redis]):
     """XADD <stream> [MAXLEN ~ n] * event <json> event_id <id> hook_id <id> event_type <type>."""
 
     type: ClassVar[str] = "redis_stream"
 
     def __init__(self, config: RedisStreamDelivery, settings: Settings) -> None:
         super().__init__(config, settings)
-        self.timeout = settings.HOOK_HTTP_TIMEOUT_SEC
-        self._stream = FieldTemplate(config, "stream", settings)
         # Shown by CLIENT LIST (Redis names have no spaces).
         self.client_name = f"actionhooks-pid{os.getpid()}-{next(_client_numbers)}"
-        self._client: redis.Redis | None = None
-        self._pid = 0
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the transport holds a client (False before the first send and after close)."""
-        return self._client is not None
-
-    def _release(self) -> None:
-        self._drop()
 
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
         entries = [self._entry(batch.hook_id, event) for event in batch.events]
         for attempt in (1, 2):
-            reused = self._client is not None and self._pid == os.getpid()
+            reused = self._own_client() is not None
             client = self._ready_client()
             try:
                 replies = self._pipeline(client, entries)
                 break
-            except (rex.ConnectionError, rex.TimeoutError) as exc:
+            except _ERRORS.caught as exc:
                 self._drop()
-                if attempt == 1 and reused and isinstance(exc, rex.ConnectionError) and not isinstance(exc, _REFUSED):
+                lost = isinstance(exc, rex.ConnectionError) and _ERRORS.kind(exc) is TargetUnreachable
+                if attempt == 1 and reused and lost:
                     continue  # a pooled connection the server closed while idle: one new connection
-                raise self._translate(exc) from exc
-            except rex.RedisError as exc:
-                self._drop()
-                raise self._translate(exc) from exc
+                raise _ERRORS.error(exc, where=self._where()) from exc
         failed = {i: reply for i, reply in enumerate(replies) if isinstance(reply, Exception)}
         if failed:
             delivered = frozenset(range(len(entries))) - frozenset(failed)
             first = next(iter(failed.values()))
-            error = TargetRejected(
-                f"{self._where()}: {len(failed)} of {len(entries)} XADD refused: {first}", delivered=delivered
-            )
-            raise error from first
+            kind = _ERRORS.batch_kind(failed.values())
+            raise kind(f"{self._where()}: {len(failed)} of {len(entries)} XADD refused: {first}",
+                       delivered=delivered) from first
         return Receipt(
             latency_ms=(time.perf_counter() - started) * 1000,
             payload=[
@@ -102,9 +93,10 @@ class RedisStreamTransport(SerialTransport[RedisStreamDelivery]):
         )
 
     def _entry(self, hook_id: int, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        stream = self._stream.render(event)
+        stream = self.templates["stream"].render(event)
         if not stream:
-            raise PayloadError(f"stream template {self._stream.source!r} rendered an empty name", retryable=False)
+            source = self.templates["stream"].source
+            raise PayloadError(f"stream template {source!r} rendered an empty name", retryable=False)
         fields = {
             "event": dumps(event),
             "event_id": str(event.get("event_id", "")),
@@ -124,49 +116,33 @@ class RedisStreamTransport(SerialTransport[RedisStreamDelivery]):
             raise lost
         return replies
 
-    def _ready_client(self) -> redis.Redis:
-        if self._client is not None and self._pid != os.getpid():
-            self._client = None  # inherited over fork: the parent's sockets are not ours to use or close
-        if self._client is None:
-            host, port, db, tls = self.config.address()
-            if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
-                address = str(vet_target("Redis", host, port)[0])
-                host = host if tls else address
-            self._client = redis.Redis(
-                host=host,
-                port=port,
-                db=db,
-                username=self.config.username,
-                password=self.config.password,
-                ssl=tls,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-                retry_on_error=[],
-                max_connections=1,  # the lock allows one pipeline at a time: one connection, reused
-                client_name=self.client_name,
-            )
-            self._pid = os.getpid()
-        return self._client
+    def _open_client(self) -> redis.Redis:
+        host, port, db, tls = self.config.address()
+        if not self.settings.HOOK_ALLOW_PRIVATE_TARGETS:
+            address = str(vet_target("Redis", host, port)[0])
+            host = host if tls else address
+        return redis.Redis(
+            host=host,
+            port=port,
+            db=db,
+            username=self.config.username,
+            password=self.config.password,
+            ssl=tls,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_error=[],
+            max_connections=1,  # the lock allows one pipeline at a time: one connection, reused
+            client_name=self.client_name,
+        )
 
-    def _drop(self) -> None:
-        """Forget the client, closing its connection when it is ours (not inherited over a fork); idempotent."""
-        client, self._client = self._client, None
-        if client is not None and self._pid == os.getpid():
-            client.connection_pool.disconnect()
-            client.close()
+    def _shut(self, client: redis.Redis) -> None:
+        client.connection_pool.disconnect()
+        client.close()
 
     def _where(self) -> str:
         host, port, db, _tls = self.config.address()
         return f"Redis {host}:{port}/{db}"
-
-    def _translate(self, exc: rex.RedisError) -> DeliveryError:
-        text = f"{self._where()}: {type(exc).__name__}: {exc}"
-        if isinstance(exc, _REFUSED):
-            return TargetRejected(f"{self._where()} refused the connection: {exc}")
-        if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
-            return TargetUnreachable(text)
-        return TargetRejected(text)
 
 
 def _text(value: Any) -> str:

@@ -22,11 +22,9 @@ from typing import Any, ClassVar
 from actionhooks.delivery.aws import AWS_ERRORS, AwsTransport, translate
 from actionhooks.delivery.base import Batch, Receipt
 from actionhooks.delivery.config import S3Delivery
-from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
 from actionhooks.errors import PayloadError
 from actionhooks.events import event_timestamp
-from actionhooks.settings import Settings
 
 __all__ = ["S3Transport"]
 
@@ -40,10 +38,6 @@ class S3Transport(AwsTransport[S3Delivery]):
     type: ClassVar[str] = "s3"
     service, what = "s3", "S3 endpoint"
 
-    def __init__(self, config: S3Delivery, settings: Settings) -> None:
-        super().__init__(config, settings)
-        self._prefix = FieldTemplate(config, "prefix", settings)
-
     def client_options(self) -> dict[str, Any]:
         # AWS wants virtual-hosted addressing (bucket.s3.<region>.amazonaws.com); other endpoints
         # (MinIO, moto...) mostly serve path-style only, and then the host is exactly the one vetted.
@@ -51,7 +45,7 @@ class S3Transport(AwsTransport[S3Delivery]):
 
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
-        client = self._ready_client()
+        client = self._vetted_client()
         objects = self._objects(batch)
         delivered: set[int] = set()
         written: list[dict[str, Any]] = []
@@ -78,7 +72,7 @@ class S3Transport(AwsTransport[S3Delivery]):
         """Object key -> indexes of the events it holds, in batch order."""
         objects: dict[str, list[int]] = {}
         for index, event in enumerate(batch.events):
-            prefix = self._prefix.render(event).strip("/")
+            prefix = self.templates["prefix"].render(event).strip("/")
             day = _day(event)
             key = f"{prefix}/{day}/{batch.batch_id}.jsonl.gz" if prefix else f"{day}/{batch.batch_id}.jsonl.gz"
             objects.setdefault(key, []).append(index)

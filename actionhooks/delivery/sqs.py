@@ -28,10 +28,8 @@ import botocore.exceptions as bex
 from actionhooks.delivery.aws import AWS_ERRORS, AwsTransport, translate
 from actionhooks.delivery.base import Batch, Receipt
 from actionhooks.delivery.config import SqsDelivery
-from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.delivery.wire import dumps
 from actionhooks.errors import DeliveryError, PayloadError, TargetRejected, TargetUnreachable
-from actionhooks.settings import Settings
 
 __all__ = ["SqsTransport"]
 
@@ -49,13 +47,9 @@ class SqsTransport(AwsTransport[SqsDelivery]):
     type: ClassVar[str] = "sqs"
     service, what = "sqs", "SQS endpoint"
 
-    def __init__(self, config: SqsDelivery, settings: Settings) -> None:
-        super().__init__(config, settings)
-        self._group = FieldTemplate(config, "message_group_id", settings)
-
     def _send(self, batch: Batch) -> Receipt:
         started = time.perf_counter()
-        client = self._ready_client()
+        client = self._vetted_client()
         entries = [self._entry(batch.hook_id, index, event) for index, event in enumerate(batch.events)]
         sent: dict[int, str] = {}  # event index -> SQS MessageId
         failed: dict[int, dict[str, Any]] = {}
@@ -109,7 +103,7 @@ class SqsTransport(AwsTransport[SqsDelivery]):
                                  "MessageAttributes": attributes}
         if self.config.fifo:
             entry["MessageDeduplicationId"] = _bounded_id(str(event.get("event_id", "")))
-            entry["MessageGroupId"] = _bounded_id(self._group.render(event)) or _DEFAULT_GROUP
+            entry["MessageGroupId"] = _bounded_id(self.templates["message_group_id"].render(event)) or _DEFAULT_GROUP
         return entry
 
     def _where(self) -> str:

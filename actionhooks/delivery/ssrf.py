@@ -88,18 +88,31 @@ class GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        addresses = vetted_addresses(host, port)
-        error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
-        for address in addresses:
+        try:
+            *others, last = vetted_addresses(host, port)
+        except TargetUnreachable as exc:
+            # Where httpcore meets the guard: to httpcore (and httpx above it) a name that does not
+            # resolve is a connect error, which the HTTP transport maps back to TargetUnreachable.
+            # TargetForbidden passes through both untouched (they re-raise what they do not know).
+            raise httpcore.ConnectError(exc.message) from exc
+        for address in others:
             try:
-                return self._backend.connect_tcp(
-                    str(address), port, timeout=timeout, local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        assert error is not None  # vetted_addresses never returns an empty list
-        raise error
+                return self._connect(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                continue  # the next address; the last one's failure is the one raised
+        return self._connect(last, port, timeout, local_address, socket_options)
+
+    def _connect(
+        self,
+        address: IPAddress,
+        port: int,
+        timeout: float | None,
+        local_address: str | None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None,
+    ) -> httpcore.NetworkStream:
+        return self._backend.connect_tcp(
+            str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
 
     def connect_unix_socket(
         self,
@@ -114,11 +127,14 @@ class GuardedBackend(httpcore.NetworkBackend):
 
 
 def vetted_addresses(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to, in resolver order, once all of them passed the guard."""
+    """Every address `host` resolves to (never none), in resolver order, once all of them passed the guard.
+
+    TargetForbidden when one is not public; TargetUnreachable when the name does not resolve.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        raise TargetUnreachable(f"cannot resolve {host}: {exc}") from exc
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         # An IPv6 sockaddr of a link-local address may carry a "%scope"; the address is what counts.
@@ -135,7 +151,7 @@ def vetted_addresses(host: str, port: int) -> list[IPAddress]:
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise httpcore.ConnectError(f"{host} resolved to no address")
+        raise TargetUnreachable(f"{host} resolved to no address")
     return addresses
 
 
@@ -158,8 +174,8 @@ def vet_target(what: str, host: str, port: int, delivered: frozenset[int] = froz
         return vetted_addresses(host, port)
     except TargetForbidden as exc:
         raise TargetForbidden(f"{what} {exc.message}", delivered=delivered) from exc
-    except httpcore.ConnectError as exc:
-        raise TargetUnreachable(f"{what} {host}:{port}: {exc}", delivered=delivered) from exc
+    except TargetUnreachable as exc:
+        raise TargetUnreachable(f"{what} {host}:{port}: {exc.message}", delivered=delivered) from exc
 
 
 def http_transport(

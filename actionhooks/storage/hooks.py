@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,7 +22,7 @@ from actionhooks.storage import hook_state
 from actionhooks.storage.tables import Hook as HookRow
 from actionhooks.storage.tables import HookChange
 
-__all__ = ["SqlHookRepository", "lock_existing", "stop", "to_hook"]
+__all__ = ["HOOK_COLUMNS", "SqlHookRepository", "hook_row", "lock_existing", "stop", "to_hook"]
 
 
 class SqlHookRepository:
@@ -130,6 +131,27 @@ def to_hook(row: HookRow, status: hook_state.HookStatus | None = None) -> Hook:
         spec=spec,
         paused_since=status.paused_since if status is not None and row.active else None,
     )
+
+
+# The columns a compiled hook is made of (hooks/matching.py's compile_hook reads them by these names).
+HOOK_COLUMNS = (
+    "id",
+    "account_id",
+    "version",
+    "active",
+    "name",
+    "database_id",
+    "actions",
+    "filters",
+    "custom_data",
+    "include_content",
+    "delivery",
+)
+
+
+def hook_row(row: HookRow) -> dict[str, Any]:
+    """A stored hook as the plain dict compile_hook takes (the API's hook endpoints and the workers' cache)."""
+    return {name: getattr(row, name) for name in HOOK_COLUMNS}
 
 
 def _row(session: Session, account_id: int, hook_id: int, *, lock: bool = False) -> HookRow:

@@ -17,7 +17,8 @@ import orjson
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from actionhooks.storage.tables import Intake, QuarantinedEvent
+from actionhooks.storage import intake
+from actionhooks.storage.tables import QuarantinedEvent
 
 __all__ = ["ERROR_TEXT_LIMIT", "count", "listed", "quarantine", "replay"]
 
@@ -72,12 +73,6 @@ def replay(session: Session, account_id: int, ids: list[int] | None) -> int:
     rows = session.execute(stmt.order_by(QuarantinedEvent.id)).all()
     if not rows:
         return 0
-    session.execute(
-        insert(Intake),
-        [
-            {"account_id": account_id, "events": b"[" + blob + b"]", "n_events": 1, "created_at": accepted_at}
-            for _, blob, accepted_at in rows
-        ],
-    )
+    intake.requeue(session, account_id, [(blob, accepted_at) for _, blob, accepted_at in rows])
     session.execute(delete(QuarantinedEvent).where(QuarantinedEvent.id.in_([row_id for row_id, _, _ in rows])))
     return len(rows)

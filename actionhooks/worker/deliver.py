@@ -39,10 +39,10 @@ from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage import stats
 from actionhooks.storage.hooks import lock_existing
+from actionhooks.storage.intake import stage
 from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker import control, shutdown
 from actionhooks.worker.batching import form_batches
-from actionhooks.worker.intake import stage
 
 if TYPE_CHECKING:
     from actionhooks.worker.runtime import Runtime

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from actionhooks.errors import HookValidationError
 from actionhooks.hooks.matching import CompiledHook, HookIndex, compile_hook
 from actionhooks.settings import Settings
+from actionhooks.storage.hooks import hook_row
 from actionhooks.storage.tables import Hook, HookChange
 
 log = logging.getLogger(__name__)
@@ -38,29 +39,11 @@ GAP_TTL_SEC = 60.0
 FULL_RELOAD_SEC = 30.0
 MIN_REFRESH_INTERVAL_SEC = 0.2
 
-HOOK_COLUMNS = (
-    "id",
-    "account_id",
-    "version",
-    "active",
-    "name",
-    "database_id",
-    "actions",
-    "filters",
-    "custom_data",
-    "include_content",
-    "delivery",
-)
-
 # Called after a refresh for every hook whose version changed: (hook id, the version now compiled,
 # or None when the hook is gone or cannot be compiled).
 OnChange = Callable[[int, int | None], None]
 # Called after a refresh for every hook version this cache found it cannot compile, with the reason.
 OnBroken = Callable[[int, int, HookValidationError], None]
-
-
-def hook_row(hook: Hook) -> dict[str, Any]:
-    return {name: getattr(hook, name) for name in HOOK_COLUMNS}
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,14 +32,13 @@ from actionhooks import tracing
 from actionhooks.errors import TemplateError
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.settings import Settings
-from actionhooks.storage import quarantine
+from actionhooks.storage import intake, quarantine
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Delivery, Intake
 from actionhooks.templating import DictCatalog, RenderBudget, build_custom_data
 from actionhooks.worker import content as content_store
 from actionhooks.worker import shutdown
 from actionhooks.worker.batching import form_batches, new_delivery
-from actionhooks.worker.intake import clear_signal
 from actionhooks.worker.lookups import load_catalog, load_profiles
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ Accepted = list[tuple[float, dict[str, Any]]]
 def route_account(rt: Runtime, account_id: int) -> int:
     """Route the account's waiting intake; returns the number of events routed."""
     with rt.sessions() as session:
-        clear_signal(session, account_id)
+        intake.clear_signal(session, account_id)
     routed = 0
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
     while time.monotonic() < deadline and not shutdown.requested():
@@ -74,7 +73,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
             rt.hooks.refresh(force=True)  # reads only: never waits for the write lock this session holds
             with tracing.span("actionhooks.route", links=traces, account_id=account_id, events=len(events)):
                 windows = _route_isolating(rt, session, account_id, events)
-                session.execute(delete(Intake).where(Intake.id.in_(ids)))
+                intake.remove(session, ids)
                 session.commit()
         for hook_id, due_in in windows.items():
             rt.triggers.drain(hook_id, countdown=due_in or None)

@@ -23,12 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from actionhooks.broker.celery_app import close_celery, make_celery
 from actionhooks.broker.triggers import Triggers
 from actionhooks.settings import Settings
-from actionhooks.storage import archive, backfills, hook_state
+from actionhooks.storage import archive, backfills, hook_state, intake
 from actionhooks.storage.db import engine_from_settings, session_factory
-from actionhooks.storage.tables import Attempt, Delivery, SeenEvent
+from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker import content
 from actionhooks.worker.batching import overdue_windows
-from actionhooks.worker.intake import stale_work
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class Scheduler:
     def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self.sessions() as session:
-            accounts = stale_work(session, now - STALE_INTAKE_SEC)
+            accounts = intake.stale_work(session, now - STALE_INTAKE_SEC)
             windows = overdue_windows(session, now, grace=0.0)
             due = set(
                 session.scalars(
@@ -81,7 +80,7 @@ class Scheduler:
         with self.sessions() as session:
             expired = content.expire(session, now, self.settings)
             history = archive.maintain(session, now, self.settings.EVENT_ARCHIVE_HOURS)
-            session.execute(delete(SeenEvent).where(SeenEvent.seen_at < now - self.settings.EVENT_DEDUP_HOURS * 3600))
+            intake.forget_seen(session, now - self.settings.EVENT_DEDUP_HOURS * 3600)
             session.commit()
             self._prune_attempts(session)
         if expired.removed:

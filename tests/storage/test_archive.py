@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.storage import archive
+from actionhooks.storage.intake import accept_events
 from actionhooks.storage.tables import ARCHIVE_PARTITION_SCHEMA, ArchivedRequest, Intake
-from actionhooks.worker.intake import accept_events
 
 DAY = 86_400.0
 

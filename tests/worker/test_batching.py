@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from actionhooks.hooks.matching import CompiledHook, compile_hook
 from actionhooks.settings import Settings
 from actionhooks.storage.db import make_engine, session_factory
+from actionhooks.storage.hooks import hook_row
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Delivery, Hook, Outbox
 from actionhooks.worker.batching import form_batches, overdue_windows
-from actionhooks.worker.hook_cache import hook_row
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Backfill endpoints: deliver a hook the archived events of an interval (delivery-control.md, "History").
+"""Backfill endpoints: deliver a hook the archived events of an interval (README, "History").
 
 The API only validates, records the job (storage/backfills.py) and sends the worker a trigger through
 the same Celery client as route triggers; the worker does the scanning and delivering
@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from actionhooks.api.auth import Principal, admin_principal
 from actionhooks.api.errors import error_body
-from actionhooks.api.pipeline import triggers_of
 from actionhooks.api.routes.hooks import HookId
+from actionhooks.api.triggers import triggers_of
 from actionhooks.errors import HookValidationError, NotFound
 from actionhooks.storage import archive, backfills
 from actionhooks.storage.tables import Hook

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from actionhooks.api.auth import Principal, admin_principal
-from actionhooks.api.pipeline import load_hook, triggers_of
+from actionhooks.api.hook_loader import load_hook
 from actionhooks.api.routes.hooks import HookId
+from actionhooks.api.triggers import triggers_of
 from actionhooks.delivery import Batch, attempt, make_transport
 from actionhooks.delivery.config import mask_url, redact
 from actionhooks.errors import DeliveryError, HookValidationError, TemplateError

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from actionhooks.api.auth import Principal, admin_principal
-from actionhooks.api.pipeline import triggers_of
+from actionhooks.api.triggers import triggers_of
 from actionhooks.storage import quarantine
 
 router = APIRouter(tags=["quarantine"])

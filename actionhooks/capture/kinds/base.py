@@ -22,7 +22,13 @@ from actionhooks.capture.model import Source
 from actionhooks.capture.request import Env, Refused
 from actionhooks.storage.sources import Identity
 
-__all__ = ["Call", "CaptureKind", "TooLarge", "problem", "read_body"]
+__all__ = ["Call", "CaptureKind", "NoSource", "problem"]
+
+
+class NoSource(RuntimeError):
+    """A kind asked to capture the events of a request with no source (`Call.source` None): a bug in
+    the kind, which must answer strangers without capturing. A typed error rather than an assert
+    (gone under `python -O`, where the bug would pass for a database failure: `store_failed`)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,8 @@ class Call:
         Only a visitor id that came from the request's cookie can have identified before, so only
         then does the committer look it up (a mass send's first opens cost no identity query).
         """
-        assert self.source is not None
+        if self.source is None:
+            raise NoSource(f"{kind}: capture() called for a request that has no source of this kind")
         returning = frozenset({env.visitor_id}) if env.returning and env.visitor_id else frozenset()
         try:
             await self.ctx.committer.submit(self.source.account_id, events, identities, returning,
@@ -67,24 +74,6 @@ class CaptureKind(Protocol):
     endpoints: Mapping[str, frozenset[str]]
 
     async def answer(self, call: Call) -> Response: ...
-
-
-class TooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or TooLarge past `limit` bytes (before reading when Content-Length says so)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def problem(status: int, loc: list[Any], msg: str, kind: str, headers: Mapping[str, str] | None = None) -> Response:

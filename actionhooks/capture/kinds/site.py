@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from actionhooks.capture.kinds.base import Call, TooLarge, problem, read_body, refused_problem
+from actionhooks.api.body import TooLarge, read_body
+from actionhooks.capture.kinds.base import Call, problem, refused_problem
 from actionhooks.capture.model import Source
 from actionhooks.capture.request import (
     MAX_PROFILE_ID,

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse, Response
 
-from actionhooks.capture.kinds.base import Call, TooLarge, problem, read_body
+from actionhooks.api.body import TooLarge, read_body
+from actionhooks.capture.kinds.base import Call, problem
 from actionhooks.capture.model import BasicAuth, Source, StandardWebhooksAuth
 from actionhooks.capture.request import Refused, event_from_params, request_env
 from actionhooks.delivery.signing import sign

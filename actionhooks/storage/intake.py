@@ -1,25 +1,33 @@
-"""Accepting events: dedupe by event_id, store the request as one intake row, raise the route signal.
+"""The intake: accepted events waiting for a router, with the dedup ids and route signals beside them.
 
-All of it happens in one transaction, so a 202 means the events are on disk (SQLite WAL or
-PostgreSQL) and nothing of a rejected request is stored. The route signal lets the API send one
-trigger per burst instead of one per request: it is set here only if absent, and the router
-removes it before it reads the intake, so an event stored after the removal raises it again.
+This module is the one writer of the `intake`, `seen_events` and `route_signals` tables, for the
+API (POST /events), the capture committer, the router, the scheduler and quarantine replays alike.
+
+Accepting events (dedupe by event_id, store the request as one intake row, raise the route signal)
+happens in one transaction, so a 202 means the events are on disk (SQLite WAL or PostgreSQL) and
+nothing of a rejected request is stored. The route signal lets the API send one trigger per burst
+instead of one per request: it is set here only if absent, and the router removes it before it
+reads the intake, so an event stored after the removal raises it again.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Insert, delete, insert, select
 from sqlalchemy.orm import Session
 
 from actionhooks.errors import HookValidationError
 from actionhooks.storage import archive as event_archive
+from actionhooks.storage.dialect import insert_for
 from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
+
+__all__ = ["Accepted", "accept_events", "clear_signal", "forget_seen", "remove", "requeue", "stage", "stale_work"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +39,6 @@ class Accepted:
     signal_raised: bool
 
 
-def _insert_for(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 # The two statements of every accepted request, built once on the Core tables with their values as
 # execution parameters: SQLAlchemy then finds them in its compiled cache at the cost of a cache key
 # without values. An ORM `insert(Intake).values(events=blob)` went through the ORM bulk path and
@@ -42,17 +46,19 @@ def _insert_for(session: Session) -> Any:
 # before, 0.34 ms after (measured in process over 1,000 commits; the capture group commit runs these
 # for every batch, POST /events for every request).
 _STORE = insert(Intake.__table__).returning(Intake.__table__.c.id)
-_SIGNAL = {
-    name: dialect.insert(RouteSignal.__table__).on_conflict_do_nothing().returning(RouteSignal.account_id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+
+
+@functools.cache
+def _signal(dialect_insert: Callable[..., Insert]) -> Insert:
+    """The route signal's insert-if-absent for a dialect's `insert` (storage/dialect.py), built once."""
+    return dialect_insert(RouteSignal.__table__).on_conflict_do_nothing().returning(RouteSignal.account_id)
 
 
 def _first_sightings(session: Session, account_id: int, ids: list[str], now: float, window_sec: float) -> set[str]:
     """The event_ids of `ids` not accepted within the dedup window (and record them as seen now)."""
     if not ids:
         return set()
-    ins = _insert_for(session)(SeenEvent).values(
+    ins = insert_for(session)(SeenEvent).values(
         [{"account_id": account_id, "event_id": i, "seen_at": now} for i in ids]
     )
     stmt = ins.on_conflict_do_update(
@@ -117,8 +123,8 @@ def stage(
     request_id = session.execute(_STORE, stored).scalar_one()
     if archive:  # same transaction: a 202 means archived too (storage/archive.py)
         event_archive.append(session, account_id, request_id=request_id, blob=blob, n_events=n_events, accepted_at=now)
-    signal = _SIGNAL[session.get_bind().dialect.name]
-    return session.execute(signal, {"account_id": account_id, "signalled_at": now}).first() is not None
+    signalled = session.execute(_signal(insert_for(session)), {"account_id": account_id, "signalled_at": now})
+    return signalled.first() is not None
 
 
 def _dump(events: list[dict[str, Any]], keep: list[dict[str, Any]]) -> bytes:
@@ -143,6 +149,27 @@ def clear_signal(session: Session, account_id: int) -> None:
     """Called by the router before it reads the intake (see the module docstring)."""
     session.execute(delete(RouteSignal).where(RouteSignal.account_id == account_id))
     session.commit()
+
+
+def remove(session: Session, ids: Iterable[int]) -> None:
+    """Drop routed intake rows, in the router's transaction (the one that wrote what they became)."""
+    session.execute(delete(Intake).where(Intake.id.in_(list(ids))))
+
+
+def requeue(session: Session, account_id: int, events: Iterable[tuple[bytes, float]]) -> None:
+    """Put single events back (each its encoded JSON and the time it was first accepted), one intake
+    row each, in the caller's transaction: quarantine replays. The caller commits and triggers a router."""
+    rows = [
+        {"account_id": account_id, "events": b"[" + blob + b"]", "n_events": 1, "created_at": accepted_at}
+        for blob, accepted_at in events
+    ]
+    if rows:
+        session.execute(insert(Intake), rows)
+
+
+def forget_seen(session: Session, before: float) -> None:
+    """Expire the dedup ids seen before `before` (the scheduler's clean-up; the caller commits)."""
+    session.execute(delete(SeenEvent).where(SeenEvent.seen_at < before))
 
 
 def stale_work(session: Session, older_than: float) -> set[int]:

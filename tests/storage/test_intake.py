@@ -1,0 +1,81 @@
+"""The intake on SQLite and PostgreSQL: dedup by event_id, one route signal per burst, and the writes
+the router, the scheduler and quarantine replays make through storage/intake.py."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from actionhooks.storage import intake
+from actionhooks.storage.tables import Intake, RouteSignal
+
+HOUR = 3600.0
+
+
+def _event(event_id: str) -> dict[str, object]:
+    return {"event_id": event_id, "event_type": "open", "account_id": 1, "event_data": {"campaign_id": 7}}
+
+
+def _accept(session: Session, *ids: str, account_id: int = 1) -> intake.Accepted:
+    return intake.accept_events(session, account_id, [_event(i) for i in ids], supplied_ids=list(ids),
+                                dedup_window_sec=HOUR)
+
+
+def _stored_ids(session: Session) -> list[str]:
+    blobs = session.scalars(select(Intake.events).order_by(Intake.id))
+    return [event["event_id"] for blob in blobs for event in orjson.loads(blob)]
+
+
+def test_a_resent_event_is_a_duplicate_until_the_clean_up_forgets_its_id(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        assert _accept(session, "a", "b").duplicates == []
+        # A resend within the window is reported, not stored again
+        assert _accept(session, "a").duplicates == ["a"]
+        # A clean-up that expires older ids keeps it a duplicate ...
+        intake.forget_seen(session, time.time() - HOUR)
+        session.commit()
+        assert _accept(session, "a").duplicates == ["a"]
+        # ... until its own sighting is past the cut
+        intake.forget_seen(session, time.time() + 1)
+        session.commit()
+        assert _accept(session, "a").queued == 1
+        assert _stored_ids(session) == ["a", "b", "a"]
+
+
+def test_a_burst_raises_one_signal_until_the_router_clears_it(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        assert _accept(session, "a").signal_raised
+        assert not _accept(session, "b").signal_raised  # a trigger is on its way already
+        assert not _accept(session, "b").signal_raised  # a request of duplicates only stores nothing
+        intake.clear_signal(session, 1)
+        assert _accept(session, "c").signal_raised
+        assert session.scalar(select(func.count()).select_from(RouteSignal)) == 1
+
+
+def test_stale_work_names_the_accounts_whose_intake_waits_too_long(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        _accept(session, "a", account_id=1)
+        intake.clear_signal(session, 1)
+        _accept(session, "b", account_id=2)
+        now = time.time()
+        assert intake.stale_work(session, now - 60) == set()
+        assert intake.stale_work(session, now + 1) == {1, 2}
+
+
+def test_requeued_events_are_one_row_each_with_their_acceptance_time_and_removed_once_routed(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        intake.requeue(session, 1, [(orjson.dumps(_event("x")), 1_700_000_000.0),
+                                    (orjson.dumps(_event("y")), 1_700_000_001.0)])
+        intake.requeue(session, 1, [])  # nothing to put back: nothing written
+        session.commit()
+        rows = session.execute(select(Intake.id, Intake.n_events, Intake.created_at).order_by(Intake.id)).all()
+        assert [(n, at) for _, n, at in rows] == [(1, 1_700_000_000.0), (1, 1_700_000_001.0)]
+        assert _stored_ids(session) == ["x", "y"]
+        intake.remove(session, [rows[0].id])
+        session.commit()
+        assert _stored_ids(session) == ["y"]
