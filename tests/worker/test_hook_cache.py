@@ -15,8 +15,8 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from actionhooks.broker.celery_app import make_celery
-from actionhooks.cluster_metrics import ClusterMetrics
 from actionhooks.errors import HookValidationError
+from actionhooks.observability.cluster import ClusterMetrics
 from actionhooks.settings import Settings
 from actionhooks.storage.db import make_engine, reader_factory, session_factory
 from actionhooks.storage.migrate import upgrade
