@@ -15,8 +15,9 @@ from actionhooks.hooks.matching import CompiledHook, compile_hook
 from actionhooks.settings import Settings
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
+from actionhooks.storage.outbox import overdue_windows
 from actionhooks.storage.tables import Delivery, Hook, Outbox
-from actionhooks.worker.batching import form_batches, overdue_windows
+from actionhooks.worker.batching import form_batches
 from actionhooks.worker.hook_cache import hook_row
 
 
