@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from actionhooks.broker.celery_app import make_celery
 from actionhooks.settings import Settings
 from actionhooks.storage.migrate import upgrade
-from actionhooks.storage.tables import Hook
 from actionhooks.worker.batching import form_batches
 from actionhooks.worker.runtime import Runtime
 from tests.support.engine import postgres_database
+from tests.support.runtime import hook_with_batch
 
 EVENT = {
     "event_id": "00000000-0000-0000-0000-000000000000", "event_type": "open", "event_date": "2026-01-25T15:04:05Z",
@@ -51,14 +51,8 @@ def measure(url: str, checkpoints: list[int]) -> list[tuple[int, float, float]]:
     out = []
     try:
         upgrade(rt.engine)
-        with rt.sessions() as session:
-            row = Hook(account_id=1, name="bench", active=True, actions=["open"], filters={}, custom_data={},
-                       delivery={"type": "http", "url": "http://example.org/", "max_batch_size": 10_000,
-                                 "batch_timeout_sec": 3600})
-            session.add(row)
-            session.commit()
-        rt.hooks.refresh(force=True)
-        hook = rt.hooks.get(row.id)
+        delivery = {"type": "http", "url": "http://example.org/", "max_batch_size": 10_000, "batch_timeout_sec": 3600}
+        hook = rt.hooks.get(hook_with_batch(rt, delivery, []))  # no events yet: an empty window
         if hook is None:
             raise RuntimeError("the bench hook did not compile")
         now = time.time()
