@@ -20,9 +20,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from actionhooks.storage.dialect import insert_for
 from actionhooks.storage.tables import WorkerStat
 
 SHARDS = 32
@@ -83,8 +83,7 @@ def add(session: Session, tally: Tally) -> None:
         return
     mine = shard()
     rows = [{"name": n, "labels": lab, "shard": mine, "value": v} for (n, lab), v in sorted(tally.values.items())]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(WorkerStat)
+    stmt = insert_for(session)(WorkerStat)
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=["name", "labels", "shard"], set_={"value": WorkerStat.value + stmt.excluded.value}
