@@ -334,6 +334,7 @@ def test_a_thousand_events_are_confirmed_in_one_pipelined_attempt(
 
 
 @pytest.mark.slow
+@pytest.mark.stops_shared_service
 def test_sending_recovers_after_a_rabbitmq_restart(rabbit: Rabbit) -> None:
     # Given a transport with an open connection
     queue = rabbit.queue("restart")
