@@ -75,22 +75,12 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 
 
 STOPS_SHARED_SERVICE = "stops_shared_service"
-SHARED_FIXTURE_SCOPES = {"class", "module", "package"}
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist (`--dist loadgroup`): the tests of a module that share a module- or class-scoped fixture
-    (a browser, a running engine, a built wheel) form one group, so one worker builds that fixture once;
-    and `slow` tests go first, so no worker is left with a long one at the end."""
-    if not hasattr(config, "workerinput"):
-        return
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope in SHARED_FIXTURE_SCOPES for d in defs if d):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Under xdist, `slow` tests go first, so no worker is left with a long one at the end."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
