@@ -169,7 +169,7 @@ def in_process(hits_per_task: int, tasks: int) -> dict[str, float]:
     from actionhooks.api.app import create_app
     from actionhooks.settings.loader import load_settings
     from actionhooks.storage.migrate import prepare_storage
-    from actionhooks.tokens import create_token
+    from actionhooks.storage.tokens import create_token
 
     async def measure(app: object, path: str) -> float:
         async def caller() -> None:
