@@ -4,7 +4,7 @@ Kept free of heavy imports (no httpx, pika or confluent-kafka) so the API valida
 loading any transport. Secrets are write-only: `SECRET_FIELDS` lists them per type; the API shows
 "***" in their place and a "***" sent back keeps the stored value (hooks/service.py does that).
 
-Secrets follow their target (delivery-control.md): each model says where it delivers with
+Secrets follow their target (README, Security "Secrets"): each model says where it delivers with
 `TARGET_FIELDS` (or by overriding `target()` when only part of a field counts, like a URL's scheme,
 host and port). When a change moves a hook to another target, a secret not given again is dropped,
 never carried over. Credentials that live inside ordinary fields (a URL's userinfo and key-like
@@ -118,7 +118,7 @@ class _Strict(BaseModel):
 
     - SECRET_FIELDS: write-only (masked as "***" in answers, kept when "***" is sent back);
     - TARGET_FIELDS: where the hook delivers (a change of any of them is a new target, for the
-      "secrets follow their target" rule of delivery-control.md);
+      "secrets follow their target" rule, README Security "Secrets");
     - TEMPLATE_FIELDS: templates rendered per event, compiled at save (422 at the field).
     """
 
@@ -190,7 +190,7 @@ RATE_BURST_SEC = 0.2
 # loaded machine can hold sends back and then let them out together, so a receiver's 10-second
 # window can see up to a second of extra claims (measured at 50/s on a shared 2-core machine:
 # 545 events in the busiest window with a 0.3 s bucket at the full rate). 2% less refill leaves
-# that second inside the contract's 10%.
+# that second inside what a limit promises: over any 10-second window, at most 10% over the rate.
 RATE_REFILL_SHARE = 0.98
 
 
@@ -229,7 +229,7 @@ class RequestRate(_Strict):
 
 
 class _Limited(_Strict):
-    """A delivery that takes `rate_limit` (delivery-control.md): every type but HTTP counts events."""
+    """A delivery that takes `rate_limit` (README, "Rate limits"): every type but HTTP counts events."""
 
     rate_limit: EventRate | None = None
 

@@ -6,7 +6,7 @@ match without looking at the others: it buckets active hooks by (account_id, eve
 database (one id or "all"), then by one of their filters' values, so 10,000 hooks in an account of
 which one matches cost about what one hook costs.
 
-Matching rules (contract.md "The hook"): the event's account must be the hook's; its event_type
+Matching rules (README, "What the engine does"): the event's account must be the hook's; its event_type
 must be one of the hook's actions; `database_id` None means every database, else the event's
 `list_id` must equal it; filter kinds combine with AND, values of one kind with OR, and an empty or
 missing list does not restrict; every payload condition (`filters.match`) must hold too. A stopped

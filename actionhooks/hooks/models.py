@@ -58,7 +58,7 @@ def _known_action(code: str) -> str:
 ActionCode = Annotated[str, AfterValidator(_known_action)]
 
 
-# Payload filters (delivery-control.md "Payload filters"): every bound is checked at save (422 at
+# Payload filters (README, "Payload filters"): every bound is checked at save (422 at
 # filters.match.<index>) so the router never meets a condition it cannot evaluate cheaply.
 MATCH_LIMITS = {
     "conditions": 20,  # per hook
@@ -216,7 +216,7 @@ class Hook:
     created_at: datetime
     updated_at: datetime
     spec: HookSpec
-    paused_since: float | None = None  # Unix time its receiver was found dead (delivery-control.md)
+    paused_since: float | None = None  # Unix time its receiver was found dead (README, "Pause and resume")
 
     @property
     def state(self) -> Literal["active", "paused", "stopped"]:
@@ -225,7 +225,7 @@ class Hook:
         return "paused" if self.paused_since is not None else "active"
 
     def public(self) -> HookOut:
-        """The API view: the contract's hook shape with every secret shown as "***"."""
+        """The API view: the hook as the REST API answers it, every secret shown as "***"."""
         data = self.spec.model_dump(mode="json")
         data["delivery"] = masked_delivery(self.spec.delivery)
         paused = None if self.paused_since is None else datetime.fromtimestamp(self.paused_since, UTC)

@@ -11,7 +11,7 @@ a key (its default applies), anything else replaces. When a patch changes `deliv
 `delivery.auth.type`) that object is replaced, not merged, since fields of the old type mean nothing
 to the new one.
 
-Secrets follow their target (delivery-control.md): a secret is only ever restored from "***" for the
+Secrets follow their target (README, Security "Secrets"): a secret is only ever restored from "***" for the
 target it was given for (the delivery model's `target()`: a URL's scheme, host and port, a broker's
 host, port and vhost, Kafka's bootstrap servers). A PATCH is merged over the hook *as the API shows
 it* (secrets masked), so a secret the change does not give again is dropped when the target moves:

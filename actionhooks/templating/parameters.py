@@ -1,4 +1,4 @@
-"""The custom_data template parameters (contract.md table) and the catalog they read names from.
+"""The custom_data template parameters (the table of docs/wire-format.md) and the catalog they read names from.
 
 Every parameter is a plain function of one `EventContext`, so a value that is just `{{uuid}}` is
 rendered by calling it directly, without jinja2. The context computes the event's instant and its

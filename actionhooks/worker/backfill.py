@@ -73,7 +73,7 @@ def run_backfill(rt: Runtime, job_id: int) -> int:
 def allowance(hook: CompiledHook, waiting: int) -> bool:
     """Whether the job may make more batches for `hook` now, `waiting` of its backfill batches being unsent.
 
-    The seam for the hook's rate limit: rate limits (delivery-control.md, "Rate limits") are not
+    The seam for the hook's rate limit: rate limits (README, "Rate limits") are not
     built yet; when they are, a backfill must take its events from the hook's own budget here, so
     live and backfilled events share it. Until then only the backpressure bound applies.
     """
