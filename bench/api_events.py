@@ -7,7 +7,8 @@ the same run, interleaved round by round so both see the same load:
 
 - ref `orjson.loads`: decoding the body, the least any validation can cost;
 - validate: `parse_events` (decode, the event rules, the NUL and 64-bit scans);
-- store: `accept_events` of already validated events (intake row and route signal, one commit);
+- store: `accept_events` of already validated events (intake row, archive row and route signal,
+  one commit), as the API calls it;
 - request: the whole POST /api/v1/events through the ASGI app (auth, body limit, metrics, validate,
   store, the 202 body), as uvicorn would call it.
 
@@ -108,7 +109,8 @@ def main() -> None:
             def run() -> None:
                 for events in validated:
                     with app.state.sessions() as session:
-                        accept_events(session, ACCOUNT, events, supplied_ids=[], dedup_window_sec=3600)
+                        accept_events(session, ACCOUNT, events, supplied_ids=[], dedup_window_sec=3600,
+                                      archive=app.state.settings.EVENT_ARCHIVE_HOURS > 0)
             return run
 
         async def requests(bodies: list[bytes]) -> None:
