@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from actionhooks.tokens import hash_token, lookup_token
+from actionhooks.storage.tokens import hash_token, lookup_token
 
 __all__ = ["Admin", "AnyPrincipal", "Principal", "TokenCache", "admin_principal", "any_principal"]
 
