@@ -237,9 +237,10 @@ def _rules(name: str, doc: str, *, extra: str, optional: Mapping[str, Any], requ
     """A TypedDict pydantic validates strictly: the `required` keys, the `optional` ones (absent or null),
     other keys as `extra` says ("allow": kept as sent, "forbid": an error naming the key).
 
-    TypedDicts, not models: pydantic then checks the dicts as they are instead of building a model
-    instance (and its dict of extra fields) per event and per event_data, which was two thirds of the
-    API's validation cost (bench/api_events.py). What they accept and the errors' loc are the same.
+    TypedDicts, not models: pydantic then validates into plain dicts (which parse_events discards: it
+    returns orjson's) instead of building a model instance, and its dict of extra fields, per event
+    and per event_data, which was most of the API's validation cost (bench/api_events.py). What they
+    accept and the errors' loc are the same.
     """
     fields = {**{key: Required[kind] for key, kind in (required or {}).items()},
               **{key: kind | None for key, kind in optional.items()}}
