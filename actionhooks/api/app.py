@@ -5,8 +5,9 @@ Nothing is global: two apps on two databases can live in one process (the tests 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 import orjson
 from fastapi import FastAPI
@@ -95,6 +96,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
+    # POST /events stores one request at a time on SQLite (one writer anyway; api/routes/events.py says why)
+    app.state.intake_lock = threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
     app.state.tokens = TokenCache(app.state.sessions)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, events_max=settings.EVENTS_MAX_REQUEST_BYTES)
@@ -108,7 +111,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     install_docs(app)
     app.include_router(health.router)
-    for module in (hooks, catalog, profiles, events, deliveries, quarantine, sources, backfills, tokens):
+    # events first: routes are matched in order, and POST /events is the request that comes by the thousand
+    for module in (events, hooks, catalog, profiles, deliveries, quarantine, sources, backfills, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
     console.mount(app)
     app.add_middleware(SecurityHeaders)  # outside the console's: it sees, and keeps, the headers a page set

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,13 +51,17 @@ class TokenCache:
         with self._lock:
             self._entries.pop(key, None)
 
-    def principal(self, token: str) -> Principal | None:
-        key = hash_token(token)
-        now = time.monotonic()
+    def cached(self, token: str) -> Principal | None:
+        """The token's principal if this process validated it within the TTL, without touching the database."""
         with self._lock:
-            hit = self._entries.get(key)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+            hit = self._entries.get(hash_token(token))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+    def principal(self, token: str) -> Principal | None:
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
+        key, now = hash_token(token), time.monotonic()
         found = lookup_token(self._sessions, token)
         if found is None:
             return None
@@ -76,14 +81,18 @@ def _problem(status: int, msg: str, kind: str, headers: dict[str, str] | None = 
     return HTTPException(status_code=status, detail=detail, headers=headers)
 
 
-def any_principal(
+async def any_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """Any valid token, admin or ingest (POST /events)."""
+    """Any valid token, admin or ingest (POST /events). Async, so a cached token costs no trip through
+    the thread pool (a sync dependency takes one per request); only a look-up in the database does."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise _problem(401, "missing 'Authorization: Bearer <token>' header", "missing_token", challenge)
-    principal = request.app.state.tokens.principal(credentials.credentials)
+    tokens: TokenCache = request.app.state.tokens
+    principal = tokens.cached(credentials.credentials)
+    if principal is None:
+        principal = await run_in_threadpool(tokens.principal, credentials.credentials)
     if principal is None:
         challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
         raise _problem(401, "invalid or unknown API token", "invalid_token", challenge)

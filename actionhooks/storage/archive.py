@@ -45,8 +45,9 @@ EXPIRE_BUDGET_SEC = 1.0
 DROP_LOCK_TIMEOUT = "2s"
 
 
-# Built once with the row as execution parameters: an ORM insert with `.values(events=blob)` made
-# SQLAlchemy walk the blob for its cache key on every accepted request (as intake's insert did).
+# Built once on the Core table with the row as execution parameters, like the intake's statements
+# (storage/intake.py): an ORM `insert(...).values(events=blob)` walked the blob for its cache key on
+# every request, half of what storing a POST /events request cost (bench/api_events.py).
 _APPEND = insert(ArchivedRequest.__table__)
 
 
@@ -54,8 +55,10 @@ def append(
     session: Session, account_id: int, *, request_id: int, blob: bytes, n_events: int, accepted_at: float
 ) -> None:
     """Archive one accepted request (its intake blob) in the caller's transaction."""
-    row = {"accepted_at": accepted_at, "id": request_id, "account_id": account_id, "n_events": n_events, "events": blob}
-    session.execute(_APPEND, row)
+    session.execute(
+        _APPEND,
+        {"accepted_at": accepted_at, "id": request_id, "account_id": account_id, "n_events": n_events, "events": blob},
+    )
 
 
 def oldest_kept(now: float, hours: float) -> float:
