@@ -34,7 +34,7 @@ from actionhooks.api.app import create_app
 from actionhooks.events import parse_events
 from actionhooks.settings import Settings
 from actionhooks.storage.intake import accept_events
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from tests.support.engine import event, postgres_database
 
 PER_REQUEST = 100
