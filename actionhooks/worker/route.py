@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROUTE_CHUNK_EVENTS = 5000
+ROUTE_CLAIM_ROWS = 1000
 ROUTE_TIME_BUDGET_SEC = 10.0
 # Errors that follow an event wherever it is routed: what the database refuses for its values or rows
 # (DataError: too long, NUL, out of range; IntegrityError: a constraint or a trigger), and what our code
@@ -66,7 +67,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
     while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
-            ids, events, traces = _claim(session, account_id)
+            ids, events, traces, more = _claim(session, account_id)
             if not ids:
                 return routed
             # After the claim: every hook change committed before these events were accepted is seen.
@@ -78,20 +79,27 @@ def route_account(rt: Runtime, account_id: int) -> int:
         for hook_id, due_in in windows.items():
             rt.triggers.drain(hook_id, countdown=due_in or None)
         routed += len(events)
+        if not more:
+            # All that waited is routed. What arrived meanwhile raised the route signal (cleared
+            # above) and sent its own trigger, which queues behind the drains this chunk triggered:
+            # a router that looped on would hold its worker process while they wait (prefetch 1).
+            return routed
     rt.triggers.route(account_id)  # budget used up with work left: continue in a fresh task
     return routed
 
 
-def _claim(session: Session, account_id: int) -> tuple[list[int], Accepted, list[str | None]]:
+def _claim(session: Session, account_id: int) -> tuple[list[int], Accepted, list[str | None], bool]:
     """Up to ROUTE_CHUNK_EVENTS events of the oldest intake rows, each with the time it was accepted,
-    and the rows' trace contexts (tracing.py: the route span links to their accept spans).
+    the rows' trace contexts (tracing.py: the route span links to their accept spans), and whether
+    rows were left waiting.
 
     Two steps, so only the blobs of the chosen rows are ever read: the first row counts pick the
     rows that fit (reading 1,000 blobs of 1,000 events each would hold ~300 MB in the worker), the
     second locks and reads just those (rows another router holds are skipped).
     """
     sizes = session.execute(
-        select(Intake.id, Intake.n_events).where(Intake.account_id == account_id).order_by(Intake.id).limit(1000)
+        select(Intake.id, Intake.n_events).where(Intake.account_id == account_id).order_by(Intake.id)
+        .limit(ROUTE_CLAIM_ROWS)
     ).all()
     chosen: list[int] = []
     total = 0
@@ -101,7 +109,7 @@ def _claim(session: Session, account_id: int) -> tuple[list[int], Accepted, list
         chosen.append(row_id)
         total += n
     if not chosen:
-        return [], [], []
+        return [], [], [], False
     stmt = (
         select(Intake.id, Intake.events, Intake.created_at, Intake.trace_context)
         .where(Intake.id.in_(chosen))
@@ -116,7 +124,7 @@ def _claim(session: Session, account_id: int) -> tuple[list[int], Accepted, list
         ids.append(row_id)
         traces.append(trace_context)
         events.extend((accepted_at, event) for event in orjson.loads(blob))
-    return ids, events, traces
+    return ids, events, traces, len(chosen) < len(sizes) or len(sizes) == ROUTE_CLAIM_ROWS
 
 
 def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, float]:
