@@ -1,6 +1,7 @@
 """The captured event: its type codes, its validation, and its date.
 
-Kept below both `hooks` and `templating` (architecture.md) so neither imports the other.
+Kept below both `hooks` and `templating` so that neither imports the other: both need the event,
+not each other. docs/wire-format.md describes the event for its users.
 
 Validation is strict on the fields the engine acts on (ids are JSON integers, flags are JSON booleans:
 a `"973"` campaign id would silently never match a filter) and tolerant elsewhere: unknown
@@ -26,19 +27,21 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from actionhooks.errors import EventsRejected, HookValidationError
 
 __all__ = [
     "EVENT_TYPES",
+    "ID_PATHS",
     "MAX_LENGTHS",
     "OPERATIONAL_EVENTS",
     "Content",
     "Event",
     "EventData",
     "event_timestamp",
+    "example_event",
     "operational_event",
     "parse_event_date",
     "parse_events",
@@ -48,27 +51,39 @@ _DELIVERY, _TRACKING, _IMPORT, _SUBSCRIPTION = "delivery", "tracking", "import",
 _OPERATIONAL = "operational"
 
 EVENT_TYPES: dict[str, str] = {
-    # email (altcraft-action-hooks.md §2.1)
+    # email (the platform's codes, docs/wire-format.md "Event types")
     "send": _DELIVERY, "reply": _DELIVERY, "uopen": _TRACKING, "open": _TRACKING, "uclick": _TRACKING,
     "click": _TRACKING, "confirm": _TRACKING, "confirmsub": _TRACKING, "unsub": _TRACKING,
     "complain": _DELIVERY, "sbounce": _DELIVERY, "hbounce": _DELIVERY, "suppress": _DELIVERY,
     "deliv": _DELIVERY, "undeliv": _DELIVERY, "read": _TRACKING, "glanced": _TRACKING, "skimmed": _TRACKING,
-    # profile import (§2.2)
+    # profile import
     "import_manual": _IMPORT, "import_file": _IMPORT, "import_api": _IMPORT,
-    # SMS (§2.3)
+    # SMS
     "send_sms": _DELIVERY, "click_sms": _TRACKING, "uclick_sms": _TRACKING, "deliv_sms": _DELIVERY,
     "undeliv_sms": _DELIVERY, "unsub_sms": _TRACKING,
-    # push (§2.4)
+    # push
     "uopen_push": _TRACKING, "open_push": _TRACKING, "send_push": _DELIVERY, "click_push": _TRACKING,
     "uclick_push": _TRACKING,
-    # ours, where Altcraft's code is unknown (contract.md "Events")
+    # ours, where the platform documents no code
     "deliv_push": _DELIVERY, "undeliv_push": _DELIVERY, "pixel": _TRACKING, "sub_status": _SUBSCRIPTION,
-    "page_view": _TRACKING, "site_event": _TRACKING, "identify": _TRACKING,  # capture.md (site script)
-    # the engine about the account's own hooks (delivery-control.md "Operational events")
+    "page_view": _TRACKING, "site_event": _TRACKING, "identify": _TRACKING,  # the site script (README, Capture)
+    # the engine about the account's own hooks (README, "Operational events")
     "hook_paused": _OPERATIONAL, "hook_resumed": _OPERATIONAL, "hook_stopped_gone": _OPERATIONAL,
     "batch_failed": _OPERATIONAL,
 }
 OPERATIONAL_EVENTS = frozenset(code for code, kind in EVENT_TYPES.items() if kind == _OPERATIONAL)
+
+# The objects an event names by id, by kind, and where it names each. The one table of these kinds:
+# hook filters are the event_data kinds (hooks/models.py, hooks/matching.py), the catalog and its
+# template names are all of them (templating/parameters.py, the catalog API, the worker's look-ups).
+ID_PATHS: dict[str, tuple[str, ...]] = {
+    "databases": ("list_id",),
+    "resources": ("event_data", "resource_id"),
+    "campaigns": ("event_data", "campaign_id"),
+    "messages": ("event_data", "message_id"),
+    "segments": ("event_data", "segment_id"),
+    "pixels": ("event_data", "pixel_id"),
+}
 
 _MAX_ID = 2**63 - 1  # ids land in BIGINT columns
 Id = Annotated[int, Field(ge=0, le=_MAX_ID)]
@@ -79,14 +94,16 @@ _NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
 # send_message_id (contents.send_message_id), event_id (seen_events.event_id). Altcraft documents no
 # lengths; its examples are 16-64 characters, so the others are generous bounds of what such a value
 # can be (a URL, a user agent), there to keep one field from taking a whole request.
-MAX_LENGTHS: dict[str, int] = {
-    # top level
+_TOP_LEVEL_LENGTHS = {
     "event_date": 64, "profile_id": 200, "_xxh": 64, "_md5": 64, "subscription_hash_id": 200, "event_id": 100,
-    # event_data
+}
+# Every text key of event_data the engine or templates read: the EventData model is built from this table.
+_EVENT_DATA_LENGTHS = {
     "send_message_id": 200, "launch_id": 200, "ip": 64, "country": 64, "city": 200, "postal_code": 64,
     "region": 200, "tz": 64, "user_agent": 8192, "os": 200, "browser": 200, "device": 200,
     "link_url": 32768, "extra_uid": 1024, "status": 64, "previous_status": 64,
 }
+MAX_LENGTHS: dict[str, int] = {**_TOP_LEVEL_LENGTHS, **_EVENT_DATA_LENGTHS}
 # Integers orjson keeps as integers; beyond them it returns a float (a 20-digit id would arrive rounded).
 _INT_RANGE = (-(2**63), 2**64 - 1)
 # Every integer outside _INT_RANGE has at least 19 digits; as a JSON value it follows "[", ":" or ",".
@@ -144,7 +161,8 @@ def operational_event(
     """An event the engine captures about one of the account's hooks, shaped like any captured event
     (so templates, filters and every transport treat it alike); `event_data` carries the hook's id
     and name, the error that caused it (None for hook_resumed) and `details`."""
-    assert event_type in OPERATIONAL_EVENTS, event_type
+    if event_type not in OPERATIONAL_EVENTS:
+        raise ValueError(f"{event_type!r} is not an operational event type ({', '.join(sorted(OPERATIONAL_EVENTS))})")
     moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
     return {
         "event_type": event_type,
@@ -156,58 +174,55 @@ def operational_event(
     }
 
 
+def example_event() -> dict[str, Any]:
+    """A valid captured event, new each call: an email click of account 23 in database 111 (the
+    example of POST /events in the API docs, and the base of the tests' events)."""
+    return {
+        "event_type": "click",
+        "event_date": "2018-03-04T13:13:19.034315796Z",
+        "account_id": 23,
+        "list_id": 111,
+        "profile_id": "abcdefgh12345678",
+        "is_test": False,
+        "event_data": {
+            "campaign_id": 973,
+            "message_id": 17,
+            "segment_id": 0,
+            "resource_id": 3,
+            "send_message_id": "5a9bf01a17_3cd_11_6f_0_2.5a8c045fc1dde44cbf718f78",
+        },
+    }
+
+
 def event_timestamp(event: Mapping[str, Any]) -> tuple[int, int]:
     """(Unix seconds, nanoseconds) of a validated event's `event_date`, offsets applied (UTC)."""
     return parse_event_date(event["event_date"])
 
 
-class EventData(BaseModel):
-    """`event_data`: the keys the engine or templates read are typed; any other key is kept as sent."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    message_id: Id | None = None
-    campaign_id: Id | None = None
-    segment_id: Id | None = None
-    resource_id: Id | None = None
-    pixel_id: Id | None = None
-    list_id: Id | None = None
-    send_message_id: _text("send_message_id") | None = None
-    launch_id: _text("launch_id") | None = None
-    ip: _text("ip") | None = None
-    country: _text("country") | None = None
-    city: _text("city") | None = None
-    postal_code: _text("postal_code") | None = None
-    region: _text("region") | None = None
-    tz: _text("tz") | None = None
-    lat: float | None = None
-    lon: float | None = None
-    user_agent: _text("user_agent") | None = None
-    os: _text("os") | None = None
-    browser: _text("browser") | None = None
-    device: _text("device") | None = None
-    link_url: _text("link_url") | None = None
-    extra_uid: _text("extra_uid") | None = None
-    status: _text("status") | None = None
-    previous_status: _text("previous_status") | None = None
+def _optional(types: Mapping[str, Any]) -> dict[str, Any]:
+    """Field definitions for create_model: each key of `types` optional (None when absent), of its type."""
+    return {name: (kind | None, None) for name, kind in types.items()}
 
 
-class Content(BaseModel):
-    """The message as sent: email {subject, html, text}, SMS {text}, push {title, body, url, image}."""
+EventData = create_model(
+    "EventData",
+    __doc__="`event_data`: the keys the engine or templates read are typed; any other key is kept as sent.",
+    __config__=ConfigDict(extra="allow", strict=True),
+    **_optional(dict.fromkeys(("message_id", "campaign_id", "segment_id", "resource_id", "pixel_id", "list_id"), Id)),
+    **_optional({name: _text(name) for name in _EVENT_DATA_LENGTHS}),
+    **_optional({"lat": float, "lon": float}),
+)
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    subject: str | None = None
-    html: str | None = None
-    text: str | None = None
-    title: str | None = None
-    body: str | None = None
-    url: str | None = None
-    image: str | None = None
+Content = create_model(
+    "Content",
+    __doc__="The message as sent: email {subject, html, text}, SMS {text}, push {title, body, url, image}.",
+    __config__=ConfigDict(extra="forbid", strict=True),
+    **_optional(dict.fromkeys(("subject", "html", "text", "title", "body", "url", "image"), str)),
+)
 
 
 class Event(BaseModel):
-    """One captured event (altcraft-action-hooks.md §3.1 plus `event_id` and `content`); other fields pass."""
+    """One captured event (docs/wire-format.md, "A captured event"); other fields pass as sent."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 

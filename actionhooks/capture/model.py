@@ -88,7 +88,7 @@ Auth = Annotated[NoAuth | BasicAuth | StandardWebhooksAuth, Field(discriminator=
 
 
 class SourceSpec(BaseModel):
-    """A source as POST/PATCH /sources accept it; field names are the contract's."""
+    """A source as POST/PATCH /sources accept it; field names are the public API's."""
 
     model_config = ConfigDict(extra="forbid")
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("secret",)

@@ -1,7 +1,7 @@
 """From a public request to a captured event: the visitor, privacy, and the bounded parameters.
 
 Every capture kind builds its events here, so the same parameter means the same thing in a pixel's
-query string, a redirect link and a webhook object (capture.md, "Request parameters"). A request
+query string, a redirect link and a webhook object (README, "Capture"). A request
 that breaks a bound raises Refused naming the reason (counted in /metrics) and the field; nothing
 of it is captured.
 """
@@ -139,7 +139,7 @@ def new_event(source: Source, env: Env, event_type: str, data: dict[str, Any], *
 
 def event_from_params(source: Source, env: Env, items: Iterable[tuple[str, Any]],
                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One event from request parameters (capture.md): reserved names map to event fields, the rest are
+    """One event from request parameters (README, "Capture"): reserved names map to event fields, the rest are
     kept as strings in event_data.params. Refused when a bound or a value is broken."""
     event_type = source.spec.event_types[0]
     profile_id: str | None = None

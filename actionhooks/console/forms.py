@@ -1,6 +1,6 @@
 """The hook editor's form: hook <-> flat form fields, and API error locations -> the field they name.
 
-The form is a projection of the hook contract, nothing more: a submitted form becomes the same JSON
+The form is a projection of the hook's API shape, nothing more: a submitted form becomes the same JSON
 body a REST client would send, and HookSpec (through the hooks service) alone decides what is valid.
 Delivery fields are derived from the delivery models themselves, so a field added to a transport's
 model appears in the editor without a template change. Secrets are write-only: their inputs are

@@ -8,10 +8,10 @@ htmx (shipped in static/) turns the preview, Send test and the replay progress i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
@@ -44,7 +44,7 @@ from actionhooks.hooks.models import FILTER_KINDS, Hook
 from actionhooks.hooks.service import parse_spec
 from actionhooks.storage.activity import HookFigures, activity, hook_figures
 
-__all__ = ["NAVIGATION", "ConsoleRoute", "base_context", "page", "router", "signed_post", "when"]
+__all__ = ["NAVIGATION", "ConsoleRoute", "base_context", "editor_post", "page", "router", "signed_post", "when"]
 
 HERE = FilePath(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -101,6 +101,20 @@ async def signed_post(request: Request) -> tuple[int, list[tuple[str, str]]]:
     form = await read_form(request)
     check_post(request, form, token)
     return account_id, form
+
+
+Stored = TypeVar("Stored")
+
+
+async def editor_post(
+    request: Request, get: Callable[[int, int], Stored], item_id: int | None,
+    form_values: Callable[[Sequence[tuple[str, str]]], dict[str, Any]],
+) -> tuple[int, Stored | None, dict[str, Any]]:
+    """An editor's signed POST: its account, the stored hook or source it changes (None when it creates
+    one, or `get`'s NotFound for another account's) and its form."""
+    account_id, pairs = await signed_post(request)
+    stored = await run_in_threadpool(get, account_id, item_id) if item_id is not None else None
+    return account_id, stored, form_values(pairs)
 
 
 def base_context(account_id: int, token: str, active: str = "Hooks") -> dict[str, Any]:
@@ -197,11 +211,9 @@ async def save_hook(request: Request, hook_id: HookId) -> Response:
 
 
 async def _save(request: Request, hook_id: HookId | None) -> Response:
-    account_id, pairs = await signed_post(request)
-    token = request.cookies[COOKIE]
     service = hook_service(request)
-    stored = await run_in_threadpool(service.get, account_id, hook_id) if hook_id is not None else None
-    form = forms.form_values(pairs)
+    account_id, stored, form = await editor_post(request, service.get, hook_id, forms.form_values)
+    token = request.cookies[COOKIE]
     if form.get("op") == "add_value":  # "Add value" without JavaScript: the same form with one more pair
         form["values"].append(("", ""))
         return _editor(request, account_id, token, stored, form, errors={})
@@ -287,33 +299,32 @@ async def send_test(request: Request, hook_id: HookId) -> Response:
 # --- attempts and failed ---------------------------------------------------------------------------
 @router.get("/hooks/{hook_id}/attempts", response_class=HTMLResponse)
 def attempts_page(request: Request, hook_id: HookId) -> Response:
-    principal, token = principal_of(request)
-    hook = hook_service(request).get(principal.account_id, hook_id)
-    rows = attempts_of(request, principal.account_id, hook_id, ATTEMPTS_SHOWN)
+    account_id, context = _hook_rows_context(request, hook_id, attempts_of, ATTEMPTS_SHOWN)
     with request.app.state.sessions() as session:
-        picture = chart(activity(session, principal.account_id, hook_id))
-    context = {**base_context(principal.account_id, token), "hook": hook, "rows": rows, "chart": picture, "when": when}
+        context["chart"] = chart(activity(session, account_id, hook_id))
     return page(request, "attempts.html", context)
 
 
 @router.get("/hooks/{hook_id}/failed", response_class=HTMLResponse)
 def failed_page(request: Request, hook_id: HookId) -> Response:
-    principal, token = principal_of(request)
-    hook = hook_service(request).get(principal.account_id, hook_id)
-    rows = failed_of(request, principal.account_id, hook_id, FAILED_SHOWN)
+    account_id, context = _hook_rows_context(request, hook_id, failed_of, FAILED_SHOWN)
     with request.app.state.sessions() as session:
-        figures = hook_figures(session, principal.account_id, hook_id).get(hook_id, HookFigures())
+        context["figures"] = hook_figures(session, account_id, hook_id).get(hook_id, HookFigures())
     replayed = request.query_params.get("replayed")
-    context = {
-        **base_context(principal.account_id, token),
-        "hook": hook,
-        "rows": rows,
-        "figures": figures,
-        "replayed": int(replayed) if replayed and replayed.isdecimal() else None,
-        "when": when,
-    }
+    context["replayed"] = int(replayed) if replayed and replayed.isdecimal() else None
     name = "_failed_list.html" if request.headers.get("hx-request") else "failed.html"
     return page(request, name, context)
+
+
+def _hook_rows_context(
+    request: Request, hook_id: int, rows_of: Callable[[Request, int, int, int], Any], shown: int,
+) -> tuple[int, dict[str, Any]]:
+    """The account and the context of a page of one hook's rows (attempts, failed batches): the hook
+    (NotFound for another account's) and its latest `shown` rows."""
+    principal, token = principal_of(request)
+    hook = hook_service(request).get(principal.account_id, hook_id)
+    rows = rows_of(request, principal.account_id, hook_id, shown)
+    return principal.account_id, {**base_context(principal.account_id, token), "hook": hook, "rows": rows, "when": when}
 
 
 @router.post("/hooks/{hook_id}/failed/replay")

@@ -26,7 +26,7 @@ _SPLIT = re.compile(r"[\s,]+")
 
 
 def form_of(source: Source | None) -> dict[str, Any]:
-    """The form of a stored source (secrets empty: write-only), or of a new one with the contract's defaults."""
+    """The form of a stored source (secrets empty: write-only), or of a new one with the API's defaults."""
     if source is None:
         return {"name": "", "kind": "site", "active": True, "list_id": "", "event_types": "", "allowed_origins": "",
                 "allowed_hosts": "", "cookie_name": "ah_vid", "anonymize_ip": True, "respect_do_not_track": True,

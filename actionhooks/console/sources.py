@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from actionhooks.api.routes import sources as api
 from actionhooks.capture.model import Source
 from actionhooks.console import source_forms as forms
-from actionhooks.console.routes import ConsoleRoute, base_context, page, signed_post, when
+from actionhooks.console.routes import ConsoleRoute, base_context, editor_post, page, signed_post, when
 from actionhooks.console.session import COOKIE, principal_of
 from actionhooks.console.snippets import snippets_of
 from actionhooks.errors import HookValidationError, NotFound
@@ -78,9 +78,7 @@ async def save_source(request: Request, source_id: SourceId) -> Response:
 
 
 async def _save(request: Request, source_id: int | None) -> Response:
-    account_id, pairs = await signed_post(request)
-    stored = await run_in_threadpool(api.sources_of(request).get, account_id, source_id) if source_id else None
-    form = forms.form_values(pairs)
+    account_id, stored, form = await editor_post(request, api.sources_of(request).get, source_id, forms.form_values)
     body = forms.body_of(form, stored=stored)
     try:
         if stored is None:

@@ -4,7 +4,7 @@ Kept free of heavy imports (no httpx, pika or confluent-kafka) so the API valida
 loading any transport. Secrets are write-only: `SECRET_FIELDS` lists them per type; the API shows
 "***" in their place and a "***" sent back keeps the stored value (hooks/service.py does that).
 
-Secrets follow their target (delivery-control.md): each model says where it delivers with
+Secrets follow their target (README, Security "Secrets"): each model says where it delivers with
 `TARGET_FIELDS` (or by overriding `target()` when only part of a field counts, like a URL's scheme,
 host and port). When a change moves a hook to another target, a secret not given again is dropped,
 never carried over. Credentials that live inside ordinary fields (a URL's userinfo and key-like
@@ -15,14 +15,15 @@ query parameters, key-like header values) are masked and restored by `mask_inlin
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import secrets
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import re2
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter, field_validator
+
+from actionhooks.delivery.signing import signing_key
 
 MASK = "***"
 
@@ -118,7 +119,7 @@ class _Strict(BaseModel):
 
     - SECRET_FIELDS: write-only (masked as "***" in answers, kept when "***" is sent back);
     - TARGET_FIELDS: where the hook delivers (a change of any of them is a new target, for the
-      "secrets follow their target" rule of delivery-control.md);
+      "secrets follow their target" rule, README Security "Secrets");
     - TEMPLATE_FIELDS: templates rendered per event, compiled at save (422 at the field).
     """
 
@@ -190,7 +191,7 @@ RATE_BURST_SEC = 0.2
 # loaded machine can hold sends back and then let them out together, so a receiver's 10-second
 # window can see up to a second of extra claims (measured at 50/s on a shared 2-core machine:
 # 545 events in the busiest window with a 0.3 s bucket at the full rate). 2% less refill leaves
-# that second inside the contract's 10%.
+# that second inside what a limit promises: over any 10-second window, at most 10% over the rate.
 RATE_REFILL_SHARE = 0.98
 
 
@@ -229,7 +230,7 @@ class RequestRate(_Strict):
 
 
 class _Limited(_Strict):
-    """A delivery that takes `rate_limit` (delivery-control.md): every type but HTTP counts events."""
+    """A delivery that takes `rate_limit` (README, "Rate limits"): every type but HTTP counts events."""
 
     rate_limit: EventRate | None = None
 
@@ -342,16 +343,8 @@ class HttpDelivery(_Limited):
     @field_validator("signing_secret")
     @classmethod
     def _whsec(cls, secret: str) -> str:
-        if secret == MASK:
-            return secret
-        if not secret.startswith("whsec_"):
-            raise ValueError("must start with 'whsec_' (Standard Webhooks secret)")
-        try:
-            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except binascii.Error:
-            raise ValueError("must be 'whsec_' followed by base64 (Standard Webhooks secret)") from None
-        if not key:
-            raise ValueError("the key after 'whsec_' is empty")
+        if secret != MASK:
+            signing_key(secret)  # the signer's own reader: what saves is what signs
         return secret
 
 
@@ -575,3 +568,10 @@ DeliveryConfig = Annotated[
     | S3Delivery,
     Field(discriminator="type"),
 ]
+
+_DELIVERY_ADAPTER: TypeAdapter[Any] = TypeAdapter(DeliveryConfig)
+
+
+def parse_delivery(data: Any) -> Any:
+    """A delivery config on its own (HookSpec validates the one inside a hook): its model, or ValidationError."""
+    return _DELIVERY_ADAPTER.validate_python(data)

@@ -4,10 +4,10 @@
 `max_retries`): HOOK_RETRY_TIMES=4 means one send and at most three retries. After attempt *n*
 fails the wait is `periods[min(n-1, len-1)]`, so the last period repeats (outpost's
 ScheduledBackoff). A receiver's Retry-After (only ever set from a 429 or 503) replaces that period
-but is clamped into `[min(periods), max(periods)]`: the contract's "within the period list's
-bounds", so a receiver can neither hammer us with 0 nor park a batch for a day.
+but is clamped into `[min(periods), max(periods)]` ("within the period list's bounds", README
+HOOK_RETRY_PERIOD_SEC), so a receiver can neither hammer us with 0 nor park a batch for a day.
 
-`next_delay` spreads a period by ±JITTER (delivery-control.md: retries get ±10% jitter), so the
+`next_delay` spreads a period by ±JITTER (README HOOK_RETRY_PERIOD_SEC: each wait gets ±10% jitter), so the
 batches that failed together when a receiver went down do not all come back in the same second;
 a receiver's Retry-After is only ever lengthened (up to +10%), never brought forward.
 """

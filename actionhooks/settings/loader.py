@@ -8,6 +8,13 @@ not: an ACTIONHOOKS_* variable that names no setting is a warning (`environment_
 the environment is shared with others. Kubernetes injects ACTIONHOOKS_PORT=tcp://…,
 ACTIONHOOKS_SERVICE_HOST, ACTIONHOOKS_PORT_8080_TCP_ADDR… into every pod of a namespace that has a
 Service named `actionhooks`; those must never stop the engine.
+
+Why not pydantic-settings (its JsonConfigSettingsSource and EnvSettingsSource, tried with 2.16):
+it skips a config file that does not exist (a mistyped --config would run on defaults), raises the
+first json.JSONDecodeError (or a TypeError for a non-object file) on its own instead of beside the
+other problems, and its errors name the field but never the source, so "(from
+ACTIONHOOKS_HOOK_RETRY_TIMES)" could not be said. What it would save is the prefix and the JSON
+decoding of a variable, a dozen lines. The README (Configuration reference) says the same.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -86,6 +93,14 @@ def _env_value(key: str, raw: str) -> Any:
         return raw
 
 
+def _setting_variables(environ: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    """(variable, key, value) of each ACTIONHOOKS_* variable that may name a setting, sorted by name:
+    ACTIONHOOKS_CONFIG names the file and ACTIONHOOKS_TEST_* belong to the test harness."""
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name != CONFIG_ENV and not name.startswith(TEST_ENV_PREFIX):
+            yield name, name.removeprefix(ENV_PREFIX), environ[name]
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the layers; raise SettingsError listing every problem with its key."""
     environ = os.environ if environ is None else environ
@@ -93,14 +108,10 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
     problems: list[SettingsProblem] = []
     values = _read_file(file_path, explicit, problems)
     origin = {key: str(file_path) for key in values}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or name.startswith(TEST_ENV_PREFIX):
-            continue
-        key = name.removeprefix(ENV_PREFIX)
-        if key not in KNOWN_KEYS:
-            continue  # a warning, not a problem: environment_warnings()
-        values[key] = _env_value(key, raw)
-        origin[key] = name
+    for name, key, raw in _setting_variables(environ):
+        if key in KNOWN_KEYS:  # any other is a warning, not a problem: environment_warnings()
+            values[key] = _env_value(key, raw)
+            origin[key] = name
     for key in list(values):
         if key not in KNOWN_KEYS:
             problems.append(SettingsProblem(key, "unknown key", _suggest(key)))
@@ -112,11 +123,10 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
             key = str(err["loc"][0]) if err["loc"] else "<file>"
             via = f" (from {origin[key]})" if origin.get(key, str(file_path)) != str(file_path) else ""
             problems.append(SettingsProblem(key, _message(err) + via))
-        settings = None
-    if problems:
-        raise SettingsError(_dedupe(problems), source=str(file_path))
-    assert settings is not None
-    return settings
+    else:
+        if not problems:
+            return settings
+    raise SettingsError(_dedupe(problems), source=str(file_path))
 
 
 def environment_warnings(environ: Mapping[str, str] | None = None) -> list[SettingsProblem]:
@@ -126,10 +136,7 @@ def environment_warnings(environ: Mapping[str, str] | None = None) -> list[Setti
     """
     environ = os.environ if environ is None else environ
     warnings = []
-    for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or name.startswith(TEST_ENV_PREFIX):
-            continue
-        key = name.removeprefix(ENV_PREFIX)
+    for name, key, _ in _setting_variables(environ):
         if key not in KNOWN_KEYS:
             suggestion = _suggest(key)
             warnings.append(

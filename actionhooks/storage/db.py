@@ -93,9 +93,15 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def read_only(engine: Engine) -> Engine:
+    """`engine` for reading only: on SQLite its transactions BEGIN deferred, so they never take (or wait for)
+    the write lock; elsewhere it is `engine`'s twin."""
+    return engine.execution_options(**{_READ_ONLY: True})
+
+
 def reader_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions for reading only; on SQLite they never take (or wait for) the write lock."""
-    return sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
+    return sessionmaker(read_only(engine), expire_on_commit=False)
 
 
 # What a failing database raises, as opposed to what a bad statement or bad data raises (Integrity,

@@ -1,4 +1,4 @@
-"""The write probe: does the database still take a write? (/healthz, observability.py)
+"""The write probe: does the database still take a write? (/healthz, observability/liveness.py)
 
 Reads prove little about a full disk or a read-only database, so the API rewrites one row of
 `write_probes` when it has written nothing for a while. On SQLite the probe waits at most

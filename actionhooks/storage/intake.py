@@ -29,6 +29,8 @@ from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
 
 __all__ = ["Accepted", "accept_events", "clear_signal", "forget_seen", "remove", "requeue", "stage", "stale_work"]
 
+CLAIM_ROWS = 1000  # intake rows a router looks at per claim
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -149,6 +151,47 @@ def clear_signal(session: Session, account_id: int) -> None:
     """Called by the router before it reads the intake (see the module docstring)."""
     session.execute(delete(RouteSignal).where(RouteSignal.account_id == account_id))
     session.commit()
+
+
+def claim(
+    session: Session, account_id: int, max_events: int
+) -> tuple[list[int], list[tuple[float, dict[str, Any]]], list[str | None], bool]:
+    """For the router: up to `max_events` events of the oldest intake rows, each with the time it was accepted,
+    the rows' trace contexts (tracing.py: the route span links to their accept spans), and whether
+    rows were left waiting (the router then claims again). The caller removes the rows (`remove`)
+    in the same transaction once they are routed.
+
+    Two steps, so only the blobs of the chosen rows are ever read: the first row counts pick the
+    rows that fit (reading 1,000 blobs of 1,000 events each would hold ~300 MB in the worker), the
+    second locks and reads just those (rows another router holds are skipped).
+    """
+    sizes = session.execute(
+        select(Intake.id, Intake.n_events).where(Intake.account_id == account_id).order_by(Intake.id)
+        .limit(CLAIM_ROWS)
+    ).all()
+    chosen: list[int] = []
+    total = 0
+    for row_id, n in sizes:
+        if chosen and total + n > max_events:
+            break
+        chosen.append(row_id)
+        total += n
+    if not chosen:
+        return [], [], [], False
+    stmt = (
+        select(Intake.id, Intake.events, Intake.created_at, Intake.trace_context)
+        .where(Intake.id.in_(chosen))
+        .order_by(Intake.id)
+        .with_for_update(skip_locked=True)  # SQLite compiles no locking clause: one writer at a time
+    )
+    ids: list[int] = []
+    events: list[tuple[float, dict[str, Any]]] = []
+    traces: list[str | None] = []
+    for row_id, blob, accepted_at, trace_context in session.execute(stmt):
+        ids.append(row_id)
+        traces.append(trace_context)
+        events.extend((accepted_at, event) for event in orjson.loads(blob))
+    return ids, events, traces, len(chosen) < len(sizes) or len(sizes) == CLAIM_ROWS
 
 
 def remove(session: Session, ids: Iterable[int]) -> None:

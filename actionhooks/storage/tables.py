@@ -281,7 +281,7 @@ class WriteProbe(Base):
 
 
 class Source(Base):
-    """A capture source (capture.md): its public `key` names it in /t/{key}/… URLs; `config` holds the
+    """A capture source (README, "Capture"): its public `key` names it in /t/{key}/… URLs; `config` holds the
     rest of its settings as the API validated them (capture/model.py), `secret` signs redirect links."""
 
     __tablename__ = "sources"

@@ -221,7 +221,7 @@ def build_custom_data(
     catalog: Catalog,
     budget: RenderBudget | None = None,
 ) -> dict[str, Any]:
-    """custom_data of a delivered event (contract.md "The hook").
+    """custom_data of a delivered event (docs/wire-format.md, "What a hook adds: custom_data").
 
     The selected profile fields come first (None for each when there is no profile or no such
     field); then the event's own `custom_data` when it carries a non-empty one, else the hook's

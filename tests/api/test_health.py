@@ -26,12 +26,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.api.app import create_app
-from actionhooks.observability import CACHE_SEC, measure
+from actionhooks.observability.cache import CACHE_SEC
 from actionhooks.settings import Settings
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
+from actionhooks.storage.monitoring import measure
 from actionhooks.storage.tables import Attempt, Delivery, Hook, Intake, Outbox
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from tests.support.engine import (
     PG_ADMIN,
     Engine,

@@ -1,4 +1,4 @@
-"""Delivery control end to end (delivery-control.md): real receivers, real worker processes.
+"""Delivery control end to end (README: Rate limits, Pause and resume): real receivers, real worker processes.
 
 - the rate limit holds across several worker processes sharing one PostgreSQL database, and a
   limited hook's backlog does not hold back another hook;

@@ -1,4 +1,4 @@
-"""The Settings model on its own: the contract's defaults, value shapes and bounds."""
+"""The Settings model on its own: the documented defaults (README, Configuration reference), value shapes and bounds."""
 
 from __future__ import annotations
 

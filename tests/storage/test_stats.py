@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
-from actionhooks.cluster_metrics import ClusterMetrics, held_counts
+from actionhooks.observability.cluster import ClusterMetrics
 from actionhooks.storage import stats
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
-from actionhooks.storage.tables import Hook, HookDeliveryState, WorkerStat
+from actionhooks.storage.tables import Hook, WorkerStat
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -73,28 +73,4 @@ def test_rounds_of_several_processes_add_up_to_one_cumulative_histogram_and_coun
     # And hooks are counted by state (active or stopped; held hooks are counted by reason)
     assert got[("actionhooks_hooks", (("state", "active"),))] == 1
     assert got[("actionhooks_hooks", (("state", "stopped"),))] == 1
-    engine.dispose()
-
-
-def test_an_unreadable_database_leaves_the_worker_metrics_out_instead_of_failing_the_scrape(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nothing.db'}")
-    registry = CollectorRegistry()
-    registry.register(ClusterMetrics(engine))
-    assert "actionhooks_delivery_attempts" not in generate_latest(registry).decode()
-
-
-def test_held_hooks_are_counted_by_reason_from_the_delivery_state_table(tmp_path: Path) -> None:
-    table = HookDeliveryState.__table__
-    engine = create_engine(f"sqlite:///{tmp_path / 'h.db'}")  # no foreign keys: the state rows alone
-    table.create(engine)
-    now = 1000.0
-    with engine.begin() as connection:
-        connection.execute(table.insert(), [
-            {"hook_id": 1, "hold_until": now + 5, "paused_since": None, "gone_at": None},  # rate limited
-            {"hook_id": 2, "hold_until": now - 5, "paused_since": None, "gone_at": None},  # free again
-            {"hook_id": 3, "hold_until": now + 30, "paused_since": now - 300, "gone_at": None},  # paused
-            {"hook_id": 4, "hold_until": 1e18, "paused_since": now - 300, "gone_at": now - 10},  # 410
-        ])
-    with engine.connect() as connection:
-        assert held_counts(connection, now) == {"gone": 1, "paused": 1, "rate_limited": 1}
     engine.dispose()

@@ -23,6 +23,8 @@ import httpx
 import psycopg
 import redis
 
+from actionhooks.events import example_event
+
 T = TypeVar("T")
 
 REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -199,22 +201,11 @@ def running_engine(folder: Path, *roles: str, **overrides: Any) -> Iterator[Engi
 
 
 def event(n: int = 0, **fields: Any) -> dict[str, Any]:
-    """A valid captured event (an email click of account 23 in database 111) with overrides."""
-    base: dict[str, Any] = {
-        "event_type": "click",
-        "event_date": "2018-03-04T13:13:19.034315796Z",
-        "account_id": 23,
-        "list_id": 111,
-        "profile_id": f"profile-{n}",
-        "is_test": False,
-        "event_data": {
-            "campaign_id": 973,
-            "message_id": 17,
-            "segment_id": 0,
-            "resource_id": 3,
-            "send_message_id": f"send-{n}",
-        },
-    }
+    """A valid captured event (the API docs' example: an email click of account 23 in database 111),
+    with its own profile and send ids, and overrides."""
+    base = example_event()
+    base["profile_id"] = f"profile-{n}"
+    base["event_data"]["send_message_id"] = f"send-{n}"
     base.update(fields)
     return base
 

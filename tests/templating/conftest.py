@@ -21,7 +21,7 @@ def catalog() -> DictCatalog:
 
 @pytest.fixture
 def event() -> dict[str, Any]:
-    """The documented click event (altcraft-action-hooks.md §3.7), with ids the catalog knows."""
+    """The documented click event (docs/wire-format.md, "Example"), with ids the catalog knows."""
     return {
         "event_type": "click",
         "event_date": "2018-03-04T13:13:19.034315796Z",

@@ -1,4 +1,4 @@
-"""Backfill endpoints: deliver a hook the archived events of an interval (delivery-control.md, "History").
+"""Backfill endpoints: deliver a hook the archived events of an interval (README, "History").
 
 The API only validates, records the job (storage/backfills.py) and sends the worker a trigger through
 the same Celery client as route triggers; the worker does the scanning and delivering

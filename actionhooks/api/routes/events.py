@@ -20,27 +20,10 @@ from actionhooks.api.auth import Principal, any_principal
 from actionhooks.api.body import read_json_body
 from actionhooks.api.triggers import triggers_of
 from actionhooks.errors import EventsRejected, HookValidationError
-from actionhooks.events import parse_events
+from actionhooks.events import example_event, parse_events
 from actionhooks.storage.intake import accept_events
 
 router = APIRouter(tags=["events"])
-
-EXAMPLE_EVENT: dict[str, Any] = {
-    "event_type": "click",
-    "event_date": "2018-03-04T13:13:19.034315796Z",
-    "account_id": 23,
-    "list_id": 111,
-    "profile_id": "abcdefgh12345678",
-    "is_test": False,
-    "event_data": {
-        "campaign_id": 973,
-        "message_id": 17,
-        "segment_id": 0,
-        "resource_id": 3,
-        "send_message_id": "5a9bf01a17_3cd_11_6f_0_2.5a8c045fc1dde44cbf718f78",
-    },
-}
-
 
 class EventsAccepted(BaseModel):
     accepted: int
@@ -60,7 +43,7 @@ class EventsAccepted(BaseModel):
             "content": {
                 "application/json": {
                     "schema": {"type": "array", "items": {"type": "object"}},
-                    "example": [EXAMPLE_EVENT],
+                    "example": [example_event()],
                 }
             },
         }

@@ -2,7 +2,7 @@
 
 /healthz answers 503 when the database is unreachable or cannot write (disk full, read-only: nothing
 can progress, and POST /events answers 503 too); a stalled pipeline keeps it 200 but shows in
-`details` (observability.py), which is what alerting should watch: `oldest_queued_age_sec` growing,
+`details` (observability/liveness.py), which is what alerting should watch: `oldest_queued_age_sec` growing,
 `last_delivery_at` getting old, `quarantined_events` above 0.
 """
 

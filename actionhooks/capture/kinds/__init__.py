@@ -13,6 +13,6 @@ ENDPOINT_KINDS: dict[str, CaptureKind] = {endpoint: kind for kind in KINDS.value
 
 
 def urls_of(kind: str, root: str) -> dict[str, str]:
-    """The public URLs a source of `kind` serves, named as in capture.md (`urls` of a source)."""
+    """The public URLs a source of `kind` serves, named as the API shows them (`urls` of a source)."""
     names = {"p.gif": "pixel", "r": "redirect", "wh": "webhook", "s.js": "script", "collect": "collect"}
     return {names[endpoint]: f"{root}/{endpoint}" for endpoint in KINDS[kind].endpoints}

@@ -4,92 +4,38 @@ Workers are Celery processes on any number of machines; they add per-round total
 (storage/stats.py), so any API process shows every worker's attempts, delivered events and latency
 without the scraper knowing where workers run, and without a worker serving HTTP. Hook states are
 counted from the hooks table itself, so they show whatever the workers decided (active, stopped,
-and the delivery-control states when the hooks table has a `state` column).
+and held hooks by reason from the delivery-state table).
 
-Like the liveness gauges (observability.py), the figures are read at scrape time on the raw DBAPI
-connection (never the write lock of an engine session), at most once per CACHE_SEC per process.
+Like the liveness gauges (liveness.py), the figures are read at scrape time on a read-only
+connection (storage/monitoring.py: never the write lock), at most once per CACHE_SEC per process.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, Engine, and_, case, func, not_, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from actionhooks.observability.cache import CACHE_SEC, Cached
 from actionhooks.storage import stats
-from actionhooks.storage.tables import Hook, HookDeliveryState
+from actionhooks.storage.monitoring import read_snapshot
 
-__all__ = ["ClusterMetrics", "ClusterSnapshot", "read_snapshot"]
-
-CACHE_SEC = 2.0
-
-
-class ClusterSnapshot:
-    """Worker totals (stats.totals), hooks by state and held hooks by reason, as read at one scrape."""
-
-    def __init__(
-        self, totals: Mapping[stats.Series, float], hooks_by_state: Mapping[str, int],
-        held: Mapping[str, int] | None = None,
-    ) -> None:
-        self.totals = totals
-        self.hooks_by_state = hooks_by_state
-        self.held = held or {}
-
-
-def held_counts(connection: Connection, now: float) -> dict[str, int]:
-    """Hooks whose delivery is held, by reason: `gone` (stopped by a 410), `paused` (a dead receiver,
-    probed now and then), `rate_limited` (waiting for its rate limit: held, neither paused nor gone)."""
-    c = HookDeliveryState.__table__.c
-    gone = c.gone_at.isnot(None)
-    paused = c.paused_since.isnot(None)
-    reasons = {
-        "gone": gone,
-        "paused": and_(paused, not_(gone)),
-        "rate_limited": and_(c.hold_until > now, not_(gone), not_(paused)),
-    }
-    row = connection.execute(select(*(func.coalesce(func.sum(case((e, 1), else_=0)), 0) for e in reasons.values())))
-    return {name: int(n) for name, n in zip(reasons, row.one(), strict=True)}
-
-
-def read_snapshot(engine: Engine, now: float | None = None) -> ClusterSnapshot:
-    column = Hook.__table__.c.active
-    with engine.connect() as connection:
-        totals = stats.totals(connection)
-        by_state = {}
-        for state, count in connection.execute(select(column, func.count()).group_by(column)):
-            by_state["active" if state else "stopped"] = int(count)
-        held = held_counts(connection, now or time.time())
-        connection.rollback()
-    return ClusterSnapshot(totals, by_state, held)
+__all__ = ["ClusterMetrics"]
 
 
 class ClusterMetrics(Collector):
     """The worker and hook-state metrics (absent while the database cannot answer)."""
 
     def __init__(self, engine: Engine, ttl: float = CACHE_SEC) -> None:
-        self._engine = engine
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._value: ClusterSnapshot | None = None
-        self._expires = 0.0
-
-    def _get(self) -> ClusterSnapshot:
-        with self._lock:
-            now = time.monotonic()
-            if self._value is None or now >= self._expires:
-                self._value = read_snapshot(self._engine)
-                self._expires = now + self._ttl
-            return self._value
+        self._snapshot = Cached(lambda: read_snapshot(engine), ttl)
 
     def collect(self) -> Iterator[Metric]:
         try:
-            snap = self._get()
+            snap = self._snapshot.get()
         except DBAPIError:
             return
         yield from _counters(snap.totals)
@@ -116,14 +62,20 @@ def _counters(totals: Mapping[stats.Series, float]) -> Iterator[Metric]:
         "cut short by a worker that died) and transport.", labels=["outcome", "transport"])
     delivered = CounterMetricFamily(
         "actionhooks_delivered_events", "Events delivered by all workers, by transport.", labels=["transport"])
+    not_compiled = CounterMetricFamily(
+        "actionhooks_hooks_not_compiled", "Stored hook versions a worker process could not compile (left out of "
+        "matching until changed; each process counts once), by the field of the first error.", labels=["field"])
     for (name, labels), value in sorted(totals.items()):
         lab = stats.parse_labels(labels)
         if name == stats.ATTEMPTS:
             attempts.add_metric([lab["outcome"], lab["transport"]], value)
         elif name == stats.DELIVERED_EVENTS:
             delivered.add_metric([lab["transport"]], value)
+        elif name == stats.HOOKS_NOT_COMPILED:
+            not_compiled.add_metric([lab["field"]], value)
     yield attempts
     yield delivered
+    yield not_compiled
 
 
 def _latency(totals: Mapping[stats.Series, float]) -> HistogramMetricFamily:

@@ -1,5 +1,6 @@
 """The workers' figures in the API's /metrics: real processes on PostgreSQL, deliveries by two worker
-processes (prefork children of their own) to a real HTTP receiver and a Redis stream."""
+processes (prefork children of their own) to a real HTTP receiver and a Redis stream; a database that
+cannot answer leaves them out of the scrape."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from actionhooks.observability.cluster import ClusterMetrics
+from actionhooks.storage.db import make_engine
 from tests.support.engine import Engine, http_hook, poll, postgres_database, redis_broker, running_engine
 from tests.support.faults import CountingReceiver, outstanding, post_events
 from tests.support.receiver import Reply
@@ -101,3 +105,10 @@ def test_attempts_by_outcome_and_transport_and_latency_of_all_workers_show_in_th
             assert got[("actionhooks_hooks", (("state", "active"),))] == 2
     finally:
         receiver.close()
+
+
+def test_an_unreadable_database_leaves_the_worker_metrics_out_instead_of_failing_the_scrape(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nothing.db'}")
+    registry = CollectorRegistry()
+    registry.register(ClusterMetrics(engine))
+    assert "actionhooks_delivery_attempts" not in generate_latest(registry).decode()
