@@ -113,6 +113,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from actionhooks.broker.celery_app import make_celery
+    from actionhooks.delivery import transport_class
     from actionhooks.storage.migrate import prepare_storage
     from actionhooks.worker.tasks import register_tasks
 
@@ -120,6 +121,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     prepare_storage(settings)
     celery = make_celery(settings)
     register_tasks(celery)
+    # Imported before the prefork pool forks (httpx and what it pulls in: ~0.5 s of CPU), so a child's
+    # first delivery does not pay for it (bench/capture.py under py-spy: 18% of a 10 s run's worker CPU).
+    transport_class("http")
     argv = [
         "worker",
         f"--pool={settings.WORKER_POOL}",

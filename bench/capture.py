@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import common
 import httpx
@@ -136,11 +137,81 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
+# in process: the API's capture path without HTTP --------------------------------------------
+async def _asgi_get(app: object, path: str, query: bytes) -> None:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"user-agent", AGENT.encode()), (b"accept", b"*/*")],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080)}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    await app(scope, receive, send)  # type: ignore[operator]
+
+
+async def _raw_gif_app(scope: dict[str, object], receive: object, send: object) -> None:
+    await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                "headers": [(b"content-type", b"image/gif"), (b"content-length", b"42")]})
+    await send({"type": "http.response.body", "body": GIF})  # type: ignore[operator]
+
+
+def in_process(hits_per_task: int, tasks: int) -> dict[str, float]:
+    """CPU-µs per pixel hit of the API application called directly (ASGI, no server, no socket) by
+    `tasks` concurrent callers on SQLite, the committer's writer thread included; beside an ASGI app
+    that only answers the GIF, called the same way. Batches are as large as the callers make them
+    (`tasks`), whatever else runs on the machine, so the figure compares code across runs."""
+    import uvloop
+
+    from actionhooks.api.app import create_app
+    from actionhooks.settings.loader import load_settings
+    from actionhooks.storage.migrate import prepare_storage
+    from actionhooks.storage.tokens import create_token
+
+    async def measure(app: object, path: str) -> float:
+        async def caller() -> None:
+            for _ in range(hits_per_task):
+                await _asgi_get(app, path, QUERY[1:].encode())
+
+        for _ in range(200):
+            await _asgi_get(app, path, QUERY[1:].encode())  # warm: caches, the SQLite file
+        start = time.process_time()
+        await asyncio.gather(*(caller() for _ in range(tasks)))
+        return (time.process_time() - start) / (hits_per_task * tasks) * 1e6
+
+    async def run(folder: str) -> dict[str, float]:
+        config = Path(folder) / "main.json"
+        config.write_text(orjson.dumps({"DATA_DIR": f"{folder}/data", "LOG_LEVEL": "WARNING"}).decode())
+        settings = load_settings(config, environ={})
+        prepare_storage(settings)
+        app = create_app(settings)
+        token = create_token(app.state.sessions, 1, "admin", "bench")
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bench") as client:
+                reply = await client.post("/api/v1/sources", headers={"authorization": f"Bearer {token}"},
+                                          json={"name": "bench", "kind": "pixel", "event_types": ["open"]})
+            path = f"/t/{reply.json()['key']}/p.gif"
+            return {"raw": await measure(_raw_gif_app, path), "api": await measure(app, path)}
+
+    with tempfile.TemporaryDirectory() as folder, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run(folder))
+
+
 # the engine -----------------------------------------------------------------------------------
 def captured(engine: Engine) -> float:
     text = httpx.get(f"{engine.base_url}/metrics", timeout=30).text
     line = next((x for x in text.splitlines() if x.startswith('actionhooks_capture_events_total{kind="pixel"}')), "")
     return float(line.split()[-1]) if line else 0.0
+
+
+def healthy(engine: Engine) -> bool:
+    try:
+        return httpx.get(f"{engine.base_url}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def stats(port: int) -> dict[str, float]:
@@ -158,21 +229,37 @@ def role_pids(engine: Engine) -> dict[str, int]:
     return roles
 
 
+def _sys_seconds(pid: int) -> float:
+    """The kernel's share of common.cpu_seconds (system calls: sockets, the loop's polling, lock waits)."""
+    total = 0
+    for p in common.tree_pids(pid):
+        try:
+            total += int(Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()[12])
+        except OSError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, connections: int,
-               rate: float | None) -> dict[str, float]:
+               rate: float | None, profile: Path | None = None, name: str = "full") -> dict[str, float]:
     """One wrk run; also the CPU-µs each role spent per captured hit until the last one was delivered
     (the figure a loaded machine distorts least: it does not count time spent waiting for a core)."""
     httpx.get(f"http://127.0.0.1:{receiver_port}/reset", timeout=10)
     roles = role_pids(engine)
     cpu = {role: common.cpu_seconds(pid) for role, pid in roles.items()}
+    kernel = {role: _sys_seconds(pid) for role, pid in roles.items()}
     before = captured(engine)
     start = time.time()
-    load = wrk(url, seconds, connections, rate)
+    spied = {role: SimpleNamespace(pid=pid) for role, pid in roles.items() if role != "scheduler"}
+    with common.profiled(spied, profile, prefix=f"capture-{name}", gil=True):  # type: ignore[arg-type]
+        load = wrk(url, seconds, connections, rate)
     hits = captured(engine) - before
     poll(lambda: stats(receiver_port)["events"] >= hits, f"{hits:.0f} hits delivered", timeout=600, every=0.5)
     seen = stats(receiver_port)
     per_hit = {f"cpu_us_{role}": (common.cpu_seconds(pid) - cpu[role]) / max(hits, 1) * 1e6
                for role, pid in roles.items()}
+    per_hit |= {f"sys_us_{role}": (_sys_seconds(pid) - kernel[role]) / max(hits, 1) * 1e6
+                for role, pid in roles.items()}
     return load | per_hit | {"captured": hits, "delivered": seen["events"],
                              "delivered_rps": seen["events"] / (seen["last"] - start)}
 
@@ -182,11 +269,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--half-rate", type=float, default=2500)
+    parser.add_argument("--profile", type=Path, help="py-spy the API and worker during both engine runs; "
+                        "writes capture-<run>-<role>.raw/.txt there and prints the top frames")
+    parser.add_argument("--skip-reference", action="store_true", help="engine only (profiling; no figures to report)")
+    parser.add_argument("--in-process", action="store_true", help="only the CPU-µs per hit of the capture path "
+                        "called in process (no HTTP, no worker), beside a bare ASGI GIF app")
     args = parser.parse_args()
     machine = common.machine()
+    if args.in_process:
+        for tasks in (64, 8):
+            cost = in_process(200, tasks)
+            print(f"In process, {tasks} concurrent callers: CPU-µs per hit: bare ASGI GIF app {cost['raw']:.0f}, "
+                  f"API capture path {cost['api']:.0f} (committer included); {common.machine()}")
+        return
+    no_run = {"rps": 0.0, "p50": 0.0, "p99": 0.0}
+    reference, reference_paced = no_run, no_run
     with subprocess_server("gif-server") as port:
-        reference = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, args.connections)
-        reference_paced = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, 50, args.half_rate)
+        if not args.skip_reference:
+            reference = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, args.connections)
+            reference_paced = wrk(f"http://127.0.0.1:{port}/t/x/p.gif{QUERY}", args.seconds, 50, args.half_rate)
     print(f"reference: {reference}, paced {reference_paced}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as folder, subprocess_server("receiver") as receiver_port:
         engine = Engine(Path(folder), WORKER_POOL="prefork", WORKER_CONCURRENCY=2, SCHEDULER_TICK_SEC=1.0,
@@ -194,7 +295,10 @@ def main() -> None:
         engine.config.pop("DATABASE_URL")  # the embedded defaults: SQLite under DATA_DIR, embedded broker
         engine.config_path.write_text(orjson.dumps(engine.config).decode())
         try:
-            engine.start("run")
+            try:
+                engine.start("run")
+            except AssertionError:  # not ready in 30 s: on a loaded machine `run` may take longer to start
+                poll(lambda: engine.procs["run"].poll() is None and healthy(engine), "the engine", timeout=120)
             with engine.client() as admin:
                 source = admin.post("/sources", json={"name": "bench", "kind": "pixel", "event_types": ["open"]}).json()
                 admin.post("/hooks", json={"name": "bench", "actions": ["open"], "delivery": {
@@ -204,9 +308,11 @@ def main() -> None:
             wrk(url, 3, 8)  # warm up (imports, caches, SQLite file growth), then let it drain
             warm = captured(engine)
             poll(lambda: stats(receiver_port)["events"] >= warm, "the warm-up delivered", timeout=300, every=0.5)
-            full = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=args.connections, rate=None)
+            full = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=args.connections, rate=None,
+                              profile=args.profile, name="full")
             print(f"full: {full}", file=sys.stderr)
-            paced = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=50, rate=args.half_rate)
+            paced = engine_run(engine, url, receiver_port, seconds=args.seconds, connections=50, rate=args.half_rate,
+                               profile=args.profile, name="paced")
             print(f"paced: {paced}", file=sys.stderr)
         finally:
             engine.stop()
@@ -224,7 +330,8 @@ def main() -> None:
         rows))
     for name, run in (("full load", full), ("paced", paced)):
         print(f"CPU-µs per captured hit, {name} (until delivered): API {run['cpu_us_api']:.0f}, "
-              f"worker {run['cpu_us_worker']:.0f}, scheduler {run['cpu_us_scheduler']:.0f}")
+              f"worker {run['cpu_us_worker']:.0f}, scheduler {run['cpu_us_scheduler']:.0f} (of which in the kernel: "
+              f"API {run['sys_us_api']:.0f}, worker {run['sys_us_worker']:.0f})")
     non2xx = full["non2xx"] + paced["non2xx"]
     print(f"\nEvery captured hit delivered: full {full['delivered']:.0f}/{full['captured']:.0f}, "
           f"paced {paced['delivered']:.0f}/{paced['captured']:.0f}; non-2xx answers: {non2xx:.0f}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -105,9 +106,12 @@ def rss_each_mb(pid: int) -> list[float]:
 
 
 @contextmanager
-def profiled(procs: Mapping[str, subprocess.Popen[bytes]], folder: Path | None, prefix: str) -> Iterator[None]:
+def profiled(procs: Mapping[str, subprocess.Popen[bytes]], folder: Path | None, prefix: str,
+             *, gil: bool = False) -> Iterator[None]:
     """py-spy every process of `procs` (children included) while the block runs, if `folder` is given;
-    writes <prefix>-<role>.svg (flame graph) and .txt (the frames most often on CPU, self time)."""
+    writes <prefix>-<role>.raw (collapsed stacks) and .txt (the frames most often on CPU, self time).
+    `gil`: sample only the thread holding the GIL (Python CPU, without threads waiting for it or for
+    a core, which a loaded machine otherwise shows as busy)."""
     if folder is None or not procs:
         yield
         return
@@ -116,8 +120,8 @@ def profiled(procs: Mapping[str, subprocess.Popen[bytes]], folder: Path | None, 
     for role, proc in procs.items():
         raw = folder / f"{prefix}-{role}.raw"
         spies[role] = (raw, subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid), "--subprocesses",
-             "--format", "raw", "--rate", "200", "--output", str(raw), "--nonblocking"],
+            [_py_spy(), "record", "--pid", str(proc.pid), "--subprocesses",
+             "--format", "raw", "--rate", "200", "--output", str(raw), "--nonblocking", *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         yield
@@ -129,6 +133,12 @@ def profiled(procs: Mapping[str, subprocess.Popen[bytes]], folder: Path | None, 
                 summary = top_frames(raw)
                 (folder / f"{prefix}-{role}.txt").write_text(summary)
                 print(f"--- py-spy {prefix} {role} (self time, top frames):\n{summary}", file=sys.stderr)
+
+
+def _py_spy() -> str:
+    """py-spy beside this Python (the project's virtualenv), else the one on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy") or str(beside)
 
 
 def top_frames(raw: Path, n: int = 15) -> str:

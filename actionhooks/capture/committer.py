@@ -33,13 +33,18 @@ __all__ = ["Busy", "GroupCommitter"]
 MAX_BATCH_EVENTS = 20_000  # one transaction's upper bound; the rest waits for the next
 MAX_WAITING = 20_000  # requests waiting for a commit; beyond it new ones are refused at once (Busy)
 MAX_WAITING_PER_ACCOUNT = 10_000  # so one account's flood leaves room for the others
+# A transaction starts at most this long after the previous one started. Each costs the writer ~0.5 ms
+# of CPU (statements, commit, waking the requests) however few events it holds; a commit that took
+# 1 ms at 5,000 hits/s held 5 hits, so that fixed cost was ~100 CPU-µs per hit. Spacing the starts makes
+# batches of 25 at that rate for at most 5 ms more wait, and a hit after a quiet spell waits for none.
+COMMIT_INTERVAL_SEC = 0.005
 
 
 class Busy(Exception):
     """The database falls behind: this many requests already wait for a commit."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     account_id: int
     source_id: int | None  # the source that captured the events (recorded as its recent captures)
@@ -66,6 +71,7 @@ class GroupCommitter:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-commit")
         self._signaller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-trigger")
         self._draining: asyncio.Task[None] | None = None
+        self._started = float("-inf")  # when the last transaction started (event loop clock)
         self._unpruned: collections.Counter[int] = collections.Counter()  # source -> rows since its prune
 
     async def submit(self, account_id: int, events: list[dict[str, Any]],
@@ -87,6 +93,10 @@ class GroupCommitter:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue:
+            pause = self._started + COMMIT_INTERVAL_SEC - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self._started = loop.time()
             batch = self._take()
             try:
                 signals, failed = await loop.run_in_executor(self._writer, self._write, batch)

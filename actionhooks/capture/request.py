@@ -8,11 +8,11 @@ of it is captured.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,8 @@ _MAX_ID = 2**63 - 1
 _READ = frozenset({b"user-agent", b"referer", b"dnt", b"sec-gpc", b"cookie"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0-255 without leading zeros
+_IPV4 = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}", re.ASCII)
 
 
 class Refused(Exception):
@@ -47,9 +49,11 @@ class Refused(Exception):
         self.reason, self.field, self.msg = reason, field, msg
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Env:
-    """What every event of one request shares: arrival, client facts after privacy rules, the visitor."""
+    """What every event of one request shares: arrival, client facts after privacy rules, the visitor.
+
+    Never changed once made (not `frozen`: a frozen dataclass's __init__ costs a pixel hit ~1 µs more)."""
 
     arrived_ns: int
     ip: str | None
@@ -94,9 +98,9 @@ def request_env(source: Source, request: Request) -> Env:
 
 def anonymize(ip: str) -> str | None:
     """IPv4 without its last octet, IPv6 without its last 80 bits; None for what is not an address."""
-    octets = ip.split(".")
-    if len(octets) == 4 and all(o.isascii() and o.isdigit() and int(o) <= 255 and o == str(int(o)) for o in octets):
-        return f"{octets[0]}.{octets[1]}.{octets[2]}.0"  # the common case, without ipaddress's cost
+    v4 = _IPV4.fullmatch(ip)
+    if v4 is not None:
+        return f"{v4[1]}.0"  # the common case, without ipaddress's cost
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -108,7 +112,22 @@ def anonymize(ip: str) -> str | None:
 def event_date(ns: int) -> str:
     """RFC 3339 UTC with nanoseconds, as the platform's own events carry."""
     seconds, fraction = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+    return f"{_second(seconds)}.{fraction:09d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """The date and time of one second (every hit of that second shares it: strftime costs ~2 µs)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID as text, without building a uuid.UUID (a third of the cost)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_event(source: Source, env: Env, event_type: str, data: dict[str, Any], *,
@@ -126,7 +145,7 @@ def new_event(source: Source, env: Env, event_type: str, data: dict[str, Any], *
         "proxy": mail_proxy(agent),
     }
     return {
-        "event_id": str(uuid.UUID(bytes=os.urandom(16), version=4)),
+        "event_id": new_event_id(),
         "event_type": event_type,
         "event_date": event_date(env.arrived_ns),
         "account_id": source.account_id,

@@ -36,6 +36,8 @@ Identity = tuple[str, int | None]  # (profile_id, list_id)
 CAPTURES_KEPT = 50  # recent captures kept per source: what the console shows, a bounded cost per batch
 _SUMMARY_FIELDS = ("url", "name", "visitor_id", "ip", "user_agent", "referer", "is_bot", "proxy")
 _SUMMARY_TEXT = 300  # characters of each summarised text kept
+# A Core insert built once: the ORM's bulk insert path cost the capture writer ~30% of its time per batch.
+_PUT_CAPTURES = insert(SourceCapture.__table__)
 
 
 def new_key() -> str:
@@ -176,7 +178,7 @@ def put_captures(session: Session, account_id: int, by_source: dict[int, list[di
              "events": [_summary(event) for event in events[-CAPTURES_KEPT:]]}
             for source_id, events in by_source.items() if events]
     if rows:
-        session.execute(insert(SourceCapture), rows)
+        session.execute(_PUT_CAPTURES, rows)
     for source_id in prune:
         oldest_kept = session.scalars(
             select(SourceCapture.id).where(SourceCapture.source_id == source_id)

@@ -10,7 +10,7 @@ finds the source by key in a cache, and hands the request to the kind that owns 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actionhooks.capture.context import CaptureContext
@@ -21,24 +21,20 @@ PREFIX = "/t/"
 
 
 async def serve(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer one /t/… request of `app` (its state holds the capture context)."""
-    scope["app"] = app
-    request = Request(scope, receive)
-    response = await dispatch(request)
-    await response(scope, receive, send)
-
-
-async def dispatch(request: Request) -> Response:
-    parts = request.scope["path"][len(PREFIX):].split("/")
+    """Answer one /t/… request of `app` (its state holds the capture context). One coroutine from here
+    to the kind's answer: every level of awaiting is resumed again when a pixel's commit completes."""
+    parts = scope["path"][len(PREFIX):].split("/")
     kind = ENDPOINT_KINDS.get(parts[1]) if len(parts) == 2 else None
+    response: ASGIApp
     if kind is None:
-        return PlainTextResponse("Not found.\n", 404)
-    key, endpoint = parts
-    methods = kind.endpoints[endpoint]
-    if request.method not in methods:
-        return PlainTextResponse("Method not allowed.\n", 405, headers={"allow": ", ".join(sorted(methods))})
-    ctx: CaptureContext = request.app.state.capture
-    source = await ctx.sources.find(key)
-    if source is not None and source.spec.kind != kind.name:
-        source = None
-    return await kind.answer(Call(ctx, request, source, endpoint))
+        response = PlainTextResponse("Not found.\n", 404)
+    elif scope["method"] not in (methods := kind.endpoints[parts[1]]):
+        response = PlainTextResponse("Method not allowed.\n", 405, headers={"allow": ", ".join(sorted(methods))})
+    else:
+        scope["app"] = app
+        ctx: CaptureContext = app.state.capture  # type: ignore[attr-defined]
+        source = await ctx.sources.find(parts[0])
+        if source is not None and source.spec.kind != kind.name:
+            source = None
+        response = await kind.answer(Call(ctx, Request(scope, receive), source, parts[1]))
+    await response(scope, receive, send)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from actionhooks.capture.committer import Busy
 from actionhooks.capture.context import CaptureContext
@@ -31,7 +32,7 @@ class NoSource(RuntimeError):
     (gone under `python -O`, where the bug would pass for a database failure: `store_failed`)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """One public request: the shared context, the request, and its source (None: not one of this kind)."""
 
@@ -42,7 +43,7 @@ class Call:
 
     def refuse(self, kind: str, reason: str) -> None:
         """Count why this request (or part of it) is not captured."""
-        self.ctx.metrics.refused.labels(kind=kind, reason=reason).inc()
+        self.ctx.metrics.count_refused(kind, reason)
 
     async def capture(self, kind: str, env: Env, events: list[dict[str, Any]],
                       identities: dict[str, Identity] | None = None, *, supplied_ids: bool = False) -> bool:
@@ -63,7 +64,7 @@ class Call:
         except Exception:
             self.refuse(kind, "store_failed")
             return False
-        self.ctx.metrics.captured.labels(kind=kind).inc(len(events))
+        self.ctx.metrics.count_captured(kind, len(events))
         return True
 
 
@@ -73,7 +74,9 @@ class CaptureKind(Protocol):
     name: str
     endpoints: Mapping[str, frozenset[str]]
 
-    async def answer(self, call: Call) -> Response: ...
+    async def answer(self, call: Call) -> ASGIApp:
+        """The answer to send: a Starlette Response, or any ASGI callable (the pixel's prebuilt one)."""
+        ...
 
 
 def problem(status: int, loc: list[Any], msg: str, kind: str, headers: Mapping[str, str] | None = None) -> Response:
