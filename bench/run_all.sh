@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 $PY bench/e2e_http.py "$@"
+$PY bench/triggers.py
 $PY bench/matching.py
 $PY bench/brokers.py
 $PY bench/memory.py

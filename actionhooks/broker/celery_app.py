@@ -35,7 +35,7 @@ def make_celery(settings: Settings) -> Celery:
         "task_default_queue": settings.BROKER_QUEUE,
     }
     if settings.embedded_broker:
-        conf["broker_polling_interval"] = 0.05
+        conf["broker_transport"] = "actionhooks.broker.embedded:Transport"
     elif settings.broker_url.startswith(("redis", "rediss")):
         # Triggers are cheap to redo, but an unacked one must come back soon after a worker dies.
         conf["broker_transport_options"] = {"visibility_timeout": 300}

@@ -129,7 +129,7 @@ class Settings(BaseModel):
         """The broker Celery uses: BROKER_URL, or the embedded SQLite broker under DATA_DIR."""
         if self.BROKER_URL:
             return self.BROKER_URL
-        return f"sqla+sqlite:///{(Path(self.DATA_DIR) / 'broker.sqlite').resolve()}"
+        return f"sqlite:///{(Path(self.DATA_DIR) / 'broker.sqlite').resolve()}"  # broker/embedded.py
 
     @property
     def embedded_broker(self) -> bool:

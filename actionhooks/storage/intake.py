@@ -29,6 +29,8 @@ from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
 
 __all__ = ["Accepted", "accept_events", "clear_signal", "forget_seen", "remove", "requeue", "stage", "stale_work"]
 
+CLAIM_ROWS = 1000  # intake rows a router looks at per claim
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -153,17 +155,19 @@ def clear_signal(session: Session, account_id: int) -> None:
 
 def claim(
     session: Session, account_id: int, max_events: int
-) -> tuple[list[int], list[tuple[float, dict[str, Any]]], list[str | None]]:
+) -> tuple[list[int], list[tuple[float, dict[str, Any]]], list[str | None], bool]:
     """For the router: up to `max_events` events of the oldest intake rows, each with the time it was accepted,
-    and the rows' trace contexts (tracing.py: the route span links to their accept spans). The caller
-    removes the rows (`remove`) in the same transaction once they are routed.
+    the rows' trace contexts (tracing.py: the route span links to their accept spans), and whether
+    rows were left waiting (the router then claims again). The caller removes the rows (`remove`)
+    in the same transaction once they are routed.
 
     Two steps, so only the blobs of the chosen rows are ever read: the first row counts pick the
     rows that fit (reading 1,000 blobs of 1,000 events each would hold ~300 MB in the worker), the
     second locks and reads just those (rows another router holds are skipped).
     """
     sizes = session.execute(
-        select(Intake.id, Intake.n_events).where(Intake.account_id == account_id).order_by(Intake.id).limit(1000)
+        select(Intake.id, Intake.n_events).where(Intake.account_id == account_id).order_by(Intake.id)
+        .limit(CLAIM_ROWS)
     ).all()
     chosen: list[int] = []
     total = 0
@@ -173,7 +177,7 @@ def claim(
         chosen.append(row_id)
         total += n
     if not chosen:
-        return [], [], []
+        return [], [], [], False
     stmt = (
         select(Intake.id, Intake.events, Intake.created_at, Intake.trace_context)
         .where(Intake.id.in_(chosen))
@@ -187,7 +191,7 @@ def claim(
         ids.append(row_id)
         traces.append(trace_context)
         events.extend((accepted_at, event) for event in orjson.loads(blob))
-    return ids, events, traces
+    return ids, events, traces, len(chosen) < len(sizes) or len(sizes) == CLAIM_ROWS
 
 
 def remove(session: Session, ids: Iterable[int]) -> None:

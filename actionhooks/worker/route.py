@@ -58,7 +58,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
     while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
-            ids, events, traces = intake.claim(session, account_id, ROUTE_CHUNK_EVENTS)
+            ids, events, traces, more = intake.claim(session, account_id, ROUTE_CHUNK_EVENTS)
             if not ids:
                 return routed
             # After the claim: every hook change committed before these events were accepted is seen.
@@ -70,6 +70,11 @@ def route_account(rt: Runtime, account_id: int) -> int:
         for hook_id, due_in in windows.items():
             rt.triggers.drain(hook_id, countdown=due_in or None)
         routed += len(events)
+        if not more:
+            # All that waited is routed. What arrived meanwhile raised the route signal (cleared
+            # above) and sent its own trigger, which queues behind the drains this chunk triggered:
+            # a router that looped on would hold its worker process while they wait (prefetch 1).
+            return routed
     rt.triggers.route(account_id)  # budget used up with work left: continue in a fresh task
     return routed
 

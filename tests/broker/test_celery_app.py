@@ -21,7 +21,8 @@ def test_the_app_uses_the_configured_queue_and_acknowledges_late(tmp_path: Path)
 
 def test_the_embedded_broker_is_a_durable_file_under_data_dir(tmp_path: Path) -> None:
     app = make_celery(Settings(DATA_DIR=str(tmp_path)))
-    assert app.conf.broker_url == f"sqla+sqlite:///{tmp_path.resolve() / 'broker.sqlite'}"
+    assert app.conf.broker_url == f"sqlite:///{tmp_path.resolve() / 'broker.sqlite'}"
+    assert app.conf.broker_transport == "actionhooks.broker.embedded:Transport"
 
 
 @pytest.mark.parametrize("name", ["", "has space", "a/b"])

@@ -86,5 +86,5 @@ def test_postgresql_urls_use_the_installed_psycopg_3_driver(given: str, used: st
 def test_an_empty_broker_url_means_the_embedded_broker_under_the_data_folder(tmp_path) -> None:
     settings = Settings(DATA_DIR=str(tmp_path))
 
-    assert settings.broker_url == f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    assert settings.broker_url == f"sqlite:///{tmp_path / 'broker.sqlite'}"
     assert not Settings(BROKER_URL="redis://127.0.0.1:6379/0").embedded_broker

@@ -79,3 +79,34 @@ def test_requeued_events_are_one_row_each_with_their_acceptance_time_and_removed
         intake.remove(session, [rows[0].id])
         session.commit()
         assert _stored_ids(session) == ["y"]
+
+
+def test_a_claim_says_whether_rows_were_left_so_a_router_ends_only_when_all_that_waited_is_routed(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        for n in range(5):
+            _accept(session, f"r{n}a", f"r{n}b")  # five requests of two events
+        # A chunk of 5 events takes the first two requests whole (the third would not fit): rows are left
+        ids, events, _, more = intake.claim(session, 1, max_events=5)
+        assert [e["event_id"] for _, e in events] == ["r0a", "r0b", "r1a", "r1b"]
+        assert more
+        intake.remove(session, ids)
+        # A chunk that takes every waiting row leaves none
+        ids, events, _, more = intake.claim(session, 1, max_events=100)
+        assert len(events) == 6
+        assert not more
+        intake.remove(session, ids)
+        assert intake.claim(session, 1, max_events=100) == ([], [], [], False)
+
+
+def test_a_claim_that_reached_its_row_limit_says_rows_may_be_left(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        for n in range(intake.CLAIM_ROWS + 1):  # many one-event requests: the row limit, not the events, ends it
+            _accept(session, f"e{n}")
+        ids, _, _, more = intake.claim(session, 1, max_events=10 * intake.CLAIM_ROWS)
+        assert len(ids) == intake.CLAIM_ROWS
+        assert more
+        intake.remove(session, ids)
+        ids, _, _, more = intake.claim(session, 1, max_events=10 * intake.CLAIM_ROWS)
+        assert (len(ids), more) == (1, False)

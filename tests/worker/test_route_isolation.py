@@ -188,3 +188,20 @@ def test_the_original_case_a_send_id_longer_than_its_column_no_longer_stops_the_
         assert orjson.loads(held[1].event)["event_id"] == "e-2\x00"  # the event itself is kept as accepted
         session.execute(delete(QuarantinedEvent))
         session.commit()
+
+
+def test_a_router_routes_everything_that_waited_beyond_one_chunk_before_it_ends(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router ends once a claim took every waiting row (what arrives later sends its own trigger),
+    so it must not end while rows it saw were left out of a full chunk."""
+    monkeypatch.setattr("actionhooks.worker.route.ROUTE_CHUNK_EVENTS", 10)
+    with rt.sessions() as session:
+        _hook(session)
+        _accept(session, [_events(0, 10), _events(10, 10), _events(20, 5)])
+
+    assert route_account(rt, 1) == 25
+
+    with rt.sessions() as session:
+        assert session.scalar(select(Intake.id)) is None
+        assert _delivered_ids(session) == [f"e-{n}" for n in range(25)]
