@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -150,11 +151,15 @@ def list_attempts(
     return attempts_of(request, principal.account_id, hook_id, limit)
 
 
-def attempts_of(request: Request, account_id: int, hook_id: int, limit: int) -> list[dict[str, Any]]:
-    """The hook's latest attempts, newest first (REST and console)."""
+def _rows_of_hook(request: Request, account_id: int, hook_id: int, read: Callable[..., Any], limit: int) -> list[Any]:
+    """`read(session, hook_id, limit)` for one of the account's hooks (404 for another account's)."""
     with request.app.state.sessions() as session:
         load_hook(session, request, account_id, hook_id)
-        rows = deliveries.attempts(session, hook_id, limit)
+        return list(read(session, hook_id, limit))
+
+
+def attempts_of(request: Request, account_id: int, hook_id: int, limit: int) -> list[dict[str, Any]]:
+    """The hook's latest attempts, newest first (REST and console)."""
     return [
         {
             "id": a.id,
@@ -167,7 +172,7 @@ def attempts_of(request: Request, account_id: int, hook_id: int, limit: int) -> 
             "latency_ms": None if a.latency_ms is None else round(a.latency_ms, 2),
             "events": a.n_events,
         }
-        for a in rows
+        for a in _rows_of_hook(request, account_id, hook_id, deliveries.attempts, limit)
     ]
 
 
@@ -180,9 +185,6 @@ def list_failed(
 
 def failed_of(request: Request, account_id: int, hook_id: int, limit: int) -> list[dict[str, Any]]:
     """The hook's failed batches, latest failure first (REST and console)."""
-    with request.app.state.sessions() as session:
-        load_hook(session, request, account_id, hook_id)
-        rows = deliveries.failed(session, hook_id, limit)
     return [
         {
             "id": d.id,
@@ -194,7 +196,7 @@ def failed_of(request: Request, account_id: int, hook_id: int, limit: int) -> li
             "n_events": d.n_events,
             "events": orjson.loads(d.events),
         }
-        for d in rows
+        for d in _rows_of_hook(request, account_id, hook_id, deliveries.failed, limit)
     ]
 
 
