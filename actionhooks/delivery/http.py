@@ -71,6 +71,8 @@ MAX_URL_BYTES = 8192
 READ_LIMIT = 64 * 1024
 EXCERPT_CHARS = 2048
 USER_AGENT = f"actionhooks/{__version__}"
+# What httpx.Client would add; requests go straight to its transport (see `_request`).
+BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
 # A few worker threads share one client; keep-alive expires before the usual 5 s server idle
 # timeout (uvicorn, Node), so we rarely send on a connection the receiver is closing.
 LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
@@ -97,9 +99,11 @@ class HttpTransport(Transport[HttpDelivery]):
         self._success = success_pattern(config.success_regex) if config.success_regex else None
         self._permanent = frozenset(settings.HOOK_PERMANENT_STATUS_CODES)
         self._timeout = settings.HOOK_HTTP_TIMEOUT_SEC
-        self._headers = {**config.headers, **_auth_headers(config)}
+        self._headers = {**BASE_HEADERS, **config.headers, **_auth_headers(config)}
+        allow_private = settings.HOOK_ALLOW_PRIVATE_TARGETS
+        self._transport = http_transport(LIMITS, allow_private=allow_private, wrap=DeadlineBackend)
         self._client = httpx.Client(
-            transport=http_transport(LIMITS, allow_private=settings.HOOK_ALLOW_PRIVATE_TARGETS, wrap=DeadlineBackend),
+            transport=self._transport,
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=False,
@@ -198,14 +202,19 @@ class HttpTransport(Transport[HttpDelivery]):
         self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | None
     ) -> tuple[int, str]:
         """One request; the status and the first READ_LIMIT bytes of the answer, or a DeliveryError."""
+        # The pool wait too ends at the attempt's deadline; the streams enforce it for the rest.
+        timeout = max(_left(), 0.001)
+        request = httpx.Request(method, url, headers=headers, content=body, extensions={
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
         try:
-            # The pool wait too ends at the attempt's deadline; the streams enforce it for the rest.
-            timeout = max(_left(), 0.001)
-            with self._client.stream(method, url, headers=headers, content=body, timeout=timeout) as response:
-                try:
-                    text = _read_capped(response)
-                except httpx.DecodingError as exc:  # the one failure with a status to report
-                    raise self._error(exc, response.status_code) from exc
+            response = self._transport.handle_request(request)
+            response.request = request
+            try:
+                text = _read_capped(response)
+            except httpx.DecodingError as exc:  # the one failure with a status to report
+                raise self._error(exc, response.status_code) from exc
+            finally:
+                response.close()
         except _ERRORS.caught as exc:
             raise self._error(exc) from exc
         if response.is_success:
