@@ -17,9 +17,13 @@ list: it encodes to exactly the body, and decoding the body again would cost ~5 
 for GET the list of the full URLs requested. The receiver's answer is read up to 64 KB (streamed, never
 all of it), matched against `success_regex` and kept as a 2 KB excerpt.
 
-One httpx.Client per transport, shared by the worker's threads: keep-alive, no proxies (the SSRF
+One httpx transport per hook, shared by the worker's threads: keep-alive, no proxies (the SSRF
 guard must see the real target), no redirects (a 3xx is a rejection; following one would let a
-public receiver bounce us to a private address).
+public receiver bounce us to a private address), no cookies kept. Deliveries go straight to the
+transport (httpx.HTTPTransport over httpcore's pool, its connections framed by http.client,
+delivery/http1.py): httpx.Client's layer (redirects, cookies, auth flows, event hooks) cost as
+much CPU per request as the exchange itself, which with one event per request was the engine's
+limit. The token endpoint is reached through an httpx.Client on the same transport.
 
 OAuth2 client credentials (`auth.type` "oauth2_client_credentials"): each request carries the hook's
 cached bearer token (delivery/oauth2.py); a 401 fetches a new token once and the request is sent once

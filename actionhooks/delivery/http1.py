@@ -81,7 +81,10 @@ class Http11Connection(httpcore.ConnectionInterface):
         with self._lock:
             if self._state not in (_NEW, _IDLE):
                 raise httpcore.ConnectionNotAvailable()
-            self._state, self._expire_at = _ACTIVE, None
+            reused, self._state, self._expire_at = self._state == _IDLE, _ACTIVE, None
+        if reused and self._dropped():
+            self.close()  # the pool drops it and hands the request to another connection
+            raise httpcore.ConnectionNotAvailable()
         timeouts = request.extensions.get("timeout", {})
         try:
             framing, socket = self._framing, self._socket
@@ -159,12 +162,16 @@ class Http11Connection(httpcore.ConnectionInterface):
     def is_available(self) -> bool:
         return self._state == _IDLE
 
-    def has_expired(self) -> bool:
-        if self._expire_at is not None and time.monotonic() > self._expire_at:
-            return True
-        # An idle connection whose socket is readable is one the server closed.
+    def _dropped(self) -> bool:
+        """Whether the server closed this idle connection (its socket is readable: EOF is waiting)."""
         stream = self._stream
-        return self._state == _IDLE and stream is not None and bool(stream.get_extra_info("is_readable"))
+        return stream is None or bool(stream.get_extra_info("is_readable"))
+
+    def has_expired(self) -> bool:
+        # The pool asks every connection on every request and answer; httpcore's own connections then
+        # poll their socket each time (a system call per idle connection per request). Ours poll it
+        # only when they are about to be reused (`handle_request`), as urllib3 does.
+        return self._expire_at is not None and time.monotonic() > self._expire_at
 
     def is_idle(self) -> bool:
         return self._state == _IDLE
