@@ -77,9 +77,9 @@ EXCERPT_CHARS = 2048
 USER_AGENT = f"actionhooks/{__version__}"
 # What httpx.Client would add; requests go straight to its transport (see `_request`).
 BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
-# A few worker threads share one client; keep-alive expires before the usual 5 s server idle
-# timeout (uvicorn, Node), so we rarely send on a connection the receiver is closing.
-LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
+# Up to 16 worker threads (worker/runtime.py) share one pool; keep-alive expires before the usual
+# 5 s server idle timeout (uvicorn, Node), so we rarely send on a connection the receiver is closing.
+LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16, keepalive_expiry=4.0)
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 # httpx's exceptions (it has mapped httpcore's, the SSRF guard's unresolvable name among them) →
 # ours. TargetForbidden from the guard passes through httpx untouched.
