@@ -104,6 +104,8 @@ class HttpTransport(Transport[HttpDelivery]):
         self._permanent = frozenset(settings.HOOK_PERMANENT_STATUS_CODES)
         self._timeout = settings.HOOK_HTTP_TIMEOUT_SEC
         self._headers = {**BASE_HEADERS, **config.headers, **_auth_headers(config)}
+        # As httpx.Client does: the URL's userinfo is sent as Basic auth, over any other Authorization.
+        self._userinfo = _basic(self._url.username, self._url.password) if self._url.userinfo else {}
         allow_private = settings.HOOK_ALLOW_PRIVATE_TARGETS
         self._transport = http_transport(LIMITS, allow_private=allow_private, wrap=DeadlineBackend)
         self._client = httpx.Client(
@@ -208,6 +210,8 @@ class HttpTransport(Transport[HttpDelivery]):
         """One request; the status and the first READ_LIMIT bytes of the answer, or a DeliveryError."""
         # The pool wait too ends at the attempt's deadline; the streams enforce it for the rest.
         timeout = max(_left(), 0.001)
+        if self._userinfo:
+            headers = {**headers, **self._userinfo}
         request = httpx.Request(method, url, headers=headers, content=body, extensions={
             "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
         try:
@@ -256,11 +260,15 @@ class HttpTransport(Transport[HttpDelivery]):
 def _auth_headers(config: HttpDelivery) -> dict[str, str]:
     auth = config.auth
     if isinstance(auth, BasicAuth):
-        token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode("ascii")
-        return {"Authorization": f"Basic {token}"}
+        return _basic(auth.username, auth.password)
     if isinstance(auth, BearerAuth):
         return {"Authorization": f"Bearer {auth.token}"}
     return {}
+
+
+def _basic(username: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
 
 def _query_value(value: Any) -> str:
