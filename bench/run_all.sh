@@ -14,3 +14,4 @@ $PY bench/capture.py
 $PY bench/history.py
 $PY bench/worker_metrics.py
 $PY bench/batch_window.py
+$PY bench/http_clients.py

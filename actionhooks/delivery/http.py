@@ -17,9 +17,13 @@ list: it encodes to exactly the body, and decoding the body again would cost ~5 
 for GET the list of the full URLs requested. The receiver's answer is read up to 64 KB (streamed, never
 all of it), matched against `success_regex` and kept as a 2 KB excerpt.
 
-One httpx.Client per transport, shared by the worker's threads: keep-alive, no proxies (the SSRF
+One httpx transport per hook, shared by the worker's threads: keep-alive, no proxies (the SSRF
 guard must see the real target), no redirects (a 3xx is a rejection; following one would let a
-public receiver bounce us to a private address).
+public receiver bounce us to a private address), no cookies kept. Deliveries go straight to the
+transport (httpx.HTTPTransport over httpcore's pool, its connections framed by http.client,
+delivery/http1.py): httpx.Client's layer (redirects, cookies, auth flows, event hooks) cost as
+much CPU per request as the exchange itself, which with one event per request was the engine's
+limit. The token endpoint is reached through an httpx.Client on the same transport.
 
 OAuth2 client credentials (`auth.type` "oauth2_client_credentials"): each request carries the hook's
 cached bearer token (delivery/oauth2.py); a 401 fetches a new token once and the request is sent once
@@ -71,9 +75,11 @@ MAX_URL_BYTES = 8192
 READ_LIMIT = 64 * 1024
 EXCERPT_CHARS = 2048
 USER_AGENT = f"actionhooks/{__version__}"
-# A few worker threads share one client; keep-alive expires before the usual 5 s server idle
-# timeout (uvicorn, Node), so we rarely send on a connection the receiver is closing.
-LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=4.0)
+# What httpx.Client would add; requests go straight to its transport (see `_request`).
+BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
+# Up to 16 worker threads (worker/runtime.py) share one pool; keep-alive expires before the usual
+# 5 s server idle timeout (uvicorn, Node), so we rarely send on a connection the receiver is closing.
+LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16, keepalive_expiry=4.0)
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 # httpx's exceptions (it has mapped httpcore's, the SSRF guard's unresolvable name among them) →
 # ours. TargetForbidden from the guard passes through httpx untouched.
@@ -97,9 +103,13 @@ class HttpTransport(Transport[HttpDelivery]):
         self._success = success_pattern(config.success_regex) if config.success_regex else None
         self._permanent = frozenset(settings.HOOK_PERMANENT_STATUS_CODES)
         self._timeout = settings.HOOK_HTTP_TIMEOUT_SEC
-        self._headers = {**config.headers, **_auth_headers(config)}
+        self._headers = {**BASE_HEADERS, **config.headers, **_auth_headers(config)}
+        # As httpx.Client does: the URL's userinfo is sent as Basic auth, over any other Authorization.
+        self._userinfo = _basic(self._url.username, self._url.password) if self._url.userinfo else {}
+        allow_private = settings.HOOK_ALLOW_PRIVATE_TARGETS
+        self._transport = http_transport(LIMITS, allow_private=allow_private, wrap=DeadlineBackend)
         self._client = httpx.Client(
-            transport=http_transport(LIMITS, allow_private=settings.HOOK_ALLOW_PRIVATE_TARGETS, wrap=DeadlineBackend),
+            transport=self._transport,
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=False,
@@ -198,14 +208,21 @@ class HttpTransport(Transport[HttpDelivery]):
         self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | None
     ) -> tuple[int, str]:
         """One request; the status and the first READ_LIMIT bytes of the answer, or a DeliveryError."""
+        # The pool wait too ends at the attempt's deadline; the streams enforce it for the rest.
+        timeout = max(_left(), 0.001)
+        if self._userinfo:
+            headers = {**headers, **self._userinfo}
+        request = httpx.Request(method, url, headers=headers, content=body, extensions={
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
         try:
-            # The pool wait too ends at the attempt's deadline; the streams enforce it for the rest.
-            timeout = max(_left(), 0.001)
-            with self._client.stream(method, url, headers=headers, content=body, timeout=timeout) as response:
-                try:
-                    text = _read_capped(response)
-                except httpx.DecodingError as exc:  # the one failure with a status to report
-                    raise self._error(exc, response.status_code) from exc
+            response = self._transport.handle_request(request)
+            response.request = request
+            try:
+                text = _read_capped(response)
+            except httpx.DecodingError as exc:  # the one failure with a status to report
+                raise self._error(exc, response.status_code) from exc
+            finally:
+                response.close()
         except _ERRORS.caught as exc:
             raise self._error(exc) from exc
         if response.is_success:
@@ -243,11 +260,15 @@ class HttpTransport(Transport[HttpDelivery]):
 def _auth_headers(config: HttpDelivery) -> dict[str, str]:
     auth = config.auth
     if isinstance(auth, BasicAuth):
-        token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode("ascii")
-        return {"Authorization": f"Basic {token}"}
+        return _basic(auth.username, auth.password)
     if isinstance(auth, BearerAuth):
         return {"Authorization": f"Bearer {auth.token}"}
     return {}
+
+
+def _basic(username: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
 
 def _query_value(value: Any) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 import httpcore
 import httpx
 
+from actionhooks.delivery.http1 import Http11Pool
 from actionhooks.errors import TargetForbidden, TargetUnreachable
 
 __all__ = ["GuardedBackend", "forbidden_reason", "http_transport", "vet_target", "vetted_addresses"]
@@ -185,19 +186,20 @@ def http_transport(
     wrap: Callable[[httpcore.NetworkBackend], httpcore.NetworkBackend] | None = None,
 ) -> httpx.HTTPTransport:
     """An httpx transport whose connections go through the guard, unless private targets are allowed;
-    `wrap` may wrap the network backend (the HTTP transport's attempt deadline does)."""
+    `wrap` may wrap the network backend (the HTTP transport's attempt deadline does). Its pool frames
+    HTTP/1.1 with http.client (delivery/http1.py), on sockets without Nagle's delay."""
     ssl_context = httpx.create_ssl_context()
     transport = httpx.HTTPTransport(verify=ssl_context, limits=limits)
-    if not allow_private or wrap is not None:
-        backend: httpcore.NetworkBackend = httpcore.SyncBackend() if allow_private else GuardedBackend()
-        # httpx 0.28 takes no network backend; its httpcore pool is the one seam. The SSRF tests
-        # fail loudly if a new httpx moves it.
-        transport._pool.close()
-        transport._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=wrap(backend) if wrap is not None else backend,
-        )
+    backend: httpcore.NetworkBackend = httpcore.SyncBackend() if allow_private else GuardedBackend()
+    # httpx 0.28 takes no network backend; its httpcore pool is the one seam. The SSRF tests
+    # fail loudly if a new httpx moves it.
+    transport._pool.close()
+    transport._pool = Http11Pool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=wrap(backend) if wrap is not None else backend,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    )
     return transport

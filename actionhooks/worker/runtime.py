@@ -35,6 +35,11 @@ from actionhooks.worker.hook_cache import HookCache
 from actionhooks.worker.transports import TransportCache, TransportFactory
 
 HTTP_SEND_THREADS = 4
+# Hooks whose batches hold at most SMALL_BATCH_EVENTS events (GET-mode receivers take one per request)
+# send on more threads: a round's claim and record transactions are shared by its batches, and with
+# one event per batch those round trips, not the sends, bounded a drain (bench/e2e_http.py --max-batch 1).
+SMALL_BATCH_SEND_THREADS = 16
+SMALL_BATCH_EVENTS = 5
 HOOK_WATCH_SEC = 2.0
 
 log = logging.getLogger(__name__)
@@ -85,9 +90,13 @@ class Runtime:
                         exc_info=True)
 
     def send_parallelism(self, hook: CompiledHook) -> int:
-        """HTTP batches of one hook go out on a few threads sharing one keep-alive client; broker
-        transports hold one channel/producer that pipelines internally, so they send one batch at a time."""
-        return HTTP_SEND_THREADS if hook.delivery.type == "http" else 1
+        """HTTP batches of one hook go out on a few threads sharing one keep-alive client (more for
+        small batches); broker transports hold one channel/producer that pipelines internally, so
+        they send one batch at a time."""
+        if hook.delivery.type != "http":
+            return 1
+        small = hook.delivery.max_batch_size <= SMALL_BATCH_EVENTS
+        return SMALL_BATCH_SEND_THREADS if small else HTTP_SEND_THREADS
 
     def start_watching(self, every: float = HOOK_WATCH_SEC) -> None:
         """Refresh the hook cache between tasks too, until close(): a changed or deleted hook's broker
