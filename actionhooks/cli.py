@@ -60,7 +60,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from actionhooks.tokens import create_token
+    from actionhooks.storage.tokens import create_token
 
     token = create_token(_token_sessions(args), args.account, args.scope, args.name)
     print(f"Created {args.scope} token for account {args.account}. It is shown only once:")
@@ -78,7 +78,7 @@ def _token_sessions(args: argparse.Namespace) -> Any:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from actionhooks.tokens import list_tokens
+    from actionhooks.storage.tokens import list_tokens
 
     print("id\taccount\tscope\tcreated_at\tname")
     for info in list_tokens(_token_sessions(args), args.account):
@@ -89,7 +89,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from actionhooks.api.auth import TOKEN_CACHE_SEC
-    from actionhooks.tokens import revoke_token
+    from actionhooks.storage.tokens import revoke_token
 
     if revoke_token(_token_sessions(args), args.id) is None:
         print(f"no token with id {args.id}", file=sys.stderr)

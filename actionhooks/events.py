@@ -34,6 +34,7 @@ from actionhooks.errors import EventsRejected, HookValidationError
 
 __all__ = [
     "EVENT_TYPES",
+    "ID_PATHS",
     "MAX_LENGTHS",
     "OPERATIONAL_EVENTS",
     "Content",
@@ -71,6 +72,18 @@ EVENT_TYPES: dict[str, str] = {
     "batch_failed": _OPERATIONAL,
 }
 OPERATIONAL_EVENTS = frozenset(code for code, kind in EVENT_TYPES.items() if kind == _OPERATIONAL)
+
+# The objects an event names by id, by kind, and where it names each. The one table of these kinds:
+# hook filters are the event_data kinds (hooks/models.py, hooks/matching.py), the catalog and its
+# template names are all of them (templating/parameters.py, the catalog API, the worker's look-ups).
+ID_PATHS: dict[str, tuple[str, ...]] = {
+    "databases": ("list_id",),
+    "resources": ("event_data", "resource_id"),
+    "campaigns": ("event_data", "campaign_id"),
+    "messages": ("event_data", "message_id"),
+    "segments": ("event_data", "segment_id"),
+    "pixels": ("event_data", "pixel_id"),
+}
 
 _MAX_ID = 2**63 - 1  # ids land in BIGINT columns
 Id = Annotated[int, Field(ge=0, le=_MAX_ID)]

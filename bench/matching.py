@@ -2,7 +2,7 @@
 
 Exactly one hook matches (the others watch the same event type in other campaigns, the case an
 index must not scan); the router's own code is timed: the hook index lookup (`HookIndex.candidates`)
-and `route._render` (custom_data built per event), without and with a custom_data of 5 template
+and `hooks.rendering.render_events` (custom_data built per event), without and with a custom_data of 5 template
 parameters. The reference is the 1-hook figure of the same run; the target is 10,000 hooks <= 2x.
 A third series gives every hook payload filters instead of a campaign filter (`filters.match`: an
 `eq` on event_data.params.plan, different per hook, and a `gte` on event_data.params.seats): the
@@ -23,9 +23,9 @@ from typing import Any
 import common
 
 from actionhooks.hooks.matching import HookIndex, compile_hook
+from actionhooks.hooks.rendering import render_events
 from actionhooks.settings import Settings
 from actionhooks.templating import CatalogEntry, DictCatalog
-from actionhooks.worker.route import _render
 from tests.support.engine import event
 
 FIVE_PARAMETERS = {"type": "{{event_type}}", "campaign": "{{campaign_name}}", "date": "{{event_date_rfc3339}}",
@@ -62,7 +62,7 @@ def per_event_us(
         for hook in index.candidates(e):
             matched.setdefault(hook.id, []).append(e)
     for hook_id, mine in matched.items():
-        _render(hooks[hook_id], mine, {}, catalog, None)  # type: ignore[arg-type]  # ids are list positions
+        render_events(hooks[hook_id], mine, {}, catalog, None)  # type: ignore[arg-type]  # ids are list positions
     elapsed = time.perf_counter() - started
     assert list(matched) == [0], "exactly the one matching hook must match"
     return elapsed / len(events) * 1e6, compile_sec

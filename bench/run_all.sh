@@ -12,3 +12,4 @@ $PY bench/memory.py
 $PY bench/capture.py
 $PY bench/history.py
 $PY bench/worker_metrics.py
+$PY bench/batch_window.py

@@ -1,10 +1,12 @@
 """Fixtures every test directory may use (a receiver; migrated SQLite and PostgreSQL databases);
-directory-specific ones live in that directory's conftest.py."""
+directory-specific ones live in that directory's conftest.py. Also the one rule of running tests in
+parallel (pytest-xdist, as `./scripts/test` does): a test marked `stops_shared_service` runs alone."""
 
 from __future__ import annotations
 
+import fcntl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -70,3 +72,33 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return session_factory(engine)
+
+
+STOPS_SHARED_SERVICE = "stops_shared_service"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, `slow` tests go first, so no worker is left with a long one at the end."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """Under xdist, hold the run's service lock from setup to teardown of every test: shared by all tests,
+    exclusive for a test that stops a service every other test may be using (the shared RabbitMQ).
+
+    Writer first: a turnstile taken before the lock makes new tests queue behind a waiting exclusive one.
+    """
+    if not hasattr(item.config, "workerinput"):  # one process runs every test in turn: nothing to share
+        return (yield)
+    folder = item.config._tmp_path_factory.getbasetemp().parent  # type: ignore[attr-defined]  # the run's
+    exclusive = item.get_closest_marker(STOPS_SHARED_SERVICE) is not None
+    with open(folder / "services.turnstile", "a") as turnstile, open(folder / "services.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            if not exclusive:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        return (yield)  # closing the files releases both locks

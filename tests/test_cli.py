@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from actionhooks.tokens import hash_token
+from actionhooks.storage.tokens import hash_token
 
 
 def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ from actionhooks.api.app import create_app
 from actionhooks.broker.celery_app import make_celery
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.settings import Settings
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.route import route_account
 from actionhooks.worker.runtime import Runtime

@@ -20,7 +20,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from actionhooks.tokens import hash_token, lookup_token
+from actionhooks.storage.tokens import hash_token, lookup_token
 
 __all__ = ["Admin", "AnyPrincipal", "Principal", "TokenCache", "admin_principal", "any_principal"]
 

@@ -1,7 +1,9 @@
 """Which hooks an event goes to: compile a hook once, then match events against it cheaply.
 
-Pure and I/O-free. `compile_hook` turns a stored hook row into a `CompiledHook` (filters as
-frozensets, templates compiled, delivery config validated). `HookIndex` finds the hooks an event can
+Pure and I/O-free. `compile_hook` turns a stored hook row into a `CompiledHook`: the row is
+validated by HookSpec (hooks/models.py, the one rule of what a hook is), then compiled from that
+model (filters as frozensets, templates compiled by `compile_templates`, which the API's save
+runs too). `HookIndex` finds the hooks an event can
 match without looking at the others: it buckets active hooks by (account_id, event_type), then by
 database (one id or "all"), then by one of their filters' values, so 10,000 hooks in an account of
 which one matches cost about what one hook costs.
@@ -25,28 +27,19 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from actionhooks.delivery.config import DeliveryConfig
 from actionhooks.errors import HookValidationError, TemplateSyntaxError
-from actionhooks.events import EVENT_TYPES, OPERATIONAL_EVENTS
-from actionhooks.hooks.models import MatchCondition
+from actionhooks.events import ID_PATHS, OPERATIONAL_EVENTS
+from actionhooks.hooks.models import FILTER_KINDS, HookSpec, MatchCondition
 from actionhooks.settings import Settings
 from actionhooks.templating import CompiledValues, compile_values, template_limits
 
-__all__ = ["FILTER_FIELDS", "CompiledHook", "HookIndex", "compile_hook"]
+__all__ = ["FILTER_FIELDS", "CompiledHook", "HookIndex", "compile_hook", "compile_templates"]
 
-FILTER_FIELDS: dict[str, str] = {
-    "resources": "resource_id",
-    "campaigns": "campaign_id",
-    "messages": "message_id",
-    "segments": "segment_id",
-    "pixels": "pixel_id",
-}
+FILTER_FIELDS: dict[str, str] = {kind: ID_PATHS[kind][-1] for kind in FILTER_KINDS}
 """Filter kind -> the event_data field it restricts."""
 
-_DELIVERY = TypeAdapter(DeliveryConfig)
-_CONDITIONS = TypeAdapter(list[MatchCondition])
 _MISSING = object()
 Predicate = Callable[[Mapping[str, Any]], bool]
 _Loc = tuple[str | int, ...]
@@ -189,58 +182,84 @@ def _index_key(conditions: Sequence[MatchCondition]) -> tuple[tuple[str, ...], f
 
 
 def compile_hook(row: Mapping[str, Any], settings: Settings) -> CompiledHook:
-    """Compile a hook row; raises HookValidationError naming every bad field (loc, msg)."""
-    errors: list[tuple[_Loc, str]] = []
-    actions = row.get("actions") or []
-    for i, code in enumerate(actions):
-        if code not in EVENT_TYPES:
-            errors.append((("actions", i), f"unknown event type {code!r}"))
-    filters: dict[str, frozenset[int]] = {}
-    conditions: list[MatchCondition] = []
-    for kind, ids in (row.get("filters") or {}).items():
-        if kind == "match":
-            try:
-                conditions = _CONDITIONS.validate_python(ids or [])
-            except ValidationError as exc:
-                errors.extend((("filters", "match", *err["loc"]), err["msg"]) for err in exc.errors())
-        elif kind not in FILTER_FIELDS:
-            errors.append((("filters", kind), f"unknown filter kind; expected {', '.join(FILTER_FIELDS)}"))
-        elif not isinstance(ids, list | tuple) or not all(type(i) is int for i in ids):
-            errors.append((("filters", kind), "must be a list of integer ids"))
-        elif ids:
-            filters[kind] = frozenset(ids)
-    custom_data = row.get("custom_data") or {}
-    profile_fields = tuple(custom_data.get("profile_fields") or ())
-    if not all(isinstance(name, str) and name for name in profile_fields):
-        errors.append((("custom_data", "profile_fields"), "must be a list of non-empty field names"))
-    values: CompiledValues | None = None
+    """Compile a stored hook row: its HookSpec fields, and the engine's `id`, `account_id`, `version`.
+
+    HookSpec decides whether it is a hook, by the rules the API saved it with; its templates are
+    compiled by `compile_templates`, as at save. HookValidationError names every bad field (loc, msg),
+    in the order of the hook's fields.
+    """
     try:
-        values = compile_values(custom_data.get("values") or {}, **template_limits(settings))
-    except TemplateSyntaxError as exc:
-        errors.append((("custom_data", "values", exc.key or ""), exc.message))
-    delivery = None
-    try:
-        delivery = _DELIVERY.validate_python(row.get("delivery"))
+        spec = HookSpec.model_validate({name: row[name] for name in HookSpec.model_fields if name in row})
     except ValidationError as exc:
-        errors.extend((("delivery", *err["loc"]), err["msg"]) for err in exc.errors())
-    if errors or values is None:
-        raise HookValidationError(errors)
+        errors = list(dict.fromkeys((_row_loc(err["loc"]), err["msg"]) for err in exc.errors()))
+        custom_data = row.get("custom_data")
+        values = custom_data.get("values") if isinstance(custom_data, Mapping) else None
+        if isinstance(values, Mapping):  # the templates too, so every bad field is named at once
+            errors += _template_errors(values, None, template_limits(settings))[1]
+        raise HookValidationError(sorted(errors, key=_field_order)) from None
+    conditions = spec.filters.match
     return CompiledHook(
         id=row["id"],
         account_id=row["account_id"],
         version=row.get("version", 1),
-        active=bool(row.get("active")),
-        name=row.get("name", ""),
-        database_id=row.get("database_id"),
-        actions=frozenset(actions),
-        filters=filters,
+        active=spec.active,
+        name=spec.name,
+        database_id=spec.database_id,
+        actions=frozenset(spec.actions),
+        filters={kind: frozenset(ids) for kind in FILTER_KINDS if (ids := getattr(spec.filters, kind))},
         conditions=tuple(_compile_condition(c) for c in conditions),
         keyed=_index_key(conditions),
-        profile_fields=profile_fields,
-        values=values,
-        include_content=bool(row.get("include_content")),
-        delivery=delivery,
+        profile_fields=tuple(spec.custom_data.profile_fields),
+        values=compile_templates(spec, settings),
+        include_content=spec.include_content,
+        delivery=spec.delivery,
     )
+
+
+def compile_templates(spec: HookSpec, settings: Settings) -> CompiledValues:
+    """The hook's custom_data values compiled, its delivery's template fields (a Kafka key, a subject...)
+    checked, under the settings' template limits; HookValidationError at ("custom_data", "values", key)
+    or ("delivery", field) for the first bad template of each. The API (at save) and the worker (at
+    load) both call this, so a hook that saves is a hook the worker can run."""
+    values, errors = _template_errors(spec.custom_data.values, spec.delivery, template_limits(settings))
+    if values is None or errors:
+        raise HookValidationError(errors)
+    return values
+
+
+def _template_errors(
+    values: Mapping[str, Any], delivery: Any, limits: Mapping[str, Any]
+) -> tuple[CompiledValues | None, list[tuple[_Loc, str]]]:
+    """The compiled values (None if one is bad) and the error of the first bad template of each field."""
+    errors: list[tuple[_Loc, str]] = []
+    compiled = None
+    try:
+        compiled = compile_values(values, **limits)
+    except TemplateSyntaxError as exc:
+        errors.append((("custom_data", "values", exc.key or ""), exc.message))
+    for name in getattr(delivery, "TEMPLATE_FIELDS", ()):
+        try:
+            compile_values({name: getattr(delivery, name)}, **limits)
+        except TemplateSyntaxError as exc:
+            errors.append((("delivery", name), exc.message))
+    return compiled, errors
+
+
+_FIELD_ORDER = {name: i for i, name in enumerate(HookSpec.model_fields)}
+
+
+def _field_order(error: tuple[_Loc, str]) -> int:
+    """A stored row's errors in the order of the hook's fields (the order HookSpec reports them in)."""
+    return _FIELD_ORDER.get(str(error[0][0]) if error[0] else "", len(_FIELD_ORDER))
+
+# Lists of plain items (ids, field names) that an error names as a whole, not by the index of an item.
+_WHOLE_LISTS = {*(("filters", kind) for kind in FILTER_KINDS), ("custom_data", "profile_fields")}
+
+
+def _row_loc(loc: Sequence[str | int]) -> _Loc:
+    """Where a HookSpec error is in a stored row: an id list or the profile field names as a whole."""
+    head = tuple(loc[:2])
+    return head if head in _WHOLE_LISTS else tuple(loc)
 
 
 # (account_id, event_type) -> database_id|None -> filter kind|None -> id|None -> {hook id: hook}

@@ -19,12 +19,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from actionhooks.delivery.config import MASK, DeliveryConfig
-from actionhooks.events import EVENT_TYPES
+from actionhooks.events import EVENT_TYPES, ID_PATHS
 
 __all__ = [
     "FILTER_KINDS",
@@ -42,7 +43,8 @@ __all__ = [
 ]
 
 NAME_MAX_LENGTH = 200  # hooks.name column
-FILTER_KINDS = ("resources", "campaigns", "messages", "segments", "pixels")
+# The kinds of id filter: every object an event names inside event_data (events.ID_PATHS), in its order.
+FILTER_KINDS = tuple(kind for kind, path in ID_PATHS.items() if path[0] == "event_data")
 # Same bounds as event ids (events.py): a filter id that no event can carry would silently never match.
 Id = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
 IdList = Annotated[list[Id], Field(max_length=10_000)]
@@ -134,19 +136,21 @@ class MatchCondition(BaseModel):
         return self
 
 
-class Filters(BaseModel):
-    """event_data ids a hook is limited to; an empty list does not restrict (AND across kinds, OR within).
-
-    `match` adds payload conditions on any field of the event; all must hold (AND).
-    """
-
+class _PayloadFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     match: list[MatchCondition] = Field(default_factory=list, max_length=MATCH_LIMITS["conditions"])
-    resources: IdList = Field(default_factory=list)
-    campaigns: IdList = Field(default_factory=list)
-    messages: IdList = Field(default_factory=list)
-    segments: IdList = Field(default_factory=list)
-    pixels: IdList = Field(default_factory=list)
+
+
+Filters = create_model(
+    "Filters",
+    __base__=_PayloadFilters,
+    __doc__="""event_data ids a hook is limited to; an empty list does not restrict (AND across kinds, OR within).
+
+    One list of ids per FILTER_KINDS. `match` adds payload conditions on any field of the event; all
+    must hold (AND).
+    """,
+    **{kind: (IdList, Field(default_factory=list)) for kind in FILTER_KINDS},  # type: ignore[call-overload]
+)
 
 
 class CustomData(BaseModel):

@@ -1,9 +1,10 @@
 """Hook rules over a repository: what create, replace, patch, clone, activate, stop and delete mean.
 
-Every save goes through `_prepare`, which (1) validates the whole hook with HookSpec, (2) puts back
-the stored secret wherever a client sent "***" (secrets are write-only, so a client that echoes a
-hook it read must not wipe them), and (3) compiles the custom_data templates, so a hook that saves is a
-hook the worker can run. Any problem raises HookValidationError with locations under "body", before
+Every save goes through `_prepare`, which takes a hook HookSpec validated (the API's body, or a
+PATCH merged and parsed by `parse_spec`), (1) puts back the stored secret wherever a client sent
+"***" (secrets are write-only, so a client that echoes a hook it read must not wipe them), and (2)
+compiles its templates with hooks/matching.py's `compile_templates`, the worker's own, so a hook
+that saves is a hook the worker can run. Any problem raises HookValidationError with locations under "body", before
 the repository writes anything.
 
 PATCH is a JSON merge patch (RFC 7396) over the stored hook: objects merge key by key, `null` removes
@@ -30,17 +31,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from actionhooks.delivery.config import MASK, DeliveryConfig
-from actionhooks.errors import HookValidationError, TemplateSyntaxError
+from actionhooks.delivery.config import MASK, parse_delivery
+from actionhooks.errors import HookValidationError
+from actionhooks.hooks.matching import compile_templates
 from actionhooks.hooks.models import NAME_MAX_LENGTH, Hook, HookSpec, masked_delivery, secret_paths
 from actionhooks.settings import Settings
-from actionhooks.templating import compile_values, template_limits
 
 __all__ = ["HookRepository", "HookService", "merge_patch", "parse_spec"]
 
-_DELIVERY: TypeAdapter[Any] = TypeAdapter(DeliveryConfig)
 _COPY_SUFFIX = " (copy)"
 
 
@@ -65,10 +65,10 @@ class HookService:
 
     def __init__(self, repository: HookRepository, settings: Settings) -> None:
         self._repo = repository
-        self._limits = template_limits(settings)
+        self._settings = settings
 
     def create(self, account_id: int, spec: HookSpec) -> Hook:
-        return self._repo.add(account_id, self._prepare(spec.model_dump(mode="json"), None))
+        return self._repo.add(account_id, self._prepare(spec, None))
 
     def get(self, account_id: int, hook_id: int) -> Hook:
         return self._repo.get(account_id, hook_id)
@@ -77,13 +77,12 @@ class HookService:
         return self._repo.list(account_id)
 
     def replace(self, account_id: int, hook_id: int, spec: HookSpec) -> Hook:
-        raw = spec.model_dump(mode="json")
-        return self._repo.update(account_id, hook_id, lambda old: self._prepare(raw, old.spec))
+        return self._repo.update(account_id, hook_id, lambda old: self._prepare(spec, old.spec))
 
     def patch(self, account_id: int, hook_id: int, patch: dict[str, Any]) -> Hook:
         def change(old: Hook) -> HookSpec:
             shown = {**old.spec.model_dump(mode="json"), "delivery": masked_delivery(old.spec.delivery)}
-            return self._prepare(merge_patch(shown, patch), old.spec)
+            return self._prepare(parse_spec(merge_patch(shown, patch)), old.spec)
 
         return self._repo.update(account_id, hook_id, change)
 
@@ -111,21 +110,14 @@ class HookService:
     def delete(self, account_id: int, hook_id: int) -> None:
         self._repo.delete(account_id, hook_id)
 
-    def _prepare(self, raw: dict[str, Any], stored: HookSpec | None) -> HookSpec:
-        spec = parse_spec(raw)
+    def _prepare(self, spec: HookSpec, stored: HookSpec | None) -> HookSpec:
         delivery, dropped = _restore_secrets(spec.delivery, stored.delivery if stored else None)
         spec = spec.model_copy(update={"delivery": _delivery(delivery, dropped, spec.delivery)})
-        self._compile(spec.custom_data.values, ("body", "custom_data", "values"), by_key=True)
-        for name in spec.delivery.TEMPLATE_FIELDS:  # Kafka key, stream/subject/topic names, S3 prefix...
-            self._compile({name: getattr(spec.delivery, name)}, ("body", "delivery", name), by_key=False)
-        return spec
-
-    def _compile(self, templates: dict[str, str], loc: tuple[str, ...], *, by_key: bool) -> None:
         try:
-            compile_values(templates, **self._limits)
-        except TemplateSyntaxError as exc:
-            where = (*loc, exc.key) if by_key and exc.key else loc
-            raise HookValidationError([(where, exc.message)]) from None
+            compile_templates(spec, self._settings)
+        except HookValidationError as exc:
+            raise HookValidationError([(("body", *loc), msg) for loc, msg in exc.errors]) from None
+        return spec
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -191,7 +183,7 @@ def _delivery(data: dict[str, Any], dropped: Sequence[tuple[str, ...]], model: A
     if required:
         msg = "the delivery target changed, so the stored secret is not sent there: give it again"
         raise HookValidationError([(("body", "delivery", *path), msg) for path in required])
-    return _DELIVERY.validate_python(data)
+    return parse_delivery(data)
 
 
 def _is_required(model: Any, path: tuple[str, ...]) -> bool:

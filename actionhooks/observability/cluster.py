@@ -62,14 +62,20 @@ def _counters(totals: Mapping[stats.Series, float]) -> Iterator[Metric]:
         "cut short by a worker that died) and transport.", labels=["outcome", "transport"])
     delivered = CounterMetricFamily(
         "actionhooks_delivered_events", "Events delivered by all workers, by transport.", labels=["transport"])
+    not_compiled = CounterMetricFamily(
+        "actionhooks_hooks_not_compiled", "Stored hook versions a worker process could not compile (left out of "
+        "matching until changed; each process counts once), by the field of the first error.", labels=["field"])
     for (name, labels), value in sorted(totals.items()):
         lab = stats.parse_labels(labels)
         if name == stats.ATTEMPTS:
             attempts.add_metric([lab["outcome"], lab["transport"]], value)
         elif name == stats.DELIVERED_EVENTS:
             delivered.add_metric([lab["transport"]], value)
+        elif name == stats.HOOKS_NOT_COMPILED:
+            not_compiled.add_metric([lab["field"]], value)
     yield attempts
     yield delivered
+    yield not_compiled
 
 
 def _latency(totals: Mapping[stats.Series, float]) -> HistogramMetricFamily:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Integer, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
+from actionhooks.storage.dialect import is_postgresql
 from actionhooks.storage.tables import Attempt, Delivery, Hook
 
 __all__ = ["WINDOW_MINUTES", "Activity", "HookFigures", "activity", "hook_figures"]
@@ -86,7 +87,7 @@ def activity(session: Session, account_id: int, hook_id: int | None = None, now:
     start = end - WINDOW_MINUTES * 60
     offset = (Attempt.started_at - start) / 60
     # floor() for PostgreSQL (its integer cast rounds); SQLite's integer cast truncates, which is floor here.
-    minute = func.floor(offset) if session.get_bind().dialect.name == "postgresql" else cast(offset, Integer)
+    minute = func.floor(offset) if is_postgresql(session) else cast(offset, Integer)
     scope = Attempt.hook_id.in_(select(Hook.id).where(Hook.account_id == account_id).scalar_subquery())
     if hook_id is not None:
         scope = and_(scope, Attempt.hook_id == hook_id)

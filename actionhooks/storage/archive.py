@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import TableClause
 
+from actionhooks.storage.dialect import is_postgresql
 from actionhooks.storage.tables import ARCHIVE_PARTITION_SCHEMA, ArchivedRequest
 
 __all__ = ["ArchivedSlice", "Maintained", "append", "maintain", "oldest_kept", "read_slice"]
@@ -153,7 +154,7 @@ def maintain(session: Session, now: float, hours: float, *, budget_sec: float = 
     """Expire what is older than `hours` (0: everything) and, on PostgreSQL, create partitions ahead."""
     cutoff = oldest_kept(now, hours)
     created = dropped = 0
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         created = _create_partitions(session, now)
         dropped = _drop_partitions(session, cutoff)
         # Only the default partition is expired row by row: a day partition goes whole, once its

@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from actionhooks.errors import NotFound
+from actionhooks.storage import deliveries
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.tables import Backfill, BackfillBatch, Delivery
 
@@ -76,7 +77,7 @@ def open_jobs(session: Session, hook_id: int) -> int:
 def create(session: Session, hook_id: int, account_id: int, *, from_at: float, to_at: float, now: float) -> int:
     """A new job, queued: its first task run starts it unless an earlier scan of the hook is
     unfinished (`claim` decides, so two jobs created at once never both run); the caller commits."""
-    job_id = session.scalar(
+    job_id = session.execute(
         insert(Backfill)
         .values(
             hook_id=hook_id, account_id=account_id, from_at=from_at, to_at=to_at,
@@ -84,8 +85,7 @@ def create(session: Session, hook_id: int, account_id: int, *, from_at: float, t
             touched_at=now, created_at=now,
         )
         .returning(Backfill.id)
-    )
-    assert job_id is not None
+    ).scalar_one()  # NoResultFound, not a silent None, if the database returned no row
     return int(job_id)
 
 
@@ -127,14 +127,10 @@ def cancel(session: Session, account_id: int, job_id: int, now: float) -> bool:
     if job.state in FINISHED:
         return job.state == "cancelled"
     lock_existing(session, [job.hook_id])  # the pipeline's lock order before touching the hook's batches
-    unsent = select(Delivery.id).where(
-        Delivery.id.in_(select(BackfillBatch.delivery_id).where(BackfillBatch.backfill_id == job_id)),
-        Delivery.status == "pending",
-        Delivery.lease_until <= now,
+    withdrawn = deliveries.withdraw(
+        session, select(BackfillBatch.delivery_id).where(BackfillBatch.backfill_id == job_id), now
     )
-    withdrawn = list(session.scalars(unsent))
     if withdrawn:
-        session.execute(delete(Delivery).where(Delivery.id.in_(withdrawn)))
         session.execute(delete(BackfillBatch).where(BackfillBatch.delivery_id.in_(withdrawn)))
     session.execute(
         update(Backfill).where(Backfill.id == job_id).values(state="cancelled", finished_at=now, lease_until=0.0)

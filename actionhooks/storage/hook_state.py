@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from actionhooks.storage.dialect import insert_for
 from actionhooks.storage.tables import HookDeliveryState
 
 __all__ = ["HookDeliveryState", "HookStatus", "clear", "held_hooks", "load", "statuses"]
@@ -40,15 +40,14 @@ def load(session: Session, hook_id: int, *, lock: bool) -> HookDeliveryState:
     claim and the record of outcomes take it in that same order, so they never deadlock.
     """
     if lock:
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        session.execute(dialect.insert(HookDeliveryState).values(hook_id=hook_id).on_conflict_do_nothing())
+        session.execute(insert_for(session)(HookDeliveryState).values(hook_id=hook_id).on_conflict_do_nothing())
     stmt = (
         select(HookDeliveryState)
         .where(HookDeliveryState.hook_id == hook_id)
         .execution_options(populate_existing=True)  # a second load in one session reads the row again
     )
-    if lock and session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+    if lock:
+        stmt = stmt.with_for_update()  # SQLite compiles no locking clause: one writer at a time
     row = session.scalars(stmt).first()
     if row is None:  # read-only and never written: the defaults, not added to the session
         row = HookDeliveryState(hook_id=hook_id, tokens=0.0, tokens_at=0.0, hold_until=0.0, next_probe_at=0.0)

@@ -90,8 +90,7 @@ def lock_existing(session: Session, hook_ids: Iterable[int]) -> set[int]:
     if not wanted:
         return set()
     stmt = select(HookRow.id).where(HookRow.id.in_(wanted)).order_by(HookRow.id)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(key_share=True, read=True)
+    stmt = stmt.with_for_update(key_share=True, read=True)  # SQLite compiles no locking clause
     return set(session.scalars(stmt))
 
 

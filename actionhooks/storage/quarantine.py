@@ -68,8 +68,8 @@ def replay(session: Session, account_id: int, ids: list[int] | None) -> int:
     )
     if ids is not None:
         stmt = stmt.where(QuarantinedEvent.id.in_(ids))
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)  # two admins replaying at once: each event once
+    # Two admins replaying at once: each event once (SQLite compiles no locking clause: one writer at a time).
+    stmt = stmt.with_for_update(skip_locked=True)
     rows = session.execute(stmt.order_by(QuarantinedEvent.id)).all()
     if not rows:
         return 0

@@ -20,9 +20,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from actionhooks.storage.dialect import insert_for
 from actionhooks.storage.tables import WorkerStat
 
 SHARDS = 32
@@ -30,6 +30,7 @@ ATTEMPTS = "delivery_attempts"
 DELIVERED_EVENTS = "delivered_events"
 LATENCY = "delivery_latency_seconds"
 LATENCY_SUM = "delivery_latency_seconds_sum"
+HOOKS_NOT_COMPILED = "hooks_not_compiled"
 # Accept -> delivered spans batching windows (seconds to minutes) and retries (minutes to hours).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
 
@@ -67,6 +68,10 @@ class Tally:
             self.values[(LATENCY, labels_of(le=bucket_label(latency_sec), transport=transport))] += 1
             self.values[(LATENCY_SUM, labels_of(transport=transport))] += latency_sec
 
+    def hook_not_compiled(self, field: str) -> None:
+        """A worker process found a stored hook version it cannot compile; `field`: a HookSpec field name."""
+        self.values[(HOOKS_NOT_COMPILED, labels_of(field=field))] += 1
+
 
 def shard() -> int:
     return (os.getpid() * 1_000_003 + threading.get_ident()) % SHARDS
@@ -78,8 +83,7 @@ def add(session: Session, tally: Tally) -> None:
         return
     mine = shard()
     rows = [{"name": n, "labels": lab, "shard": mine, "value": v} for (n, lab), v in sorted(tally.values.items())]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(WorkerStat)
+    stmt = insert_for(session)(WorkerStat)
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=["name", "labels", "shard"], set_={"value": WorkerStat.value + stmt.excluded.value}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from actionhooks.events import event_timestamp
+from actionhooks.events import ID_PATHS, event_timestamp
 
 __all__ = [
     "CATALOG_KINDS",
@@ -28,7 +28,7 @@ __all__ = [
     "EventContext",
 ]
 
-CATALOG_KINDS = ("databases", "resources", "campaigns", "messages", "segments", "pixels")
+CATALOG_KINDS = tuple(ID_PATHS)  # every kind of object an event names by id
 
 
 class Catalog(Protocol):
@@ -156,7 +156,10 @@ def _event_date(ctx: EventContext) -> str:
     return (f"{whole[:-1]}.{micros:06d}".rstrip("0") + "Z") if micros else whole
 
 
-def _named(kind: str, field: str) -> Callable[[EventContext], str]:
+def _named(kind: str) -> Callable[[EventContext], str]:
+    """The catalog name of the event_data object of `kind` the event names."""
+    field = ID_PATHS[kind][-1]
+
     def lookup(ctx: EventContext) -> str:
         ident = ctx.event_data_id(field)
         return (ctx.catalog.name(kind, ident) or "") if ident is not None else ""
@@ -194,13 +197,13 @@ PARAMETERS: dict[str, Callable[[EventContext], str]] = {
     "event_date_rfc3339": _rfc3339,
     "event_date_unix": lambda ctx: str(ctx.instant[0]),
     "event_date_unixnano": lambda ctx: str(ctx.instant[0] * 1_000_000_000 + ctx.instant[1]),
-    "campaign_name": _named("campaigns", "campaign_id"),
+    "campaign_name": _named("campaigns"),
     "campaign_subid": _campaign_subid,
     "database_name": _database_name,
-    "segment_name": _named("segments", "segment_id"),
-    "message_name": _named("messages", "message_id"),
+    "segment_name": _named("segments"),
+    "message_name": _named("messages"),
     "message_subject": _message_subject,
-    "resource_name": _named("resources", "resource_id"),
+    "resource_name": _named("resources"),
     "profile_id": _own("profile_id"),
     "list_id": _own("list_id"),
     "account_id": _own("account_id"),

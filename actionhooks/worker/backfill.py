@@ -2,7 +2,7 @@
 
 A job runs as its own task in bounded slices: each slice reads up to SLICE_EVENTS archived events
 from the job's cursor, keeps those the hook's compiled matcher selects (`CompiledHook.matches`, the
-live router's rule), renders them with the router's own code (`route.render_matched`: the hook's
+live router's rule), renders them with the router's own code (`hooks/rendering.render_matched`: the hook's
 current custom_data, profiles, catalog names, content) and inserts them as delivery batches — the
 rows live batches are, so the drain sends them with retries, the failed list and replay, with each
 event's original `event_id`. The batches, the cursor and the counters commit together, so a worker
@@ -21,16 +21,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from actionhooks.hooks.matching import CompiledHook
-from actionhooks.storage import archive, backfills
+from actionhooks.hooks.rendering import render_matched
+from actionhooks.storage import archive, backfills, deliveries
 from actionhooks.storage.hooks import lock_existing
-from actionhooks.storage.tables import Delivery
 from actionhooks.worker import shutdown
-from actionhooks.worker.batching import batch_limits, new_delivery
-from actionhooks.worker.route import render_matched
+from actionhooks.worker.batching import batch_limits
 
 if TYPE_CHECKING:
     from actionhooks.worker.runtime import Runtime
@@ -134,9 +132,11 @@ def _make_batches(
     for _, rendered, broken in render_matched(
         session, rt.settings, hook.account_id, [hook], {hook.id: matched}, contents={}, now=now
     ):
-        rows.extend(new_delivery(hook, rendered[i : i + size], now) for i in range(0, len(rendered), size))
+        rows.extend(
+            deliveries.new_batch(hook.id, hook.account_id, rendered[i : i + size], now)
+            for i in range(0, len(rendered), size)
+        )
         if broken:
             rows.append(broken)
-    if rows:
-        session.execute(insert(Delivery), rows)
+    deliveries.add(session, rows)
     return [(row["id"], row["n_events"]) for row in rows]

@@ -5,24 +5,23 @@ after the first of them, across any number of POST /events requests. GET hooks s
 request, brokers one message per event with no window; for them a "batch" is just the events one
 attempt carries, so publisher confirms and delivery reports are waited for in bulk.
 
-Formation for one hook is serialised (a PostgreSQL advisory lock; SQLite has one writer anyway),
-so two routers never split the same remainder.
+Formation for one hook is serialised (storage/outbox.lock_formation), so two routers never split
+the same remainder. Events that complete no batch and close no window join the open window without
+anything already waiting being read or rewritten (storage/outbox.append); the window's events are
+read only when batches are cut, and then leave it, so formation costs are linear in the events.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from actionhooks.delivery.config import EventRate
 from actionhooks.hooks.matching import CompiledHook
-from actionhooks.storage.tables import Delivery, Outbox
+from actionhooks.storage import deliveries, outbox
 
 BROKER_BATCH = 1000
 
@@ -50,25 +49,8 @@ class Formed:
     window_opened: bool
 
 
-def lock_hook(session: Session, hook_id: int) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": hook_id})
-
-
-def new_delivery(hook: CompiledHook, events: list[dict[str, Any]], now: float, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": uuid.uuid4().hex,
-        "hook_id": hook.id,
-        "account_id": hook.account_id,
-        "events": orjson.dumps(events),
-        "n_events": len(events),
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": now,
-        "lease_until": 0.0,
-        "created_at": now,
-        **extra,
-    }
+# One waiting event: (arrival, event, acceptance, routing span).
+_Waiting = tuple[float, dict[str, Any], float | None, str | None]
 
 
 def form_batches(
@@ -82,47 +64,64 @@ def form_batches(
 ) -> Formed:
     """Append `new_events` to the hook's waiting events and cut every batch that is ready.
 
-    Runs inside the caller's transaction; the caller commits. The remainder stays as one outbox row
-    whose `created_at` is the arrival time of its oldest event, so the window never restarts.
-    `accepted_at` (acceptance of the oldest new event) and `trace_context` (the routing span) travel
-    with the events to their batches: per outbox row and batch, the oldest acceptance and the first
-    span, for the latency histogram and the deliver span's link (storage/stats.py, tracing.py).
+    Runs inside the caller's transaction; the caller commits. The window's start is the arrival of
+    its oldest event, so the window never restarts while events join it; after a cut, the remainder
+    waits as one window from the arrival of its oldest event. `accepted_at` (acceptance of the
+    oldest new event) and `trace_context` (the routing span) travel with the events to their
+    batches: per window and batch, the oldest acceptance and the first span, for the latency
+    histogram and the deliver span's link (storage/stats.py, tracing.py).
     """
     now = time.time() if now is None else now
     size, window = batch_limits(hook)
-    lock_hook(session, hook.id)
-    rows = session.execute(
-        select(Outbox.id, Outbox.events, Outbox.created_at, Outbox.accepted_at, Outbox.trace_context)
-        .where(Outbox.hook_id == hook.id)
-        .order_by(Outbox.id)
-    ).all()
-    waiting: list[tuple[float, dict[str, Any], float | None, str | None]] = [
-        (created_at, event, accepted, trace) for _, blob, created_at, accepted, trace in rows
-        for event in orjson.loads(blob)
-    ]
-    waiting.extend((now, event, accepted_at, trace_context) for event in new_events)
-    full = len(waiting) - len(waiting) % size
-    cut = [waiting[i : i + size] for i in range(0, full, size)]
-    rest = waiting[full:]
+    outbox.lock_formation(session, hook.id)
+    open_window = outbox.window(session, hook.id)
+    waiting = open_window.n_events if open_window else 0
+    if not waiting and not new_events:
+        return Formed(batches=0, window_due_in=None, window_opened=False)
+    opened_at = open_window.opened_at if open_window else now
+    if waiting + len(new_events) < size and now - opened_at < window:  # nothing to cut: join the window
+        due_at = opened_at + window
+        if open_window is not None and open_window.due_at != due_at:
+            outbox.move_due(session, hook.id, due_at)
+        if new_events:
+            outbox.append(session, hook.id, new_events, now, due_at=due_at, accepted_at=accepted_at,
+                          trace_context=trace_context)
+        return Formed(batches=0, window_due_in=due_at - now, window_opened=not waiting)
+    return _cut(session, hook, new_events, now, size=size, window=window, accepted_at=accepted_at,
+                trace_context=trace_context)
+
+
+def _cut(
+    session: Session,
+    hook: CompiledHook,
+    new_events: list[dict[str, Any]],
+    now: float,
+    *,
+    size: int,
+    window: float,
+    accepted_at: float | None,
+    trace_context: str | None,
+) -> Formed:
+    """Take the window out, cut its events and the new ones into full batches (and the rest too when
+    its window is over), and put what is left back as the window."""
+    taken = outbox.take(session, hook.id)
+    events: list[_Waiting] = []
+    if taken is not None:  # what waited shares the window's start and origin
+        events = [(taken.opened_at, event, taken.accepted_at, taken.trace_context) for event in taken.events]
+    events.extend((now, event, accepted_at, trace_context) for event in new_events)
+    full = len(events) - len(events) % size
+    cut = [events[i : i + size] for i in range(0, full, size)]
+    rest = events[full:]
     if rest and now - rest[0][0] >= window:
         cut.append(rest)
         rest = []
-    if cut:
-        session.execute(insert(Delivery), [new_delivery(hook, [w[1] for w in chunk], now, **_origin(chunk))
-                                           for chunk in cut])
-    if rows:
-        session.execute(delete(Outbox).where(Outbox.id.in_([r[0] for r in rows])))
+    deliveries.add(session, [
+        deliveries.new_batch(hook.id, hook.account_id, [w[1] for w in chunk], now, **_origin(chunk)) for chunk in cut
+    ])
     if rest:
-        session.execute(
-            insert(Outbox).values(
-                hook_id=hook.id,
-                events=orjson.dumps([w[1] for w in rest]),
-                n_events=len(rest),
-                created_at=rest[0][0],
-                due_at=rest[0][0] + window,
-                **_origin(rest),
-            )
-        )
+        origin = _origin(rest)
+        outbox.append(session, hook.id, [w[1] for w in rest], rest[0][0], due_at=rest[0][0] + window,
+                      accepted_at=origin["accepted_at"], trace_context=origin["trace_context"])
     return Formed(
         batches=len(cut),
         window_due_in=max(0.0, rest[0][0] + window - now) if rest else None,
@@ -130,15 +129,10 @@ def form_batches(
     )
 
 
-def _origin(chunk: list[tuple[float, dict[str, Any], float | None, str | None]]) -> dict[str, Any]:
+def _origin(chunk: list[_Waiting]) -> dict[str, Any]:
     """The oldest acceptance and the first trace context among `chunk`'s events."""
     accepted = [w[2] for w in chunk if w[2] is not None]
     return {
         "accepted_at": min(accepted) if accepted else None,
         "trace_context": next((w[3] for w in chunk if w[3]), None),
     }
-
-
-def overdue_windows(session: Session, now: float, grace: float) -> list[int]:
-    """Hooks whose batch window closed more than `grace` seconds ago and still waits to be cut."""
-    return list(session.scalars(select(Outbox.hook_id).where(Outbox.due_at <= now - grace).distinct()))

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from actionhooks import tracing
@@ -37,10 +36,9 @@ from actionhooks.delivery import Batch, Receipt, attempt
 from actionhooks.delivery.config import redact
 from actionhooks.errors import DeliveryError
 from actionhooks.hooks.matching import CompiledHook
-from actionhooks.storage import stats
+from actionhooks.storage import deliveries, stats
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.intake import stage
-from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker import control, shutdown
 from actionhooks.worker.batching import form_batches
 
@@ -70,9 +68,15 @@ class Claimed:
 
 @dataclass
 class Outcome:
+    """One attempt's result: a receipt when the batch was delivered, else the error."""
+
     claimed: Claimed
     receipt: Receipt | None
     error: DeliveryError | None
+
+    def __post_init__(self) -> None:
+        if (self.receipt is None) == (self.error is None):
+            raise ValueError(f"batch {self.claimed.delivery_id}: an outcome has either a receipt or an error")
 
 
 def lease_seconds(rt: Runtime, hook: CompiledHook) -> float:
@@ -165,23 +169,7 @@ def claim_round(
         return [], gate
     if gate.max_batches is not None:
         limit = min(limit, gate.max_batches)
-    stmt = (
-        select(
-            Delivery.id, Delivery.attempts, Delivery.events, Delivery.accepted_at, Delivery.trace_context,
-            Delivery.n_events,
-        )
-        .where(
-            Delivery.hook_id == hook.id,
-            Delivery.status == "pending",
-            Delivery.next_attempt_at <= now,
-            Delivery.lease_until <= now,
-        )
-        .order_by(Delivery.next_attempt_at)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    rows = session.execute(stmt).all()
+    rows = deliveries.due(session, hook.id, now, limit)
     if gate.max_batches == 1 and not rows:  # a paused hook with nothing to probe with: probe when there is
         gate.state.next_probe_at = gate.state.hold_until = now
         gate.wake_in = None
@@ -189,7 +177,7 @@ def claim_round(
     if not rows:
         return [], gate
     retried = [row.id for row in rows if row.attempts > 0]
-    if retried and (lost := _close_lost_attempts(session, retried)):
+    if retried and (lost := deliveries.close_lost_attempts(session, retried)):
         tally = stats.Tally()
         tally.attempt(hook.delivery.type, "lost", lost)
         stats.add(session, tally)
@@ -205,33 +193,14 @@ def claim_round(
             origins[delivery_id] = (accepted_at, trace_context)
     if not due:
         return [], gate
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_([delivery_id for delivery_id, _, _ in due]))
-        .values(attempts=Delivery.attempts + 1, lease_until=now + lease_seconds(rt, hook))
+    attempt_ids = deliveries.start_attempts(
+        session, hook.id, [(delivery_id, attempt, len(events)) for delivery_id, attempt, events in due], now,
+        lease_until=now + lease_seconds(rt, hook),
     )
-    attempt_ids = session.scalars(
-        insert(Attempt).returning(Attempt.id, sort_by_parameter_order=True),
-        [
-            {"hook_id": hook.id, "delivery_id": delivery_id, "attempt": attempt, "started_at": now,
-             "n_events": len(events)}
-            for delivery_id, attempt, events in due
-        ],
-    ).all()
     return [
         Claimed(delivery_id, attempt, row, events, *origins[delivery_id])
         for (delivery_id, attempt, events), row in zip(due, attempt_ids, strict=True)
     ], gate
-
-
-def _close_lost_attempts(session: Session, delivery_ids: list[str]) -> int:
-    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker; how many."""
-    result = session.execute(
-        update(Attempt)
-        .where(Attempt.delivery_id.in_(delivery_ids), Attempt.outcome == "started")
-        .values(outcome="error", error="worker lost during the attempt")
-    )
-    return int(result.rowcount or 0)
 
 
 def run_attempts(
@@ -280,21 +249,20 @@ def record(
             latency = None if o.claimed.accepted_at is None else now - o.claimed.accepted_at
             tally.delivered(transport, len(o.claimed.events), latency)
     stats.add(session, tally)
-    delivered = [o for o in outcomes if o.error is None]
+    # Outcome guarantees a receipt exactly when there is no error.
+    delivered = [(o.claimed, o.receipt) for o in outcomes if o.receipt is not None]
     errors = [o.error for o in outcomes if o.error is not None]
     verdict = control.after_round(session, rt.settings, hook, gate, errors=errors, delivered=bool(delivered), now=now)
     notices.extend(verdict.notices)
     if delivered:
-        session.execute(delete(Delivery).where(Delivery.id.in_([o.claimed.delivery_id for o in delivered])))
+        deliveries.remove(session, [c.delivery_id for c, _ in delivered])
         finished = []
-        for o in delivered:
-            assert o.receipt is not None
+        for c, receipt in delivered:
             log.info("delivered: hook %s batch %s attempt %d, %d events, status %s, %.0f ms", hook.id,
-                     o.claimed.delivery_id, o.claimed.attempt, len(o.claimed.events), o.receipt.status_code,
-                     o.receipt.latency_ms)
-            finished.append({"b_id": o.claimed.attempt_row, "outcome": "ok", "status_code": o.receipt.status_code,
-                             "error": None, "latency_ms": o.receipt.latency_ms})
-        _finish_attempts(session, finished)
+                     c.delivery_id, c.attempt, len(c.events), receipt.status_code, receipt.latency_ms)
+            finished.append({"b_id": c.attempt_row, "outcome": "ok", "status_code": receipt.status_code,
+                             "error": None, "latency_ms": receipt.latency_ms})
+        deliveries.finish_attempts(session, finished)
     for outcome in outcomes:
         if outcome.error is not None:
             _record_failure(session, rt, hook, outcome.claimed, outcome.error, held=verdict.held, notices=notices)
@@ -313,26 +281,24 @@ def _record_failure(
     now = time.time()
     message = redact(f"{type(err).__name__}: {err.message}")[:ERROR_TEXT_LIMIT]
     log.warning("delivery failed: hook %s batch %s attempt %d: %s", hook.id, c.delivery_id, c.attempt, message)
-    _finish_attempts(session, [{"b_id": c.attempt_row, "outcome": "error", "status_code": err.status_code,
-                                "error": message, "latency_ms": None}])
+    deliveries.finish_attempts(session, [{"b_id": c.attempt_row, "outcome": "error", "status_code": err.status_code,
+                                          "error": message, "latency_ms": None}])
     remaining = [e for i, e in enumerate(c.events) if i not in err.delivered]
     if not remaining:  # the error came after every event was through (e.g. a close): nothing to resend
-        session.execute(delete(Delivery).where(Delivery.id == c.delivery_id))
+        deliveries.remove(session, [c.delivery_id])
         return
-    values: dict[str, Any] = {"last_error": message, "last_status_code": err.status_code, "lease_until": 0.0}
-    if len(remaining) != len(c.events):
-        values.update(events=orjson.dumps(remaining), n_events=len(remaining))
+    left = remaining if len(remaining) != len(c.events) else None
     if held:  # paused (or gone): the attempt does not count and the batch waits for the probe
-        values.update(attempts=c.attempt - 1, next_attempt_at=now)
-        session.execute(update(Delivery).where(Delivery.id == c.delivery_id).values(**values))
+        deliveries.retry_later(session, c.delivery_id, next_attempt_at=now, error=message, status_code=err.status_code,
+                               remaining=left, attempts=c.attempt - 1)
         return
     delay = rt.policy.next_delay(c.attempt, err, random.random())
     if delay is None:
-        _fail(session, hook, c.delivery_id, remaining, message, now=now, status=err.status_code, values=values,
+        _fail(session, hook, c.delivery_id, remaining, message, now=now, status=err.status_code, remaining=left,
               notices=notices)
         return
-    values["next_attempt_at"] = now + delay
-    session.execute(update(Delivery).where(Delivery.id == c.delivery_id).values(**values))
+    deliveries.retry_later(session, c.delivery_id, next_attempt_at=now + delay, error=message,
+                           status_code=err.status_code, remaining=left)
 
 
 def _fail(
@@ -345,35 +311,11 @@ def _fail(
     now: float,
     notices: list[dict[str, Any]],
     status: int | None = None,
-    values: dict[str, Any] | None = None,
+    remaining: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Move a batch to the failed list, and capture a batch_failed event about it."""
-    extra = dict(values or {})
-    extra.update(status="failed", failed_at=now, last_error=message, last_status_code=status, lease_until=0.0)
-    session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**extra))
+    """Move a batch to the failed list (with `remaining`, the events still unsent, when the receiver
+    took some), and capture a batch_failed event about it."""
+    deliveries.fail(session, delivery_id, now=now, error=message, status_code=status, remaining=remaining)
     notice = control.batch_failed(hook, delivery_id, events, message, now)
     if notice is not None:
         notices.append(notice)
-
-
-def _finish_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Complete attempt rows (one executemany: b_id, outcome, status_code, error, latency_ms each)."""
-    table = Attempt.__table__
-    session.connection().execute(
-        table.update()
-        .where(table.c.id == bindparam("b_id"))
-        .values(outcome=bindparam("outcome"), status_code=bindparam("status_code"), error=bindparam("error"),
-                latency_ms=bindparam("latency_ms")),
-        rows,
-    )
-
-
-def replay(session: Session, hook_id: int, ids: list[str] | None) -> int:
-    """Move failed batches of a hook (all, or `ids`) back to pending with fresh attempts; returns how many."""
-    stmt = update(Delivery).where(Delivery.hook_id == hook_id, Delivery.status == "failed")
-    if ids is not None:
-        stmt = stmt.where(Delivery.id.in_(ids))
-    result = session.execute(
-        stmt.values(status="pending", attempts=0, next_attempt_at=time.time(), lease_until=0.0, failed_at=None)
-    )
-    return int(result.rowcount or 0)

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from actionhooks.errors import HookValidationError
 from actionhooks.hooks.matching import CompiledHook, HookIndex, compile_hook
 from actionhooks.settings import Settings
 from actionhooks.storage.hooks import hook_row
@@ -41,6 +42,8 @@ MIN_REFRESH_INTERVAL_SEC = 0.2
 # Called after a refresh for every hook whose version changed: (hook id, the version now compiled,
 # or None when the hook is gone or cannot be compiled).
 OnChange = Callable[[int, int | None], None]
+# Called after a refresh for every hook version this cache found it cannot compile, with the reason.
+OnBroken = Callable[[int, int, HookValidationError], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +59,21 @@ class HookCache:
     """Compiled hooks of all accounts, indexed for matching.
 
     `sessions` must make read-only sessions (storage.db.reader_factory); `on_change` runs for each
-    changed hook after the refresh that saw it.
+    changed hook after the refresh that saw it, `on_broken` for each hook version that cannot be
+    compiled (a hook saved by an older version under rules it no longer meets): that hook is left
+    out of matching, so its events are not delivered, until it is changed.
     """
 
     def __init__(
-        self, settings: Settings, sessions: sessionmaker[Session], on_change: OnChange | None = None
+        self, settings: Settings, sessions: sessionmaker[Session], on_change: OnChange | None = None,
+        on_broken: OnBroken | None = None,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
         self._snapshot = _Snapshot(HookIndex(), {}, {})
         self._on_change = on_change
+        self._on_broken = on_broken
+        self._new_broken: list[tuple[int, int, HookValidationError]] = []  # found by this refresh, under the lock
         self._last_id: int | None = None
         self._gaps: dict[int, float] = {}
         self._broken: dict[int, int] = {}  # hook id -> version that failed to compile (not retried by reloads)
@@ -98,27 +106,32 @@ class HookCache:
         with self._lock:
             self._checked_at = now
             with self._sessions() as session:
-                if self._last_id is None or now - self._loaded_at >= self.full_reload_sec:
+                last_id = self._last_id
+                if last_id is None or now - self._loaded_at >= self.full_reload_sec:
                     changed = self._load_all(session, now)
                 else:
-                    changed = self._catch_up(session, now)
+                    changed = self._catch_up(session, now, last_id)
+            broken, self._new_broken = self._new_broken, []
         if self._on_change is not None:
             for hook_id, version in changed:
                 self._on_change(hook_id, version)
+        if self._on_broken is not None:
+            for hook_id, version, error in broken:
+                self._on_broken(hook_id, version, error)
 
-    def _catch_up(self, session: Session, now: float) -> list[tuple[int, int | None]]:
-        assert self._last_id is not None
+    def _catch_up(self, session: Session, now: float, last_id: int) -> list[tuple[int, int | None]]:
+        """The hooks of the changes logged after `last_id` (the newest change already applied) and of the gaps."""
         rows = session.execute(
             select(HookChange.id, HookChange.hook_id).where(
-                or_(HookChange.id > self._last_id, HookChange.id.in_(list(self._gaps)))
+                or_(HookChange.id > last_id, HookChange.id.in_(list(self._gaps)))
             )
         ).all()
         self._expire_gaps(now)
         if not rows:
             return []
         seen = {change_id for change_id, _ in rows}
-        top = max(*seen, self._last_id)
-        for missing in range(self._last_id + 1, top):
+        top = max(*seen, last_id)
+        for missing in range(last_id + 1, top):
             if missing not in seen:
                 self._gaps.setdefault(missing, now)
         for change_id in seen:
@@ -183,9 +196,13 @@ class HookCache:
         return changed
 
     def _compile(self, hook: Hook) -> CompiledHook | None:
+        """The hook compiled, or None when it breaks a rule of this version (HookValidationError, the one
+        error a stored hook can raise): the API validates at save, so it was saved by an older version
+        (e.g. a template over limits added since). Logged with the reason, reported to `on_broken`."""
         try:
             return compile_hook(hook_row(hook), self.settings)
-        except Exception:
-            # The API validates at save, so this means a hook saved by an older version; skip it, loudly.
-            log.exception("hook %s cannot be compiled; it is ignored until fixed", hook.id)
+        except HookValidationError as exc:
+            log.error("hook %s (version %s) cannot be compiled, so it matches no event until it is changed: %s",
+                      hook.id, hook.version, exc)
+            self._new_broken.append((hook.id, hook.version, exc))
             return None

@@ -20,26 +20,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from actionhooks import tracing
-from actionhooks.errors import TemplateError
-from actionhooks.hooks.matching import CompiledHook
-from actionhooks.settings import Settings
-from actionhooks.storage import intake, quarantine
+from actionhooks.hooks.rendering import render_matched
+from actionhooks.storage import content as content_store
+from actionhooks.storage import deliveries, intake, quarantine
 from actionhooks.storage.hooks import lock_existing
-from actionhooks.storage.tables import Delivery, Intake
-from actionhooks.templating import DictCatalog, RenderBudget, build_custom_data
-from actionhooks.worker import content as content_store
 from actionhooks.worker import shutdown
-from actionhooks.worker.batching import form_batches, new_delivery
-from actionhooks.worker.lookups import load_catalog, load_profiles
+from actionhooks.worker.batching import form_batches
 
 if TYPE_CHECKING:
     from actionhooks.worker.runtime import Runtime
@@ -66,7 +58,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
     while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
-            ids, events, traces = _claim(session, account_id)
+            ids, events, traces = intake.claim(session, account_id, ROUTE_CHUNK_EVENTS)
             if not ids:
                 return routed
             # After the claim: every hook change committed before these events were accepted is seen.
@@ -80,43 +72,6 @@ def route_account(rt: Runtime, account_id: int) -> int:
         routed += len(events)
     rt.triggers.route(account_id)  # budget used up with work left: continue in a fresh task
     return routed
-
-
-def _claim(session: Session, account_id: int) -> tuple[list[int], Accepted, list[str | None]]:
-    """Up to ROUTE_CHUNK_EVENTS events of the oldest intake rows, each with the time it was accepted,
-    and the rows' trace contexts (tracing.py: the route span links to their accept spans).
-
-    Two steps, so only the blobs of the chosen rows are ever read: the first row counts pick the
-    rows that fit (reading 1,000 blobs of 1,000 events each would hold ~300 MB in the worker), the
-    second locks and reads just those (rows another router holds are skipped).
-    """
-    sizes = session.execute(
-        select(Intake.id, Intake.n_events).where(Intake.account_id == account_id).order_by(Intake.id).limit(1000)
-    ).all()
-    chosen: list[int] = []
-    total = 0
-    for row_id, n in sizes:
-        if chosen and total + n > ROUTE_CHUNK_EVENTS:
-            break
-        chosen.append(row_id)
-        total += n
-    if not chosen:
-        return [], [], []
-    stmt = (
-        select(Intake.id, Intake.events, Intake.created_at, Intake.trace_context)
-        .where(Intake.id.in_(chosen))
-        .order_by(Intake.id)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    ids: list[int] = []
-    events: Accepted = []
-    traces: list[str | None] = []
-    for row_id, blob, accepted_at, trace_context in session.execute(stmt):
-        ids.append(row_id)
-        traces.append(trace_context)
-        events.extend((accepted_at, event) for event in orjson.loads(blob))
-    return ids, events, traces
 
 
 def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, float]:
@@ -175,7 +130,7 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
         session, rt.settings, account_id, hooks, matched, contents=contents, now=now
     ):
         if broken:
-            session.execute(insert(Delivery), [broken])
+            deliveries.add(session, [broken])
         formed = form_batches(session, hook, rendered, now, accepted_at=first_accepted[hook.id],
                               trace_context=tracing.current())
         if formed.batches:
@@ -183,84 +138,3 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
         elif formed.window_opened and formed.window_due_in is not None:
             to_trigger[hook.id] = formed.window_due_in
     return to_trigger
-
-
-def render_matched(
-    session: Session,
-    settings: Settings,
-    account_id: int,
-    hooks: list[CompiledHook],
-    matched: dict[int, list[dict[str, Any]]],
-    *,
-    contents: dict[str, dict[str, Any]],
-    now: float,
-) -> Iterator[tuple[CompiledHook, list[dict[str, Any]], dict[str, Any] | None]]:
-    """Each hook's matched events as it delivers them, and the failed batch of those whose templates
-    failed, in hook id order (a fixed lock order across routers). Loads the profiles, catalog names
-    and stored content they need in bulk. Shared by routing and backfill (worker/backfill.py)."""
-    profiles = load_profiles(session, account_id, hooks, matched)
-    catalog = DictCatalog(load_catalog(session, account_id, hooks, matched))
-    wanted = (event for hook in hooks if hook.include_content for event in matched[hook.id])
-    attach = content_store.Attacher(session, account_id, contents, settings, now, wanted=wanted)
-    for hook in sorted(hooks, key=lambda h: h.id):
-        rendered, broken = _render(hook, matched[hook.id], profiles, catalog, attach)
-        yield hook, rendered, broken
-
-
-def custom_data_for(
-    hook: CompiledHook,
-    event: dict[str, Any],
-    profiles: dict[tuple[int, str], dict[str, Any]],
-    catalog: DictCatalog,
-    budget: RenderBudget | None = None,
-) -> dict[str, Any]:
-    """The custom_data `hook` delivers with `event` (its profile fields, then the event's own custom_data or
-    the hook's rendered values); raises TemplateError. Shared by routing and test sending."""
-    return build_custom_data(
-        event,
-        profile_fields=list(hook.profile_fields),
-        profile=profiles.get((event.get("list_id"), event.get("profile_id"))),  # type: ignore[arg-type]
-        values=hook.values,
-        catalog=catalog,
-        budget=budget,
-    )
-
-
-def _render(
-    hook: CompiledHook,
-    events: list[dict[str, Any]],
-    profiles: dict[tuple[int, str], dict[str, Any]],
-    catalog: DictCatalog,
-    attach: content_store.Attacher,
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Each event as this hook delivers it; events whose templates fail go to one failed batch, not retried."""
-    shaped_custom_data = bool(hook.profile_fields or hook.values)
-    changes_events = shaped_custom_data or hook.include_content
-    out: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    errors: list[str] = []
-    budget = hook.values.batch_budget()  # TEMPLATE_MAX_BATCH_CHARS for this pass of this hook
-    for event in events:
-        # A copy only when this hook changes the event: otherwise it is delivered as captured and
-        # hooks share the dict (nothing mutates it after routing; it is serialised into a batch).
-        if changes_events or "content" in event:
-            delivered = {k: v for k, v in event.items() if k != "content"}
-        else:
-            delivered = event
-        if shaped_custom_data:
-            try:
-                delivered["custom_data"] = custom_data_for(hook, event, profiles, catalog, budget)
-            except TemplateError as exc:
-                failed.append(delivered)
-                errors.append(str(exc))
-                continue
-        if hook.include_content:
-            attach(delivered, event.get("content"))
-        out.append(delivered)
-    if not failed:
-        return out, None
-    now = time.time()
-    broken = new_delivery(
-        hook, failed, now, status="failed", failed_at=now, last_error=f"rendering failed: {errors[0]}"
-    )
-    return out, broken

@@ -9,6 +9,7 @@ producers, httpx pools), the hook watcher, the database engine and the app's pro
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import os
@@ -16,6 +17,7 @@ import threading
 
 from celery import Celery
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks import tracing
@@ -23,8 +25,11 @@ from actionhooks.broker.celery_app import close_celery
 from actionhooks.broker.triggers import Triggers
 from actionhooks.delivery import make_transport
 from actionhooks.delivery.retry import RetryPolicy
+from actionhooks.errors import HookValidationError
 from actionhooks.hooks.matching import CompiledHook
+from actionhooks.hooks.models import HookSpec
 from actionhooks.settings import Settings
+from actionhooks.storage import stats
 from actionhooks.storage.db import engine_from_settings, reader_factory, session_factory
 from actionhooks.worker.hook_cache import HookCache
 from actionhooks.worker.transports import TransportCache, TransportFactory
@@ -49,10 +54,35 @@ class Runtime:
         self.celery = celery
         self.triggers = Triggers(celery)
         self.transports = TransportCache(settings, transport_factory)
-        self.hooks = HookCache(settings, reader_factory(self.engine), on_change=self.transports.retire)
+        self.hooks = HookCache(settings, reader_factory(self.engine), on_change=self.transports.retire,
+                               on_broken=self._note_broken)
         self.policy = RetryPolicy.from_settings(settings)
         self._closed = threading.Event()
+        self._uncounted: collections.deque[str] = collections.deque()  # see _note_broken
         self._watcher: threading.Thread | None = None
+
+    def _note_broken(self, hook_id: int, version: int, error: HookValidationError) -> None:
+        """Keep a hook version the cache cannot compile for the count in /metrics, by the hook field of its
+        first error. Only noted here: the refresh may run in a router that holds SQLite's write lock."""
+        field = str(error.errors[0][0][0]) if error.errors and error.errors[0][0] else ""
+        self._uncounted.append(field if field in HookSpec.model_fields else "other")
+
+    def _count_broken(self) -> None:
+        """Add the noted hook versions to actionhooks_hooks_not_compiled_total, in a transaction of the
+        watcher's own; kept for the next round when the database cannot take them now."""
+        fields = [self._uncounted.popleft() for _ in range(len(self._uncounted))]  # only the watcher pops
+        if not fields:
+            return
+        tally = stats.Tally()
+        for field in fields:
+            tally.hook_not_compiled(field)
+        try:
+            with self.sessions.begin() as session:
+                stats.add(session, tally)
+        except SQLAlchemyError:
+            self._uncounted.extend(fields)
+            log.warning("could not count %d hook version(s) as not compiled; trying again", len(fields),
+                        exc_info=True)
 
     def send_parallelism(self, hook: CompiledHook) -> int:
         """HTTP batches of one hook go out on a few threads sharing one keep-alive client; broker
@@ -70,6 +100,7 @@ class Runtime:
         while not self._closed.wait(every):
             try:
                 self.hooks.refresh()
+                self._count_broken()
             except Exception:
                 log.warning("refreshing hooks failed; trying again in %.0f s", every, exc_info=True)
 
@@ -81,6 +112,7 @@ class Runtime:
         self._closed.set()
         if self._watcher is not None:
             self._watcher.join(30)  # a round is one read; it ends well within that
+        self._count_broken()
         self.transports.close_all()
         self.engine.dispose()
 

@@ -17,17 +17,14 @@ import signal
 import threading
 import time
 
-from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.broker.celery_app import close_celery, make_celery
 from actionhooks.broker.triggers import Triggers
 from actionhooks.settings import Settings
-from actionhooks.storage import archive, backfills, hook_state, intake
+from actionhooks.storage import archive, backfills, content, deliveries, hook_state, intake
 from actionhooks.storage.db import engine_from_settings, session_factory
-from actionhooks.storage.tables import Attempt, Delivery
-from actionhooks.worker import content
-from actionhooks.worker.batching import overdue_windows
+from actionhooks.storage.outbox import overdue_windows
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +46,7 @@ class Scheduler:
         with self.sessions() as session:
             accounts = intake.stale_work(session, now - STALE_INTAKE_SEC)
             windows = overdue_windows(session, now, grace=0.0)
-            due = set(
-                session.scalars(
-                    select(Delivery.hook_id)
-                    .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, Delivery.lease_until <= now)
-                    .distinct()
-                )
-            )
+            due = deliveries.due_hooks(session, now)
             due -= hook_state.held_hooks(session, now)  # rate-limited, paused or gone: woken when due
             backfills.settle(session, now)
             session.commit()
@@ -82,27 +73,13 @@ class Scheduler:
             history = archive.maintain(session, now, self.settings.EVENT_ARCHIVE_HOURS)
             intake.forget_seen(session, now - self.settings.EVENT_DEDUP_HOURS * 3600)
             session.commit()
-            self._prune_attempts(session)
+            deliveries.prune_attempts(session, self.settings.ATTEMPTS_KEEP_PER_HOOK)
+            session.commit()
         if expired.removed:
             log.info("expired %d stored message contents", expired.removed)
         if not (expired.finished and history.finished):  # a backlog: go on next tick, between the triggers
             self._cleaned_at = now - self.settings.CLEANUP_EVERY_SEC
         self._sent = {k: t for k, t in self._sent.items() if now - t < 60}
-
-    def _prune_attempts(self, session: Session) -> None:
-        """Keep the newest ATTEMPTS_KEEP_PER_HOOK attempts of each hook. Attempt ids are global (hooks'
-        attempts interleave), so the cut is the id of each hook's own keep+1-th newest attempt."""
-        keep = self.settings.ATTEMPTS_KEEP_PER_HOOK
-        crowded = session.scalars(
-            select(Attempt.hook_id).group_by(Attempt.hook_id).having(func.count() > keep)
-        ).all()
-        for hook_id in crowded:
-            cut = session.scalar(
-                select(Attempt.id).where(Attempt.hook_id == hook_id).order_by(Attempt.id.desc()).offset(keep).limit(1)
-            )
-            if cut is not None:
-                session.execute(delete(Attempt).where(Attempt.hook_id == hook_id, Attempt.id <= cut))
-        session.commit()
 
 
 def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> None:

@@ -20,7 +20,7 @@ with warnings.catch_warnings():
 from actionhooks.api.app import create_app
 from actionhooks.hooks.models import EXAMPLE_HOOK
 from actionhooks.settings import Settings
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 
 from actionhooks.api.auth import AnyPrincipal, Principal
 from actionhooks.storage.tables import ApiToken
-from actionhooks.tokens import create_token, hash_token
+from actionhooks.storage.tokens import create_token, hash_token
 
 ADMIN_CALLS = [
     ("POST", "/api/v1/hooks"),

@@ -118,7 +118,7 @@ def test_a_hook_cannot_queue_backfills_without_bound(
 
 def test_with_the_archive_off_a_backfill_is_refused(tmp_path: Any, hook_body: Callable[..., dict[str, Any]]) -> None:
     from actionhooks.api.app import create_app
-    from actionhooks.tokens import create_token
+    from actionhooks.storage.tokens import create_token
 
     app = create_app(
         Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'off.db'}", DATA_DIR=str(tmp_path), EVENT_ARCHIVE_HOURS=0)

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from actionhooks.api.app import create_app
 from actionhooks.settings import Settings
 from actionhooks.storage.tables import Base, Intake
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from tests.support.engine import event, postgres_database
 
 EVENTS_LIMIT = 32 * 1024  # room for a 10,000-level body (20 KB)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from actionhooks.api.app import create_app
 from actionhooks.settings import Settings
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from tests.support.receiver import Receiver, Reply
 
 

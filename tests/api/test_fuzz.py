@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from actionhooks.api.app import create_app
 from actionhooks.settings import Settings
 from actionhooks.storage.tables import Base, Hook
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from tests.support.engine import postgres_database
 
 # POST /hooks/{id}/test really sends: it is fuzzed only against a hook whose target the SSRF guard refuses.

@@ -32,7 +32,7 @@ from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.monitoring import measure
 from actionhooks.storage.tables import Attempt, Delivery, Hook, Intake, Outbox
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from tests.support.engine import (
     PG_ADMIN,
     Engine,

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from actionhooks.delivery.signing import sign
 from actionhooks.storage import hook_state
 from actionhooks.storage.hooks import SqlHookRepository
 from actionhooks.storage.tables import Hook as HookRow
@@ -276,3 +277,20 @@ def test_a_hook_shows_its_delivery_state_and_a_restart_clears_a_pause(
     assert client.post(f"{url}/stop", headers=admin).json()["state"] == "stopped"
     assert client.post(f"{url}/activate", headers=admin).json()["state"] == "active"
     assert client.get(url, headers=admin).json()["paused_since"] is None
+
+
+def test_an_unpadded_signing_secret_saves_and_signs_like_its_padded_form_and_garbage_is_named(
+    app: FastAPI, client: TestClient, admin: dict[str, str], hook_body: Body
+) -> None:
+    body = hook_body()
+    body["delivery"]["signing_secret"] = "whsec_MTIzNDU"  # base64 of "12345" without its "=": the signer pads it
+    response = client.post("/api/v1/hooks", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    saved = stored(app, 1, response.json()["id"])["signing_secret"]
+    assert saved == "whsec_MTIzNDU"
+    assert sign(saved, "b", 1, b"[]") == sign("whsec_MTIzNDU=", "b", 1, b"[]")
+    for garbage in ("whsec_not*base64!", "whsec_A", "MTIzNDU=", "whsec_"):
+        body["delivery"]["signing_secret"] = garbage
+        response = client.post("/api/v1/hooks", json=body, headers=admin)
+        assert response.status_code == 422, garbage
+        assert locs(response) == [["body", "delivery", "http", "signing_secret"]], garbage

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from actionhooks.api.app import create_app
 from actionhooks.settings import Settings
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 
 ORIGIN = "http://testserver"
 # Forged POSTs: (form fields, headers); "CSRF" stands for the session's real token, sent from another site.

@@ -12,12 +12,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pika.exceptions
 import pytest
 
-__all__ = ["Rabbit", "closed_loopback_port", "kafka_bootstrap", "rabbit"]
+__all__ = ["Rabbit", "closed_loopback_port", "kafka_bootstrap", "rabbit", "sample_event"]
 
 
 def closed_loopback_port() -> int:
@@ -26,6 +27,22 @@ def closed_loopback_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def sample_event(i: int = 0, event_type: str = "open", **fields: Any) -> dict[str, Any]:
+    """An event for a broker transport's test: its own event_id, profile `profile-{i}`, non-ASCII custom data."""
+    return {
+        "event_id": f"ev-{uuid.uuid4().hex}",
+        "event_type": event_type,
+        "event_date": "2024-05-01T10:00:00.5Z",
+        "account_id": 23,
+        "is_test": False,
+        "profile_id": f"profile-{i}",
+        "list_id": 7,
+        "event_data": {"campaign_id": 973, "n": i},
+        "custom_data": {"email": "ann@example.com", "unicode": "Привет"},
+        **fields,
+    }
 
 
 def unique(prefix: str) -> str:

@@ -19,27 +19,13 @@ from actionhooks.delivery.kafka import KafkaTransport
 from actionhooks.errors import PayloadError, TargetForbidden, TargetUnreachable
 from actionhooks.settings import Settings
 from tests.delivery.brokers_fixtures import closed_loopback_port, kafka_bootstrap, unique
+from tests.delivery.brokers_fixtures import sample_event as event
 from tests.delivery.conformance import Arrival, TransportConformance
 
 __all__ = ["kafka_bootstrap"]  # the fixture, imported for pytest
 
 HOOK_ID = 17
 SETTINGS = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=True)  # the brokers are on loopback
-
-
-def event(i: int = 0, **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "open",
-        "event_date": "2024-05-01T10:00:00.5Z",
-        "account_id": 23,
-        "is_test": False,
-        "profile_id": f"profile-{i}",
-        "list_id": 7,
-        "event_data": {"campaign_id": 973, "n": i},
-        "custom_data": {"unicode": "Привет"},
-        **fields,
-    }
 
 
 def batch(*events: dict[str, Any]) -> Batch:

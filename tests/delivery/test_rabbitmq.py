@@ -20,6 +20,7 @@ from actionhooks.delivery.rabbitmq import RabbitMQExchangeTransport, RabbitMQQue
 from actionhooks.errors import TargetForbidden, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 from tests.delivery.brokers_fixtures import Rabbit, closed_loopback_port, rabbit
+from tests.delivery.brokers_fixtures import sample_event as event
 from tests.delivery.conformance import Arrival, TransportConformance
 
 __all__ = ["rabbit"]  # the fixture, imported for pytest
@@ -27,21 +28,6 @@ __all__ = ["rabbit"]  # the fixture, imported for pytest
 SETTINGS = Settings(HOOK_HTTP_TIMEOUT_SEC=5, HOOK_ALLOW_PRIVATE_TARGETS=True)  # the brokers are on loopback
 
 HOOK_ID = 17
-
-
-def event(i: int = 0, event_type: str = "open", **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": f"ev-{uuid.uuid4().hex}",
-        "event_type": event_type,
-        "event_date": "2024-05-01T10:00:00.5Z",
-        "account_id": 23,
-        "is_test": False,
-        "profile_id": f"profile-{i}",
-        "list_id": 7,
-        "event_data": {"campaign_id": 973, "n": i},
-        "custom_data": {"email": "ann@example.com", "unicode": "Привет"},
-        **fields,
-    }
 
 
 def batch(*events: dict[str, Any]) -> Batch:
@@ -334,6 +320,7 @@ def test_a_thousand_events_are_confirmed_in_one_pipelined_attempt(
 
 
 @pytest.mark.slow
+@pytest.mark.stops_shared_service
 def test_sending_recovers_after_a_rabbitmq_restart(rabbit: Rabbit) -> None:
     # Given a transport with an open connection
     queue = rabbit.queue("restart")

@@ -36,6 +36,7 @@ def test_an_unpadded_secret_signs_like_the_reference_library_reads_it() -> None:
         ("batch-1", BODY + b" ", None),  # a changed body
         ("batch-1", BODY, new_signing_secret()),  # another hook's secret
     ],
+    ids=["another-id", "another-body", "another-secret"],  # fixed: xdist workers must collect the same ids
 )
 def test_a_signature_does_not_verify_for_another_id_body_or_secret(
     msg_id: str, body: bytes, secret: str | None

@@ -11,8 +11,7 @@ import pytest
 
 from actionhooks.worker.runtime import HTTP_SEND_THREADS
 from tests.support.engine import http_hook, running_engine
-from tests.support.faults import CountingReceiver, outstanding, post_events, report, settle
-from tests.support.receiver import Reply
+from tests.support.faults import CountingReceiver, counting_receiver, outstanding, post_events, report, settle
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +22,9 @@ CONCURRENCY = 2
 
 @pytest.fixture
 def receiver() -> Iterator[CountingReceiver]:
-    server = CountingReceiver()
-    server.default = Reply(delay=1.0)  # slow enough that one drain task (10 s budget) cannot finish the backlog
-    try:
+    # Answers slow enough that one drain task (10 s budget) cannot finish the backlog
+    with counting_receiver(delay=1.0) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])

@@ -18,7 +18,7 @@ from tests.delivery.brokers_fixtures import Rabbit, rabbit
 from tests.support.engine import Engine, poll, redis_broker, running_engine
 from tests.support.faults import outstanding, post_events, rabbitmq_app_stopped, report, settle
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stops_shared_service]
 
 __all__ = ["rabbit"]  # the fixture, imported for pytest
 

@@ -14,8 +14,15 @@ import pytest
 
 from actionhooks.worker.runtime import HTTP_SEND_THREADS
 from tests.support.engine import http_hook, poll, running_engine
-from tests.support.faults import CountingReceiver, outstanding, post_events, private_redis, report, settle
-from tests.support.receiver import Reply
+from tests.support.faults import (
+    CountingReceiver,
+    counting_receiver,
+    outstanding,
+    post_events,
+    private_redis,
+    report,
+    settle,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +32,8 @@ CONCURRENCY = 2
 
 @pytest.fixture
 def receiver() -> Iterator[CountingReceiver]:
-    server = CountingReceiver()
-    server.default = Reply(delay=0.3)
-    try:
+    with counting_receiver(delay=0.3) as server:
         yield server
-    finally:
-        server.close()
 
 
 def test_a_redis_broker_restarted_empty_mid_delivery_loses_no_acknowledged_event(

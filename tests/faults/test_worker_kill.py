@@ -10,8 +10,7 @@ import pytest
 
 from actionhooks.worker.runtime import HTTP_SEND_THREADS
 from tests.support.engine import http_hook, redis_broker, running_engine
-from tests.support.faults import CountingReceiver, post_events, report, settle
-from tests.support.receiver import Reply
+from tests.support.faults import CountingReceiver, counting_receiver, post_events, report, settle
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +22,8 @@ CONCURRENCY = 2
 
 @pytest.fixture
 def receiver() -> Iterator[CountingReceiver]:
-    server = CountingReceiver()
-    server.default = Reply(delay=0.3)  # each answer takes a while, so a kill finds requests in flight
-    try:
+    with counting_receiver(delay=0.3) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads"])

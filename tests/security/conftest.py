@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from actionhooks.api.app import create_app
 from actionhooks.settings import Settings
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 
 
 @pytest.fixture

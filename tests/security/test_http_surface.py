@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from actionhooks.api.app import create_app
 from actionhooks.api.auth import TOKEN_CACHE_SEC
 from actionhooks.settings import Settings
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from tests.support.engine import poll
 
 

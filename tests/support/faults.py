@@ -60,6 +60,18 @@ class CountingReceiver(Receiver):
         return [e["event_id"] for r, reply in answered if 200 <= reply.status < 300 for e in _events(r.body)]
 
 
+@contextmanager
+def counting_receiver(delay: float) -> Iterator[CountingReceiver]:
+    """A CountingReceiver whose every answer takes `delay` seconds, so a kill or restart finds requests in
+    flight; closed afterwards."""
+    server = CountingReceiver()
+    server.default = Reply(delay=delay)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 def _events(body: bytes) -> list[dict[str, Any]]:
     """The events of a request body; none when the body was cut short (a sender killed mid-request)."""
     try:

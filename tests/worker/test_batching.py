@@ -16,8 +16,9 @@ from actionhooks.settings import Settings
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.hooks import hook_row
 from actionhooks.storage.migrate import upgrade
+from actionhooks.storage.outbox import overdue_windows
 from actionhooks.storage.tables import Delivery, Hook, Outbox
-from actionhooks.worker.batching import form_batches, overdue_windows
+from actionhooks.worker.batching import form_batches
 
 
 @pytest.fixture
@@ -86,3 +87,35 @@ def test_an_s3_hook_has_a_batch_window_and_other_brokers_none(session: Session) 
     redis_stream = _hook(session, type="redis_stream", url="redis://r:6379/0")
     assert form_batches(session, redis_stream, [{"n": 1}], now=100.0).batches == 1  # no window
     assert _batches(session) == [4, 1]
+
+
+def test_a_window_filled_by_many_appends_cuts_in_arrival_order_with_its_oldest_acceptance_and_first_span(
+    session: Session,
+) -> None:
+    hook = _hook(session, max_batch_size=5, batch_timeout_sec=10)
+    for i, (accepted, span) in enumerate([(90.0, None), (80.0, "00-a-01"), (95.0, "00-b-01")]):
+        formed = form_batches(session, hook, [{"n": i}], now=100.0 + i, accepted_at=accepted, trace_context=span)
+        assert (formed.batches, formed.window_opened) == (0, i == 0)
+    assert formed.window_due_in == 8.0  # the window opened at 100 and does not restart
+    assert set(session.scalars(select(Outbox.due_at))) == {110.0}
+    formed = form_batches(session, hook, [{"n": 3}, {"n": 4}, {"n": 5}], now=104.0, accepted_at=99.0)
+    assert (formed.batches, formed.window_opened, formed.window_due_in) == (1, True, 10.0)  # the rest: new events
+    batch = session.execute(select(Delivery.events, Delivery.accepted_at, Delivery.trace_context)).one()
+    assert orjson.loads(batch.events) == [{"n": i} for i in range(5)]
+    assert (batch.accepted_at, batch.trace_context) == (80.0, "00-a-01")
+    assert session.execute(select(Outbox.events, Outbox.due_at)).one() == (b'[{"n":5}]', 114.0)
+
+
+def test_a_window_whose_hook_gets_a_shorter_timeout_closes_by_the_new_one(session: Session) -> None:
+    hook = _hook(session, max_batch_size=100, batch_timeout_sec=60)
+    form_batches(session, hook, [{"n": 1}], now=1000.0)
+    row = session.get(Hook, hook.id)
+    assert row is not None
+    row.delivery = {**row.delivery, "batch_timeout_sec": 5}
+    session.flush()
+    shorter = compile_hook(hook_row(row), Settings())
+    formed = form_batches(session, shorter, [{"n": 2}], now=1002.0)
+    assert (formed.batches, formed.window_due_in) == (0, 3.0)
+    assert overdue_windows(session, 1005.0, grace=0) == [hook.id]
+    assert form_batches(session, shorter, [], now=1005.0).batches == 1
+    assert _batches(session) == [2]

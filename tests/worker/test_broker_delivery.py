@@ -414,6 +414,7 @@ def drain_ids(consumer: Rabbit, queue: str, expected: set[str], timeout: float) 
     return got
 
 
+@pytest.mark.stops_shared_service
 def test_every_event_arrives_when_rabbitmq_restarts_during_delivery(
     tmp_path: Path, vhost: str, consumer: Rabbit, record_property: Any
 ) -> None:

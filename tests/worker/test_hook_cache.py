@@ -4,24 +4,31 @@ changes caught by the periodic full reload (issue 14)."""
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
+from actionhooks.broker.celery_app import make_celery
+from actionhooks.errors import HookValidationError
+from actionhooks.observability.cluster import ClusterMetrics
 from actionhooks.settings import Settings
 from actionhooks.storage.db import make_engine, reader_factory, session_factory
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Hook, HookChange
 from actionhooks.worker.hook_cache import HookCache
+from actionhooks.worker.runtime import Runtime
 from tests.support.hammer import hammer
 
 
-def _add_hook(session: Session, name: str) -> int:
-    row = Hook(account_id=1, name=name, active=True, actions=["open"], filters={}, custom_data={},
+def _add_hook(session: Session, name: str, values: dict[str, str] | None = None) -> int:
+    custom_data = {"profile_fields": [], "values": values} if values else {}
+    row = Hook(account_id=1, name=name, active=True, actions=["open"], filters={}, custom_data=custom_data,
                delivery={"type": "http", "url": "http://example.org/"})
     session.add(row)
     session.flush()
@@ -150,3 +157,69 @@ def test_routers_matching_while_refreshes_swap_hooks_never_see_a_half_applied_ch
     problems = hammer(admin, route, writes=20)
     engine.dispose()
     assert problems == []
+
+
+SMALL_TEMPLATES = Settings(TEMPLATE_MAX_OUTPUT_CHARS=20)  # a limit a hook stored under larger ones breaks
+
+
+def test_a_stored_hook_that_no_longer_compiles_is_left_out_named_and_the_others_still_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        good = _add_hook(session, "short values", {"id": "{{uuid}}"})
+        old = _add_hook(session, "saved before the limit", {"long": "x" * 50})
+        session.commit()
+    found: list[tuple[int, int, HookValidationError]] = []
+    cache = HookCache(SMALL_TEMPLATES, reader_factory(engine), on_broken=lambda *broken: found.append(broken))
+    with caplog.at_level(logging.ERROR, logger="actionhooks.worker.hook_cache"):
+        cache.refresh(force=True)
+    # The cache runs the good hook and leaves the old one out of matching, saying which and why
+    assert good in cache.index
+    assert cache.get(good) is not None
+    assert old not in cache.index
+    assert cache.get(old) is None
+    [(hook_id, version, error)] = found
+    assert (hook_id, version) == (old, 1)
+    assert error.errors == [(("custom_data", "values", "long"), "template longer than 20 characters")]
+    assert f"hook {old} (version 1) cannot be compiled" in caplog.text
+    assert "template longer than 20 characters" in caplog.text
+    # A full reload does not report the same version again; once the hook is changed, it runs
+    cache.full_reload_sec = 0
+    cache.refresh(force=True)
+    assert len(found) == 1
+    with session_factory(engine)() as session:
+        row = session.get(Hook, old)
+        assert row is not None
+        row.custom_data = {"profile_fields": [], "values": {"long": "x" * 10}}
+        row.version += 1
+        session.add(HookChange(hook_id=old, account_id=1))
+        session.commit()
+    cache.refresh(force=True)
+    assert old in cache.index
+    assert cache.get(old) is not None
+    assert len(found) == 1
+
+
+def test_a_hook_that_cannot_compile_is_counted_in_metrics_by_its_field(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        _add_hook(session, "saved before the limit", {"long": "x" * 50})
+        session.commit()
+    runtime = Runtime(SMALL_TEMPLATES, make_celery(SMALL_TEMPLATES), engine=engine)
+    try:
+        runtime.start_watching(every=0.05)
+        deadline = time.monotonic() + 30
+        while (value := _not_compiled(engine)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        runtime.close()
+    assert value == {("custom_data",): 1.0}
+
+
+def _not_compiled(engine: Engine) -> dict[tuple[str, ...], float] | None:
+    families = {family.name: family for family in ClusterMetrics(engine, ttl=0).collect()}
+    samples = families["actionhooks_hooks_not_compiled"].samples
+    return {tuple(s.labels.values()): s.value for s in samples} or None

@@ -19,7 +19,7 @@ from actionhooks.api.app import create_app
 from actionhooks.broker.celery_app import make_celery
 from actionhooks.settings import Settings
 from actionhooks.storage.migrate import upgrade
-from actionhooks.tokens import create_token
+from actionhooks.storage.tokens import create_token
 from actionhooks.worker.deliver import drain_hook
 from actionhooks.worker.runtime import runtime_for
 from actionhooks.worker.tasks import register_tasks

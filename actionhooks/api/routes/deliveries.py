@@ -11,7 +11,6 @@ import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from actionhooks.api.auth import Principal, admin_principal
 from actionhooks.api.hook_loader import load_hook
@@ -21,11 +20,10 @@ from actionhooks.delivery import Batch, attempt, make_transport
 from actionhooks.delivery.config import mask_url, redact
 from actionhooks.errors import DeliveryError, HookValidationError, TemplateError
 from actionhooks.events import parse_events
-from actionhooks.storage.tables import Attempt, Delivery
+from actionhooks.hooks.rendering import custom_data_for
+from actionhooks.storage import deliveries
+from actionhooks.storage.lookups import load_catalog, load_profiles
 from actionhooks.templating import DictCatalog
-from actionhooks.worker.deliver import replay
-from actionhooks.worker.lookups import load_catalog, load_profiles
-from actionhooks.worker.route import custom_data_for
 
 router = APIRouter(tags=["delivery"])
 
@@ -156,9 +154,7 @@ def attempts_of(request: Request, account_id: int, hook_id: int, limit: int) -> 
     """The hook's latest attempts, newest first (REST and console)."""
     with request.app.state.sessions() as session:
         load_hook(session, request, account_id, hook_id)
-        rows = session.scalars(
-            select(Attempt).where(Attempt.hook_id == hook_id).order_by(Attempt.id.desc()).limit(limit)
-        ).all()
+        rows = deliveries.attempts(session, hook_id, limit)
     return [
         {
             "id": a.id,
@@ -186,12 +182,7 @@ def failed_of(request: Request, account_id: int, hook_id: int, limit: int) -> li
     """The hook's failed batches, latest failure first (REST and console)."""
     with request.app.state.sessions() as session:
         load_hook(session, request, account_id, hook_id)
-        rows = session.scalars(
-            select(Delivery)
-            .where(Delivery.hook_id == hook_id, Delivery.status == "failed")
-            .order_by(Delivery.failed_at.desc())
-            .limit(limit)
-        ).all()
+        rows = deliveries.failed(session, hook_id, limit)
     return [
         {
             "id": d.id,
@@ -225,7 +216,7 @@ async def replay_batches(request: Request, account_id: int, hook_id: int, ids: l
     def _replay() -> int:
         with request.app.state.sessions() as session:
             load_hook(session, request, account_id, hook_id)
-            count = replay(session, hook_id, ids)
+            count = deliveries.replay(session, hook_id, ids, time.time())
             session.commit()
             return count
 

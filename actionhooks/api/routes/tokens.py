@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from actionhooks.api.auth import TOKEN_CACHE_SEC, Admin
 from actionhooks.errors import NotFound
-from actionhooks.tokens import list_tokens, revoke_token
+from actionhooks.storage.tokens import list_tokens, revoke_token
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 

@@ -1,4 +1,4 @@
-"""Content storage on its own (worker/content.py), on a real SQLite file and a real PostgreSQL database."""
+"""Content storage on its own (storage/content.py), on a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from actionhooks.settings import Settings
+from actionhooks.storage import content
 from actionhooks.storage.db import make_engine, session_factory
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Content
-from actionhooks.worker import content, scheduler
+from actionhooks.worker import scheduler
 
 HOUR = 3600.0
 EMAIL = {"subject": "Spring sale", "html": "<p>hello</p>", "text": "hello"}

@@ -12,20 +12,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from actionhooks.events import ID_PATHS
 from actionhooks.hooks.matching import CompiledHook
 from actionhooks.storage.catalog import catalog_for
 from actionhooks.storage.profiles import profiles_for
 from actionhooks.templating import CatalogEntry
 
 # catalog kind -> where an event names its id
-CATALOG_SOURCES: dict[str, tuple[str, ...]] = {
-    "databases": ("list_id",),
-    "campaigns": ("event_data", "campaign_id"),
-    "messages": ("event_data", "message_id"),
-    "segments": ("event_data", "segment_id"),
-    "resources": ("event_data", "resource_id"),
-    "pixels": ("event_data", "pixel_id"),
-}
+CATALOG_SOURCES = ID_PATHS
 
 
 def _field(event: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -1,4 +1,5 @@
-"""Message content: stored per send, attached to later events of that send for include_content hooks.
+"""Message content: stored per send, attached to later events of that send for include_content hooks
+(the `content` table's one writer).
 
 Stored at routing time (not in the API) so POST /events stays a single insert; the intake row is
 durable until routed, so nothing is lost by waiting. Content older than HOOK_CONTENT_CLEANUP_HOURS
@@ -12,11 +13,11 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from actionhooks.settings import Settings
 from actionhooks.storage.tables import Content
+from actionhooks.storage.upsert import upsert
 
 # Rows per INSERT and send ids per SELECT ... IN (...): a request of 10,000 sends would otherwise pass
 # SQLite's usual limit of 32,766 bound parameters (4 per stored row).
@@ -40,17 +41,11 @@ def remember(session: Session, account_id: int, events: list[dict[str, Any]], no
     A later event carrying content for the same send replaces it (and restarts its retention).
     """
     carried = {sid: e["content"] for e in events if isinstance(e.get("content"), dict) and (sid := _send_id(e))}
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     rows = [
         {"account_id": account_id, "send_message_id": sid, "content": c, "stored_at": now} for sid, c in carried.items()
     ]
     for start in range(0, len(rows), STORE_CHUNK):
-        stmt = dialect.insert(Content).values(rows[start : start + STORE_CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Content.account_id, Content.send_message_id],
-            set_={"content": stmt.excluded.content, "stored_at": stmt.excluded.stored_at},
-        )
-        session.execute(stmt)
+        upsert(session, Content, rows[start : start + STORE_CHUNK], keys=["account_id", "send_message_id"])
     return carried
 
 

@@ -1,0 +1,235 @@
+"""Delivery batches, their attempts and the failed list: the one module that writes `deliveries` and `attempts`.
+
+A batch row is the unit of attempt, retry and the failed list (storage/tables.py, `Delivery`). The
+worker's drain (worker/deliver.py) claims, attempts and records through these operations, the
+router and backfill add batches, the API lists attempts and failed batches and replays them, the
+scheduler finds due batches and prunes the attempt log. Every operation runs in the caller's
+transaction; the caller commits and, for writes, has taken the pipeline's lock order first
+(storage/hooks.lock_existing).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import orjson
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from actionhooks.storage.tables import Attempt, Delivery
+
+
+def new_batch(hook_id: int, account_id: int, events: list[dict[str, Any]], now: float, **extra: Any) -> dict[str, Any]:
+    """The row of a new pending batch of `events` (`extra` overrides columns: a failed batch, its origin)."""
+    return {
+        "id": uuid.uuid4().hex,
+        "hook_id": hook_id,
+        "account_id": account_id,
+        "events": orjson.dumps(events),
+        "n_events": len(events),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_until": 0.0,
+        "created_at": now,
+        **extra,
+    }
+
+
+def add(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert batches made by `new_batch` (one executemany)."""
+    if rows:
+        session.execute(insert(Delivery), list(rows))
+
+
+class Due(NamedTuple):
+    """A batch a drain may attempt now."""
+
+    id: str
+    attempts: int
+    events: bytes
+    accepted_at: float | None
+    trace_context: str | None
+    n_events: int
+
+
+def due(session: Session, hook_id: int, now: float, limit: int) -> list[Due]:
+    """Up to `limit` of the hook's pending batches whose time has come and whose lease has passed,
+    oldest due first, locked until the transaction ends; on PostgreSQL rows another drain holds are
+    skipped (FOR UPDATE SKIP LOCKED; SQLite, one writer at a time, compiles no locking clause)."""
+    rows = session.execute(
+        select(
+            Delivery.id, Delivery.attempts, Delivery.events, Delivery.accepted_at, Delivery.trace_context,
+            Delivery.n_events,
+        )
+        .where(
+            Delivery.hook_id == hook_id,
+            Delivery.status == "pending",
+            Delivery.next_attempt_at <= now,
+            Delivery.lease_until <= now,
+        )
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [Due(*row) for row in rows]
+
+
+def close_lost_attempts(session: Session, delivery_ids: list[str]) -> int:
+    """An attempt still 'started' when its batch is claimed again was cut short by a dead worker; how many."""
+    result = session.execute(
+        update(Attempt)
+        .where(Attempt.delivery_id.in_(delivery_ids), Attempt.outcome == "started")
+        .values(outcome="error", error="worker lost during the attempt")
+    )
+    return int(result.rowcount or 0)
+
+
+def start_attempts(
+    session: Session, hook_id: int, started: list[tuple[str, int, int]], now: float, lease_until: float
+) -> list[int]:
+    """Count an attempt of each (batch id, attempt number, events) and hide the batches until
+    `lease_until`, before anything is sent; returns the attempt rows' ids in the order of `started`."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_([delivery_id for delivery_id, _, _ in started]))
+        .values(attempts=Delivery.attempts + 1, lease_until=lease_until)
+    )
+    return list(
+        session.scalars(
+            insert(Attempt).returning(Attempt.id, sort_by_parameter_order=True),
+            [
+                {"hook_id": hook_id, "delivery_id": delivery_id, "attempt": attempt, "started_at": now,
+                 "n_events": n_events}
+                for delivery_id, attempt, n_events in started
+            ],
+        ).all()
+    )
+
+
+def finish_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Complete attempt rows (one executemany: b_id, outcome, status_code, error, latency_ms each)."""
+    table = Attempt.__table__
+    session.connection().execute(
+        table.update()
+        .where(table.c.id == bindparam("b_id"))
+        .values(outcome=bindparam("outcome"), status_code=bindparam("status_code"), error=bindparam("error"),
+                latency_ms=bindparam("latency_ms")),
+        rows,
+    )
+
+
+def remove(session: Session, delivery_ids: list[str]) -> None:
+    """Delete batches that need no further attempt (delivered, or nothing left to resend)."""
+    session.execute(delete(Delivery).where(Delivery.id.in_(delivery_ids)))
+
+
+def retry_later(
+    session: Session,
+    delivery_id: str,
+    *,
+    next_attempt_at: float,
+    error: str,
+    status_code: int | None,
+    remaining: list[dict[str, Any]] | None = None,
+    attempts: int | None = None,
+) -> None:
+    """Keep a batch pending until `next_attempt_at` after a failed attempt, with the attempt's error.
+
+    `remaining`: the events still to send when the receiver took some of them; `attempts`: the
+    attempt counter to set back (a paused hook's attempt does not count)."""
+    values = _failed_attempt(error, status_code, remaining)
+    values["next_attempt_at"] = next_attempt_at
+    if attempts is not None:
+        values["attempts"] = attempts
+    session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+
+
+def fail(
+    session: Session,
+    delivery_id: str,
+    *,
+    now: float,
+    error: str,
+    status_code: int | None,
+    remaining: list[dict[str, Any]] | None = None,
+) -> None:
+    """Move a batch to the failed list (no more attempts until a replay)."""
+    values = _failed_attempt(error, status_code, remaining)
+    values.update(status="failed", failed_at=now)
+    session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+
+
+def _failed_attempt(error: str, status_code: int | None, remaining: list[dict[str, Any]] | None) -> dict[str, Any]:
+    values: dict[str, Any] = {"last_error": error, "last_status_code": status_code, "lease_until": 0.0}
+    if remaining is not None:
+        values.update(events=orjson.dumps(remaining), n_events=len(remaining))
+    return values
+
+
+def replay(session: Session, hook_id: int, ids: list[str] | None, now: float) -> int:
+    """Move failed batches of a hook (all, or `ids`) back to pending with fresh attempts; returns how many."""
+    stmt = update(Delivery).where(Delivery.hook_id == hook_id, Delivery.status == "failed")
+    if ids is not None:
+        stmt = stmt.where(Delivery.id.in_(ids))
+    result = session.execute(
+        stmt.values(status="pending", attempts=0, next_attempt_at=now, lease_until=0.0, failed_at=None)
+    )
+    return int(result.rowcount or 0)
+
+
+def withdraw(session: Session, among: Select[tuple[str]], now: float) -> list[str]:
+    """Delete the batches of `among` (a query of batch ids) that wait to be sent and are not being
+    sent now; returns their ids."""
+    unsent = list(
+        session.scalars(
+            select(Delivery.id).where(Delivery.id.in_(among), Delivery.status == "pending", Delivery.lease_until <= now)
+        )
+    )
+    if unsent:
+        remove(session, unsent)
+    return unsent
+
+
+def failed(session: Session, hook_id: int, limit: int) -> list[Delivery]:
+    """The hook's failed batches, latest failure first."""
+    return list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.hook_id == hook_id, Delivery.status == "failed")
+            .order_by(Delivery.failed_at.desc())
+            .limit(limit)
+        )
+    )
+
+
+def attempts(session: Session, hook_id: int, limit: int) -> list[Attempt]:
+    """The hook's latest attempts, newest first."""
+    return list(
+        session.scalars(select(Attempt).where(Attempt.hook_id == hook_id).order_by(Attempt.id.desc()).limit(limit))
+    )
+
+
+def due_hooks(session: Session, now: float) -> set[int]:
+    """Hooks with a pending batch whose time has come and whose lease has passed."""
+    return set(
+        session.scalars(
+            select(Delivery.hook_id)
+            .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, Delivery.lease_until <= now)
+            .distinct()
+        )
+    )
+
+
+def prune_attempts(session: Session, keep: int) -> None:
+    """Keep the newest `keep` attempts of each hook. Attempt ids are global (hooks' attempts
+    interleave), so the cut is the id of each hook's own keep+1-th newest attempt."""
+    crowded = session.scalars(select(Attempt.hook_id).group_by(Attempt.hook_id).having(func.count() > keep)).all()
+    for hook_id in crowded:
+        cut = session.scalar(
+            select(Attempt.id).where(Attempt.hook_id == hook_id).order_by(Attempt.id.desc()).offset(keep).limit(1)
+        )
+        if cut is not None:
+            session.execute(delete(Attempt).where(Attempt.hook_id == hook_id, Attempt.id <= cut))
