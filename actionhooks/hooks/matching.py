@@ -79,7 +79,10 @@ class CompiledHook:
             for kind, allowed in self.filters.items():
                 if _id(data.get(FILTER_FIELDS[kind])) not in allowed:
                     return False
-        return all(condition(event) for condition in self.conditions)
+        for condition in self.conditions:  # a loop, not all(<generator>): most hooks have none
+            if not condition(event):
+                return False
+        return True
 
 
 def _id(value: Any) -> int | None:
@@ -305,7 +308,7 @@ class HookIndex:
             for kind, by_value in by_kind.items():
                 hooks = by_value.get(_slot_value(kind, event, data))
                 if hooks:
-                    found.extend(hook for hook in hooks.values() if hook.matches(event))
+                    found += [hook for hook in hooks.values() if hook.matches(event)]
         if len(found) > 1:
             found.sort(key=lambda hook: hook.id)
         return found
