@@ -79,10 +79,7 @@ class CompiledHook:
             for kind, allowed in self.filters.items():
                 if _id(data.get(FILTER_FIELDS[kind])) not in allowed:
                     return False
-        for condition in self.conditions:  # a loop, not all(<generator>): most hooks have none
-            if not condition(event):
-                return False
-        return True
+        return all(condition(event) for condition in self.conditions)
 
 
 def _id(value: Any) -> int | None:
