@@ -305,7 +305,7 @@ class HookIndex:
             for kind, by_value in by_kind.items():
                 hooks = by_value.get(_slot_value(kind, event, data))
                 if hooks:
-                    found.extend(hook for hook in hooks.values() if hook.matches(event))
+                    found += [hook for hook in hooks.values() if hook.matches(event)]
         if len(found) > 1:
             found.sort(key=lambda hook: hook.id)
         return found

@@ -55,8 +55,8 @@ def custom_data_for(
     the hook's rendered values); raises TemplateError. Shared by routing and test sending."""
     return build_custom_data(
         event,
-        profile_fields=list(hook.profile_fields),
-        profile=profiles.get((event.get("list_id"), event.get("profile_id"))),  # type: ignore[arg-type]
+        profile_fields=hook.profile_fields,
+        profile=profiles.get((event.get("list_id"), event.get("profile_id"))) if hook.profile_fields else None,  # type: ignore[arg-type]
         values=hook.values,
         catalog=catalog,
         budget=budget,
@@ -81,7 +81,8 @@ def render_events(
         # A copy only when this hook changes the event: otherwise it is delivered as captured and
         # hooks share the dict (nothing mutates it after routing; it is serialised into a batch).
         if changes_events or "content" in event:
-            delivered = {k: v for k, v in event.items() if k != "content"}
+            delivered = event.copy()  # a C-level copy, then without the content: ~3x a dict comprehension
+            delivered.pop("content", None)
         else:
             delivered = event
         if shaped_custom_data:

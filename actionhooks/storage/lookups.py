@@ -49,13 +49,16 @@ def load_profiles(
 def load_catalog(
     session: Session, account_id: int, hooks: Iterable[CompiledHook], matched: dict[int, list[dict[str, Any]]]
 ) -> dict[tuple[str, int], CatalogEntry]:
-    """Catalog entries named by events of hooks that render values, keyed by (kind, id)."""
+    """Catalog entries named by events of hooks whose values read them, keyed by (kind, id): only the
+    kinds each hook's values read (CompiledValues.catalog_kinds), so values such as {{uuid}} and
+    {{profile_id}} cost no look-up at all."""
     wanted: dict[str, set[int]] = defaultdict(set)
     for hook in hooks:
-        if not hook.values:
+        sources = [(kind, CATALOG_SOURCES[kind]) for kind in sorted(hook.values.catalog_kinds)]
+        if not sources:
             continue
         for event in matched[hook.id]:
-            for kind, path in CATALOG_SOURCES.items():
+            for kind, path in sources:
                 ident = _field(event, path)
                 if isinstance(ident, int) and not isinstance(ident, bool):
                     wanted[kind].add(ident)

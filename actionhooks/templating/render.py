@@ -31,7 +31,7 @@ from jinja2 import meta, nodes
 from actionhooks.errors import OutputTooLong, TemplateRenderError, TemplateSyntaxError
 from actionhooks.settings import Settings
 from actionhooks.templating.environment import SizeBound, check_template, render_bounded, sandbox, size_bound
-from actionhooks.templating.parameters import PARAMETERS, Catalog, EventContext
+from actionhooks.templating.parameters import CATALOG_PARAMETERS, PARAMETERS, Catalog, EventContext
 
 __all__ = ["CompiledValues", "RenderBudget", "build_custom_data", "compile_values", "template_limits"]
 
@@ -63,6 +63,7 @@ class _Parts:
     """Text and parameters only: rendered without jinja2."""
 
     parts: tuple[str | _Param, ...]
+    names: tuple[str, ...]  # the parameters among the parts
 
     def render(self, ctx: EventContext, max_chars: int, max_ms: float) -> str:
         pieces = [p if isinstance(p, str) else p(ctx) for p in self.parts]
@@ -70,6 +71,14 @@ class _Parts:
         if size > max_chars:  # measured before the join: the pieces are strings that exist already
             raise OutputTooLong(f"output longer than {max_chars} characters")
         return "".join(pieces)
+
+    def lone(self) -> _Param | None:
+        """The value as one call per event when it is one part: a parameter's own function (its result
+        is the event's own string, a catalog name or a short computed one), or a constant."""
+        if len(self.parts) != 1:
+            return None
+        only = self.parts[0]
+        return (lambda _ctx: only) if isinstance(only, str) else only
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +103,15 @@ _Renderer = _Parts | _Jinja
 
 
 class CompiledValues:
-    """A hook's custom_data `values`, compiled; `render` gives the strings for one event."""
+    """A hook's custom_data `values`, compiled; `render` gives the strings for one event.
 
-    __slots__ = ("_items", "max_batch_chars", "max_event_chars", "max_output_chars", "max_render_ms", "sources")
+    `catalog_kinds` are the catalog kinds the values read names from (none: no catalog look-up).
+    """
+
+    __slots__ = (
+        "_items", "_plain", "catalog_kinds", "max_batch_chars", "max_event_chars", "max_output_chars",
+        "max_render_ms", "sources",
+    )
 
     def __init__(
         self, sources: Mapping[str, str], items: Sequence[tuple[str, _Renderer]], *, max_output_chars: int,
@@ -104,6 +119,16 @@ class CompiledValues:
     ) -> None:
         self.sources = dict(sources)
         self._items = tuple(items)
+        # Text and parameters only (the common case): rendered in one pass whose sizes are checked
+        # together (see render); None when a value is a jinja2 template.
+        self._plain = (
+            tuple((key, renderer.lone(), renderer) for key, renderer in self._items if isinstance(renderer, _Parts))
+            if all(isinstance(renderer, _Parts) for _, renderer in self._items) else None
+        )
+        self.catalog_kinds = frozenset(
+            CATALOG_PARAMETERS[name] for _, renderer in self._items for name in renderer.names
+            if name in CATALOG_PARAMETERS
+        )
         self.max_output_chars = max_output_chars
         self.max_render_ms = max_render_ms
         self.max_event_chars = max_event_chars
@@ -129,7 +154,33 @@ class CompiledValues:
         batch_left = budget.left - spent if budget is not None else event_left
         if batch_left < 0:  # the profile fields alone do not fit in what is left of the batch's budget
             raise TemplateRenderError(self._over_batch())
-        out: dict[str, str] = {}
+        if self._plain is not None:
+            # Text and parameters only: the bounds are checked on the running total, and a value that
+            # breaks one falls to the value-by-value pass below, which names it (on the same context:
+            # an event's {{uuid}} keeps its value). A value of several parts is never built past what
+            # is left (_Parts.render measures its pieces first).
+            room = min(event_left, batch_left)
+            out: dict[str, str] = {}
+            size = 0
+            for key, lone, parts in self._plain:
+                if lone is not None:
+                    text = lone(ctx)
+                    if len(text) > self.max_output_chars:
+                        break
+                else:
+                    try:
+                        text = parts.render(ctx, min(self.max_output_chars, room - size), self.max_render_ms)
+                    except OutputTooLong:
+                        break
+                size += len(text)
+                if size > room:
+                    break
+                out[key] = text
+            else:
+                if budget is not None:
+                    budget.left = batch_left - size
+                return out
+        out = {}
         for key, renderer in self._items:
             limit = min(self.max_output_chars, event_left, batch_left)
             try:
@@ -193,18 +244,20 @@ def compile_values(
 def _parts(tree: nodes.Template) -> _Parts | None:
     """The fast form when the template is only text and bare parameters, else None."""
     if not tree.body:
-        return _Parts(())
+        return _Parts((), ())
     if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
         return None
     parts: list[str | _Param] = []
+    names: list[str] = []
     for node in tree.body[0].nodes:
         if isinstance(node, nodes.TemplateData):
             parts.append(node.data)
         elif isinstance(node, nodes.Name):
             parts.append(PARAMETERS[node.name])
+            names.append(node.name)
         else:
             return None
-    return _Parts(tuple(parts))
+    return _Parts(tuple(parts), tuple(names))
 
 
 def _jinja(env: jinja2.Environment, tree: nodes.Template, max_output_chars: int) -> _Jinja:
@@ -230,9 +283,11 @@ def build_custom_data(
     `profile` is the profile's fields mapping. The profile fields count toward the event's and the
     batch's budget (CompiledValues.render); an event's own custom_data was bounded when it was accepted.
     """
+    own = event.get("custom_data")
+    if not profile_fields and not own:  # values alone (the common case): their own fresh dict
+        return values.render(event, catalog, budget)
     fields = profile if profile is not None else {}
     out: dict[str, Any] = {name: fields.get(name) for name in profile_fields}
-    own = event.get("custom_data")
     if own:  # what the platform sent, bounded with the rest of the event when it was accepted
         out.update(own)
         return out

@@ -99,6 +99,16 @@ def test_uuid_is_a_new_uuid4_per_event_shared_by_the_values_of_that_event(
     assert second["id"] != first["id"]
 
 
+def test_uuid_is_canonical_random_version_4_text() -> None:
+    made = [parameters_module.uuid4() for _ in range(2000)]
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    assert len(set(made)) == len(made)
+    # Every variant digit appears: the two random bits beside the variant's are kept.
+    assert {text[19] for text in made} == set("89ab")
+
+
 def test_catalog_names_are_looked_up_for_the_events_own_ids(event: dict[str, Any], catalog: DictCatalog) -> None:
     names = ["campaign_name", "campaign_subid", "database_name", "segment_name", "message_name",
              "message_subject", "resource_name"]

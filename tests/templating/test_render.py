@@ -174,6 +174,28 @@ def test_a_plain_parameter_longer_than_the_bound_fails_at_render(event: dict[str
     assert (info.value.key, info.value.message) == ("cname", "output longer than 100 characters")
 
 
+def test_a_plain_value_over_the_event_budget_fails_naming_it_and_spends_no_batch_budget(
+    event: dict[str, Any],
+) -> None:
+    catalog = DictCatalog()
+    catalog.put("campaigns", 973, "N" * 60)
+    values = compile_values({"id": "{{profile_id}}", "cname": "{{campaign_name}}", "again": "x{{campaign_name}}"},
+                            max_output_chars=100, max_render_ms=100, max_event_chars=120, max_batch_chars=1000)
+    budget = values.batch_budget()
+    with pytest.raises(TemplateRenderError) as info:
+        values.render(event, catalog, budget)
+    assert (info.value.key, info.value.message) == ("again", "custom_data over the budget of 120 characters per event")
+    assert budget.left == 1000
+    fits = values.render(event, catalog, budget, spent=-20)  # 140 left of the event budget: 137 fit
+    assert budget.left == 1000 + 20 - sum(map(len, fits.values()))
+
+
+def test_only_the_catalog_kinds_the_values_read_are_named() -> None:
+    assert compile_({"id": "{{uuid}}", "p": "p-{{profile_id}}"}).catalog_kinds == frozenset()
+    both = compile_({"c": "{{campaign_subid}}", "m": "{{ message_subject|upper }}", "d": "db {{database_name}}"})
+    assert both.catalog_kinds == {"campaigns", "messages", "databases"}
+
+
 def test_a_template_output_longer_than_the_bound_fails_at_render(event: dict[str, Any], catalog: DictCatalog) -> None:
     values = compile_({"twice": "{{ uuid ~ uuid }}"}, max_output_chars=40)
     with pytest.raises(TemplateRenderError) as info:
