@@ -32,8 +32,8 @@ def _run(args: Sequence[str | Path], cwd: Path, env: dict[str, str] | None = Non
     )
 
 
-def _checked(args: Sequence[str | Path], cwd: Path) -> None:
-    done = _run(args, cwd)
+def _checked(args: Sequence[str | Path], cwd: Path, env: dict[str, str] | None = None) -> None:
+    done = _run(args, cwd, env)
     assert done.returncode == 0, f"{' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}"
 
 
@@ -70,13 +70,15 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
     [wheel] = dist.glob("actionhooks-*.whl")
     # A venv of the base interpreter, without ensurepip (2-3 s); our venv's pip installs into it.
     _checked([sys.executable, "-m", "venv", "--without-pip", venv], base)
-    _checked([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", wheel], base)
-    workdir.mkdir()
+    # Nothing of the caller's environment may point at a checkout: with PYTHONPATH on one holding an
+    # editable install's egg-info, pip finds "actionhooks" already installed and skips the wheel.
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("ACTIONHOOKS_", "PYTHON", "VIRTUAL_ENV"))
     }
+    _checked([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", wheel], base, env)
+    workdir.mkdir()
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return InstalledWheel(venv, workdir, env)
 
