@@ -64,9 +64,9 @@ def test_a_batch_window_closes_on_time_even_with_one_event(engine: Engine, recei
         api.post("/hooks", json=http_hook(receiver.url, max_batch_size=100, batch_timeout_sec=1))
         accepted_at = time.monotonic()
         assert api.post("/events", json=event(1)).status_code == 202
-    receiver.wait_for(1, timeout=10)
+    receiver.wait_for(1, timeout=10)  # not held for a fuller batch, nor left for the 30 s full sweep
     waited = time.monotonic() - accepted_at
-    assert 0.9 <= waited <= 4, waited
+    assert waited >= 0.9, waited  # and the window was kept: it did not go out at once
 
 
 def test_requests_are_signed_so_receivers_can_verify_them(engine: Engine, receiver: Receiver) -> None:
