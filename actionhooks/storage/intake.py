@@ -6,8 +6,10 @@ API (POST /events), the capture committer, the router, the scheduler and quarant
 Accepting events (dedupe by event_id, store the request as one intake row, raise the route signal)
 happens in one transaction, so a 202 means the events are on disk (SQLite WAL or PostgreSQL) and
 nothing of a rejected request is stored. The route signal lets the API send one trigger per burst
-instead of one per request: it is set here only if absent, and the router removes it before it
-reads the intake, so an event stored after the removal raises it again.
+instead of one per request: it is set here only if absent, and the router removes it before its
+last look at the intake, so an event stored after the removal raises it again. A router that found
+work keeps the signal raised until its successor is due (`hold_signal`, the router's pace): events
+accepted meanwhile send no trigger and are routed together.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from actionhooks.storage import archive as event_archive
 from actionhooks.storage.dialect import insert_for
 from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
 
-__all__ = ["Accepted", "accept_events", "clear_signal", "forget_seen", "remove", "requeue", "stage", "stale_work"]
+__all__ = [
+    "Accepted", "accept_events", "clear_signal", "forget_seen", "hold_signal", "remove", "requeue", "stage",
+    "stale_work",
+]
 
 CLAIM_ROWS = 1000  # intake rows a router looks at per claim
 
@@ -148,9 +153,26 @@ def _dump(events: list[dict[str, Any]], keep: list[dict[str, Any]]) -> bytes:
 
 
 def clear_signal(session: Session, account_id: int) -> None:
-    """Called by the router before it reads the intake (see the module docstring)."""
+    """Called by the router before its last look at the intake (see the module docstring)."""
     session.execute(delete(RouteSignal).where(RouteSignal.account_id == account_id))
     session.commit()
+
+
+def hold_signal(session: Session, account_id: int, *, started: float, until: float) -> bool:
+    """Keep the account's route signal raised until `until`, for a router that started at `started` and
+    will send its successor's trigger due then; in the caller's transaction. True when the caller is
+    to send that trigger: False when the signal was raised after `started` (by an acceptance whose
+    trigger is on its way, or by a router that started later and holds it already), so the routers
+    of an account merge into one paced chain. A held signal dated `until` is not stale before then
+    (`stale_work`): a successor's lost trigger is found by the scheduler once that time is past.
+    """
+    stmt = insert_for(session)(RouteSignal).values(account_id=account_id, signalled_at=until)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[RouteSignal.account_id],
+        set_={"signalled_at": stmt.excluded.signalled_at},
+        where=RouteSignal.signalled_at <= started,
+    ).returning(RouteSignal.account_id)
+    return session.execute(stmt).first() is not None
 
 
 def claim(

@@ -96,6 +96,9 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
         if not lock_existing(session, [hook_id]):
             return 0  # deleted since the cache saw it: its work went with it
         form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
+        tally = stats.Tally()
+        tally.task("drain")
+        stats.add(session, tally)
         session.commit()
     parallel = rt.send_parallelism(hook)
     # This drain's own sending threads (started on first use, ended with the drain): a shared pool

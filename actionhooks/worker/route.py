@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from actionhooks import tracing
 from actionhooks.hooks.rendering import render_matched
 from actionhooks.storage import content as content_store
-from actionhooks.storage import deliveries, intake, quarantine
+from actionhooks.storage import deliveries, intake, quarantine, stats
 from actionhooks.storage.hooks import lock_existing
 from actionhooks.worker import shutdown
 from actionhooks.worker.batching import form_batches
@@ -51,29 +51,53 @@ Accepted = list[tuple[float, dict[str, Any]]]
 
 
 def route_account(rt: Runtime, account_id: int) -> int:
-    """Route the account's waiting intake; returns the number of events routed."""
-    with rt.sessions() as session:
-        intake.clear_signal(session, account_id)
+    """Route the account's waiting intake; returns the number of events routed.
+
+    Paced: a router that routed something keeps the account's route signal raised and sends its
+    successor's trigger due ROUTE_INTERVAL_SEC after its own start (storage/intake.hold_signal), so
+    what is accepted meanwhile sends no trigger and is routed by that successor as one chunk. A
+    flow of small commits (the capture group committer commits every few milliseconds) then costs
+    a few route tasks a second, each routing hundreds of events and forming several batches at once
+    for one drain, instead of a task, a claim and a drain per commit. The pause holds no worker
+    process: it is a countdown trigger. The router that finds nothing clears the signal and looks
+    once more, so what is accepted after that raises the signal again and is routed at once.
+    """
+    started = time.time()
+    interval = rt.settings.ROUTE_INTERVAL_SEC
     routed = 0
+    cleared = False
+    tally = stats.Tally()
+    tally.task("route")  # added to this task's first transaction
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
     while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
             ids, events, traces, more = intake.claim(session, account_id, ROUTE_CHUNK_EVENTS)
             if not ids:
-                return routed
+                if cleared:
+                    return routed
+                stats.add(session, tally)
+                intake.clear_signal(session, account_id)  # commits; then one more look
+                tally, cleared = stats.Tally(), True
+                continue
             # After the claim: every hook change committed before these events were accepted is seen.
             rt.hooks.refresh(force=True)  # reads only: never waits for the write lock this session holds
             with tracing.span("actionhooks.route", links=traces, account_id=account_id, events=len(events)):
                 windows = _route_isolating(rt, session, account_id, events)
                 intake.remove(session, ids)
+                successor_at = max(started + interval, time.time())
+                paced = not more and intake.hold_signal(session, account_id, started=started, until=successor_at)
+                stats.add(session, tally)
+                tally = stats.Tally()
                 session.commit()
         for hook_id, due_in in windows.items():
             rt.triggers.drain(hook_id, countdown=due_in or None)
         routed += len(events)
         if not more:
-            # All that waited is routed. What arrived meanwhile raised the route signal (cleared
-            # above) and sent its own trigger, which queues behind the drains this chunk triggered:
-            # a router that looped on would hold its worker process while they wait (prefetch 1).
+            # All that waited is routed; the successor (ours, or the one whose router raised the
+            # signal after we started) takes what arrives. Ending here frees this worker process
+            # for the drains this chunk triggered (prefetch 1).
+            if paced:
+                rt.triggers.route(account_id, countdown=max(0.0, successor_at - time.time()) or None)
             return routed
     rt.triggers.route(account_id)  # budget used up with work left: continue in a fresh task
     return routed
