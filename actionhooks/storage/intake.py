@@ -8,8 +8,8 @@ happens in one transaction, so a 202 means the events are on disk (SQLite WAL or
 nothing of a rejected request is stored. The route signal lets the API send one trigger per burst
 instead of one per request: it is set here only if absent, and the router removes it before its
 last look at the intake, so an event stored after the removal raises it again. A router that found
-work keeps the signal raised until its successor is due (`hold_signal`, the router's pace): events
-accepted meanwhile send no trigger and are routed together.
+only a few events keeps the signal raised until its successor is due instead (`hold_signal`, the
+router's pace): events accepted meanwhile send no trigger and are routed together.
 """
 
 from __future__ import annotations
@@ -153,9 +153,9 @@ def _dump(events: list[dict[str, Any]], keep: list[dict[str, Any]]) -> bytes:
 
 
 def clear_signal(session: Session, account_id: int) -> None:
-    """Called by the router before its last look at the intake (see the module docstring)."""
+    """Called by the router before its last look at the intake (see the module docstring), in the
+    caller's transaction; the look comes after the commit."""
     session.execute(delete(RouteSignal).where(RouteSignal.account_id == account_id))
-    session.commit()
 
 
 def hold_signal(session: Session, account_id: int, *, started: float, until: float) -> bool:

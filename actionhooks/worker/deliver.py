@@ -88,18 +88,11 @@ def lease_seconds(rt: Runtime, hook: CompiledHook) -> float:
 
 def drain_hook(rt: Runtime, hook_id: int) -> int:
     """Deliver what is due for one hook within a time budget; returns the number of attempts made."""
+    rt.count_task("drain")
     rt.hooks.refresh()
     hook = rt.hooks.get(hook_id)
     if hook is None:
         return 0  # deleted (its work went with it) or not compilable (logged by the cache)
-    with rt.sessions() as session:
-        if not lock_existing(session, [hook_id]):
-            return 0  # deleted since the cache saw it: its work went with it
-        form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
-        tally = stats.Tally()
-        tally.task("drain")
-        stats.add(session, tally)
-        session.commit()
     parallel = rt.send_parallelism(hook)
     # This drain's own sending threads (started on first use, ended with the drain): a shared pool
     # would make batches wait in line behind other drains' while their lease runs.
@@ -111,13 +104,23 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
 
 
 def _drain_rounds(rt: Runtime, hook: CompiledHook, parallel: int, senders: ThreadPoolExecutor) -> tuple[int, bool]:
-    """Claim, attempt and record rounds until nothing is due (done) or the budget is used up."""
+    """Claim, attempt and record rounds until nothing is due (done) or the budget is used up.
+
+    The first round's transaction also closes a batch window that is due (timed flush). A round that
+    found fewer due batches than it could take is the last: what becomes due after its claim has a
+    trigger of its own (a router's for the batches it forms, a countdown or the scheduler for
+    windows, retries and passed leases), so a further claim would only find nothing at the price of
+    a transaction.
+    """
     attempts = 0
     deadline = time.monotonic() + DRAIN_TIME_BUDGET_SEC
+    first = True
     while time.monotonic() < deadline and not shutdown.requested():
         notices: list[dict[str, Any]] = []
         with rt.sessions() as session:
-            claimed, gate = claim_round(session, rt, hook, parallel * SENDS_PER_THREAD, notices)
+            claimed, gate, more = claim_round(session, rt, hook, parallel * SENDS_PER_THREAD, notices,
+                                              close_window=first)
+            first = False
             raised = _capture(rt, session, hook, notices)
             session.commit()
         _after_commit(rt, hook, raised, gate)
@@ -133,6 +136,8 @@ def _drain_rounds(rt: Runtime, hook: CompiledHook, parallel: int, senders: Threa
             session.commit()
         _after_commit(rt, hook, raised, None)
         attempts += len(claimed)
+        if not more:
+            return attempts, True
     return attempts, False
 
 
@@ -157,28 +162,33 @@ def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> 
 
 
 def claim_round(
-    session: Session, rt: Runtime, hook: CompiledHook, limit: int, notices: list[dict[str, Any]]
-) -> tuple[list[Claimed], control.Gate | None]:
+    session: Session, rt: Runtime, hook: CompiledHook, limit: int, notices: list[dict[str, Any]], *,
+    close_window: bool = False,
+) -> tuple[list[Claimed], control.Gate | None, bool]:
     """Claim up to `limit` due batches with a fixed number of statements, whatever `limit` is: a
     statement costs about as much as sending a batch of 100 events, so per-batch statements would
     make the bookkeeping dearer than the delivery. Nothing when the hook was deleted, paused between
     probes, stopped as gone, or out of rate budget (worker/control.py: then the gate says when to
-    come back)."""
+    come back). `close_window`: first cut the hook's batch window if it is due. The flag returned
+    says whether more may be due: the claim looked for as many batches as it may take and found them."""
     if not lock_existing(session, [hook.id]):
-        return [], None
+        return [], None, False
+    if close_window:
+        form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
     now = time.time()
     gate = control.admit(session, rt.settings, hook, now)
     if gate.closed:
-        return [], gate
+        return [], gate, False
     if gate.max_batches is not None:
         limit = min(limit, gate.max_batches)
     rows = deliveries.due(session, hook.id, now, limit)
+    more = len(rows) == limit
     if gate.max_batches == 1 and not rows:  # a paused hook with nothing to probe with: probe when there is
         gate.state.next_probe_at = gate.state.hold_until = now
         gate.wake_in = None
     rows = rows[: control.take(gate, hook, [row.n_events for row in rows], now)]
     if not rows:
-        return [], gate
+        return [], gate, more
     retried = [row.id for row in rows if row.attempts > 0]
     if retried and (lost := deliveries.close_lost_attempts(session, retried)):
         tally = stats.Tally()
@@ -195,7 +205,7 @@ def claim_round(
             due.append((delivery_id, attempts + 1, events))
             origins[delivery_id] = (accepted_at, trace_context)
     if not due:
-        return [], gate
+        return [], gate, more
     attempt_ids = deliveries.start_attempts(
         session, hook.id, [(delivery_id, attempt, len(events)) for delivery_id, attempt, events in due], now,
         lease_until=now + lease_seconds(rt, hook),
@@ -203,7 +213,7 @@ def claim_round(
     return [
         Claimed(delivery_id, attempt, row, events, *origins[delivery_id])
         for (delivery_id, attempt, events), row in zip(due, attempt_ids, strict=True)
-    ], gate
+    ], gate, more
 
 
 def run_attempts(
