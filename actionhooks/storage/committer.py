@@ -49,6 +49,11 @@ MAX_WAITING_PER_ACCOUNT = 10_000  # so one account's flood leaves room for the o
 # 1 ms at 5,000 hits/s held 5 hits, so that fixed cost was ~100 CPU-µs per hit. Spacing the starts makes
 # batches of 25 at that rate for at most 5 ms more wait, and a hit after a quiet spell waits for none.
 COMMIT_INTERVAL_SEC = 0.005
+# The spacing buys nothing, and only caps a client's rate, when no other request shared the previous
+# transaction (a client posting one request after the other would get 200 transactions/s at most)
+# or when this many events wait already (the fixed cost is then a few µs per event; a POST /events
+# client's batches of 100 went at a 5 ms beat and cost more CPU, not less: bench/api_events.py).
+PAUSE_BELOW_EVENTS = 100
 
 
 class Busy(Exception):
@@ -82,10 +87,11 @@ class GroupCommitter:
         self._on_batch = on_batch
         self._queue: list[_Pending] = []
         self._waiting: collections.Counter[int] = collections.Counter()  # account -> requests queued
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-commit")
-        self._signaller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-trigger")
+        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # writer, signaller
         self._draining: asyncio.Task[None] | None = None
         self._started = float("-inf")  # when the last transaction started (event loop clock)
+        self._shared = False  # the last transaction held more than one request
+        self._queued_events = 0
         self._unpruned: collections.Counter[int] = collections.Counter()  # source -> rows since its prune
 
     async def submit(self, account_id: int, events: list[dict[str, Any]], *, supplied_ids: list[str] | None = None,
@@ -103,20 +109,27 @@ class GroupCommitter:
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         offered = Offered(events, supplied_ids or [], trace_context)
         self._queue.append(_Pending(account_id, offered, source_id, identities or {}, returning, future))
+        self._queued_events += len(events)
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._threads is None:  # made on first use, and again after `close` (an app served again)
+            self._threads = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-commit"),
+                             ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-trigger"))
+        writer, signaller = self._threads
         while self._queue:
-            pause = self._started + COMMIT_INTERVAL_SEC - loop.time()
-            if pause > 0:
-                await asyncio.sleep(pause)
+            if self._shared and self._queued_events < PAUSE_BELOW_EVENTS:
+                pause = self._started + COMMIT_INTERVAL_SEC - loop.time()
+                if pause > 0:
+                    await asyncio.sleep(pause)
             self._started = loop.time()
             batch = self._take()
+            self._shared = len(batch) > 1
             try:
-                outcomes, signals = await loop.run_in_executor(self._writer, self._write, batch)
+                outcomes, signals = await loop.run_in_executor(writer, self._write, batch)
             except Exception as exc:  # a bug of the writer itself: every request of the batch learns it
                 outcomes, signals = [exc] * len(batch), []
             for item, outcome in zip(batch, outcomes, strict=True):
@@ -127,7 +140,7 @@ class GroupCommitter:
                 else:
                     item.future.set_result(outcome)
             for account_id in signals:
-                loop.run_in_executor(self._signaller, self._on_signal, account_id)
+                loop.run_in_executor(signaller, self._on_signal, account_id)
 
     def _take(self) -> list[_Pending]:
         taken, size = 0, 0
@@ -137,6 +150,7 @@ class GroupCommitter:
             taken += 1
             size += len(item.offered.events)
         batch, self._queue = self._queue[:taken], self._queue[taken:]
+        self._queued_events -= size
         for item in batch:
             self._waiting[item.account_id] -= 1
             if not self._waiting[item.account_id]:
@@ -182,8 +196,10 @@ class GroupCommitter:
         return accepted
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
-        self._signaller.shutdown(wait=True)
+        """Wait for the transaction and the triggers under way and stop their threads (API shutdown)."""
+        threads, self._threads = self._threads, None
+        for pool in threads or ():
+            pool.shutdown(wait=True)
 
     def _to_prune(self, recent: dict[int, list[dict[str, Any]]]) -> list[int]:
         """Sources that gained CAPTURES_KEPT rows of recent captures since their last prune (writer thread only)."""

@@ -1,13 +1,14 @@
 """The intake: accepted events waiting for a router, with the dedup ids and route signals beside them.
 
 This module is the one writer of the `intake`, `seen_events` and `route_signals` tables, for the
-API (POST /events), the capture committer, the router, the scheduler and quarantine replays alike.
+API (POST /events and capture, through the group committer), the router, the scheduler and quarantine
+replays alike.
 
 Accepting events (dedupe by event_id, store the requests of a group commit as one intake row, raise
-the route signal) happens in one transaction, so a 202 means the events are on disk (SQLite WAL or PostgreSQL) and
-nothing of a rejected request is stored. The route signal lets the API send one trigger per burst
-instead of one per request: it is set here only if absent, and the router removes it before it
-reads the intake, so an event stored after the removal raises it again.
+the route signal) happens in one transaction, so a 202 means the events are on disk (SQLite WAL or
+PostgreSQL) and nothing of a rejected request is stored. The route signal lets the API send one
+trigger per burst instead of one per request: it is set here only if absent, and the router removes
+it before it reads the intake, so an event stored after the removal raises it again.
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ def accept_requests(
     cannot be encoded raises HookValidationError, and nothing of the transaction is stored.
     """
     now = time.time()
-    supplied = [event_id for offered in requests for event_id in offered.supplied_ids]
-    fresh = _first_sightings(session, account_id, list(dict.fromkeys(supplied)), now, dedup_window_sec)
+    # Sorted: concurrent transactions (another API process's) lock the same ids in the same order, so
+    # on PostgreSQL they wait for each other instead of deadlocking.
+    supplied = sorted({event_id for offered in requests for event_id in offered.supplied_ids})
+    fresh = _first_sightings(session, account_id, supplied, now, dedup_window_sec)
     outcomes: list[tuple[int, list[str]]] = []
     rows: list[_Row] = []
     kept: set[str] = set()

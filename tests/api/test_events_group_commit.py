@@ -21,7 +21,6 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
@@ -96,6 +95,7 @@ def test_concurrent_requests_share_transactions_and_each_gets_its_own_answer(api
         return [[event(n, event_id=f"c{client}-r{r}-{n}") for n in range(EVENTS_PER_REQUEST)]
                 for r in range(REQUESTS_PER_CLIENT)]
 
+    api.token(23)  # made before the clients start together
     # When they post at the same time
     answers = concurrently(*(posts(api, 23, bodies(c)) for c in range(CLIENTS)))
     # Then every request is answered 202 with its own events, all queued ...
@@ -115,7 +115,7 @@ def test_concurrent_requests_share_transactions_and_each_gets_its_own_answer(api
 
 def test_a_failing_account_or_request_never_fails_another_accounts_or_requests(tmp_path: Path) -> None:
     with running_engine(tmp_path, "api") as engine:
-        engine.token(66)  # the database exists (migrated) before the trigger goes in
+        engine.token(66), engine.token(23)  # the database exists (migrated) before the trigger goes in
         with sqlite3.connect(tmp_path / "data" / "actionhooks.db") as db:  # the database refuses account 66
             db.execute("CREATE TRIGGER refuse BEFORE INSERT ON intake WHEN NEW.account_id = 66 "
                        "BEGIN SELECT RAISE(ABORT, 'account 66 refused'); END")
@@ -141,16 +141,14 @@ def test_a_failing_account_or_request_never_fails_another_accounts_or_requests(t
 
 
 def test_a_full_waiting_room_is_503_with_retry_after_counted_and_nothing_is_stored(
-    app: FastAPI, ingest: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    app: FastAPI, client: Any, ingest: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("actionhooks.storage.committer.MAX_WAITING_PER_ACCOUNT", 0)  # full for every account
-    with TestClient(app) as client:
-        response = client.post("/api/v1/events", json=[event(1, account_id=1)], headers=ingest)
-        assert response.status_code == 503, response.text
-        assert response.headers["retry-after"] == "5"
-        assert response.json()["detail"][0]["type"] == "overloaded"
-        page = client.get("/metrics").text
-        assert "actionhooks_events_overloaded_requests_total 1.0" in page
-        with app.state.engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM intake")).scalar() == 0
-            assert conn.execute(text("SELECT count(*) FROM seen_events")).scalar() == 0
+    response = client.post("/api/v1/events", json=[event(1, account_id=1)], headers=ingest)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["detail"][0]["type"] == "overloaded"
+    assert "actionhooks_events_overloaded_requests_total 1.0" in client.get("/metrics").text
+    with app.state.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM intake")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM seen_events")).scalar() == 0
