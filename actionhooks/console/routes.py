@@ -43,6 +43,7 @@ from actionhooks.events import EVENT_TYPES
 from actionhooks.hooks.models import FILTER_KINDS, Hook
 from actionhooks.hooks.service import parse_spec
 from actionhooks.storage.activity import HookFigures, activity, hook_figures
+from actionhooks.storage.console_sessions import close_session, open_session
 
 __all__ = ["NAVIGATION", "ConsoleRoute", "base_context", "editor_post", "page", "router", "signed_post", "when"]
 
@@ -143,16 +144,18 @@ async def login(request: Request) -> Response:
         raise CsrfRejected
     form = dict(await read_form(request))
     token = form.get("token", "").strip()
-    principal = await run_in_threadpool(request.app.state.tokens.principal, token) if 0 < len(token) <= 200 else None
-    if principal is None or principal.scope != "admin":
+    scope, secret = None, None
+    if 0 < len(token) <= 200:
+        scope, secret = await run_in_threadpool(open_session, request.app.state.sessions, token, SESSION_MAX_AGE_SEC)
+    if secret is None:
         request.app.state.console_refused.labels("login").inc()
-        error = "This token is not an admin token of any account." if principal is None else (
+        error = "This token is not an admin token of any account." if scope is None else (
             "This is an ingest token: the console needs an admin token."
         )
         return page(request, "login.html", {"error": error}, status=401)
     response = RedirectResponse("/console/hooks", status_code=303)
     response.set_cookie(
-        COOKIE, token, max_age=SESSION_MAX_AGE_SEC, path=COOKIE_PATH, httponly=True, samesite="strict",
+        COOKIE, secret, max_age=SESSION_MAX_AGE_SEC, path=COOKIE_PATH, httponly=True, samesite="strict",
         secure=request.url.scheme == "https",
     )
     return response
@@ -161,6 +164,7 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await signed_post(request)
+    await run_in_threadpool(close_session, request.app.state.sessions, request.cookies[COOKIE])
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response
