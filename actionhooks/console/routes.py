@@ -54,7 +54,8 @@ NAVIGATION: list[tuple[str, str]] = [("Hooks", "/console/hooks"), ("Sources", "/
 ATTEMPTS_SHOWN = 200
 FAILED_SHOWN = 500
 HOOK_ACTIONS = ("activate", "stop", "clone", "delete")
-HookId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# A hook's or a source's id in a console path: a positive 64-bit integer, else 422 before any look-up.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 CONFIRM = {"delete": "Delete hook “{name}” and its queued and failed batches?", "stop": "Stop hook “{name}”?"}
 
 
@@ -197,7 +198,7 @@ def new_hook_page(request: Request) -> Response:
 
 
 @router.get("/hooks/{hook_id}", response_class=HTMLResponse)
-def edit_hook_page(request: Request, hook_id: HookId) -> Response:
+def edit_hook_page(request: Request, hook_id: RowId) -> Response:
     principal, token = principal_of(request)
     hook = hook_service(request).get(principal.account_id, hook_id)
     notice = "Saved." if request.query_params.get("saved") else None
@@ -210,11 +211,11 @@ async def create_hook(request: Request) -> Response:
 
 
 @router.post("/hooks/{hook_id}", response_class=HTMLResponse)
-async def save_hook(request: Request, hook_id: HookId) -> Response:
+async def save_hook(request: Request, hook_id: RowId) -> Response:
     return await _save(request, hook_id)
 
 
-async def _save(request: Request, hook_id: HookId | None) -> Response:
+async def _save(request: Request, hook_id: RowId | None) -> Response:
     service = hook_service(request)
     account_id, stored, form = await editor_post(request, service.get, hook_id, forms.form_values)
     token = request.cookies[COOKIE]
@@ -288,7 +289,7 @@ async def preview(request: Request) -> Response:
 
 
 @router.post("/hooks/{hook_id}/test", response_class=HTMLResponse)
-async def send_test(request: Request, hook_id: HookId) -> Response:
+async def send_test(request: Request, hook_id: RowId) -> Response:
     account_id, _ = await signed_post(request)
     result = await run_in_threadpool(send_test_attempt, request, account_id, hook_id, None)
     payload = orjson.dumps(result.payload, option=orjson.OPT_INDENT_2).decode()
@@ -302,7 +303,7 @@ async def send_test(request: Request, hook_id: HookId) -> Response:
 
 # --- attempts and failed ---------------------------------------------------------------------------
 @router.get("/hooks/{hook_id}/attempts", response_class=HTMLResponse)
-def attempts_page(request: Request, hook_id: HookId) -> Response:
+def attempts_page(request: Request, hook_id: RowId) -> Response:
     account_id, context = _hook_rows_context(request, hook_id, attempts_of, ATTEMPTS_SHOWN)
     with request.app.state.sessions() as session:
         context["chart"] = chart(activity(session, account_id, hook_id))
@@ -310,7 +311,7 @@ def attempts_page(request: Request, hook_id: HookId) -> Response:
 
 
 @router.get("/hooks/{hook_id}/failed", response_class=HTMLResponse)
-def failed_page(request: Request, hook_id: HookId) -> Response:
+def failed_page(request: Request, hook_id: RowId) -> Response:
     account_id, context = _hook_rows_context(request, hook_id, failed_of, FAILED_SHOWN)
     with request.app.state.sessions() as session:
         context["figures"] = hook_figures(session, account_id, hook_id).get(hook_id, HookFigures())
@@ -332,7 +333,7 @@ def _hook_rows_context(
 
 
 @router.post("/hooks/{hook_id}/failed/replay")
-async def replay(request: Request, hook_id: HookId) -> Response:
+async def replay(request: Request, hook_id: RowId) -> Response:
     account_id, form = await signed_post(request)
     everything = any(k == "scope" and v == "all" for k, v in form)
     ids = None if everything else [v for k, v in form if k == "batch"][:10_000]
@@ -342,7 +343,7 @@ async def replay(request: Request, hook_id: HookId) -> Response:
 
 # Last: "/hooks/{id}/{action}" would otherwise take "/hooks/{id}/test".
 @router.post("/hooks/{hook_id}/{action}")
-async def hook_action(request: Request, hook_id: HookId, action: str) -> Response:
+async def hook_action(request: Request, hook_id: RowId, action: str) -> Response:
     if action not in HOOK_ACTIONS:
         raise NotFound("hook", hook_id)
     account_id, form = await signed_post(request)
