@@ -10,8 +10,10 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import select, update
+from standardwebhooks.webhooks import Webhook
 
 from actionhooks.broker.celery_app import make_celery
+from actionhooks.delivery import make_transport
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.errors import PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
@@ -19,6 +21,7 @@ from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker.deliver import claim_due, drain_hook
 from actionhooks.worker.runtime import Runtime
+from tests.support.receiver import Receiver
 from tests.support.runtime import hook_with_batch
 
 
@@ -153,3 +156,28 @@ def test_a_transport_bug_costs_a_retry_not_the_batch(rt: Runtime, stub: StubTran
     assert delivery is not None
     assert delivery.status == "pending"
     assert "unexpected ZeroDivisionError" in (delivery.last_error or "")
+
+
+def test_a_receiver_gets_the_stored_batch_byte_for_byte_and_its_signature_verifies(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'd.db'}", DATA_DIR=str(tmp_path), BROKER_URL="memory://",
+                        HOOK_ALLOW_PRIVATE_TARGETS=True)
+    rt = Runtime(settings, make_celery(settings), transport_factory=make_transport)
+    try:
+        upgrade(rt.engine)
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        hook_id = hook_with_batch(rt, {"type": "http", "url": receiver.url, "batch_timeout_sec": 0,
+                                       "signing_secret": secret}, [{"n": 1}, {"n": 2}])
+        # Stored in a form the engine's encoder would not write: re-encoding it would change the bytes.
+        stored = b'[{"n": 1, "s": "caf\\u00e9"}, {"n": 2}]'
+        with rt.sessions() as session:
+            session.execute(update(Delivery).values(events=stored))
+            session.commit()
+        assert drain_hook(rt, hook_id) == 1
+        request = receiver.wait_for(1)[0]
+        assert request.body == stored
+        assert Webhook(secret).verify(request.body, request.headers) == [{"n": 1, "s": "café"}, {"n": 2}]
+        assert _attempts(rt) == [(1, "ok", None)]
+    finally:
+        rt.close()
