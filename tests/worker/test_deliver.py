@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from standardwebhooks.webhooks import Webhook
 
 from actionhooks.broker.celery_app import make_celery
@@ -181,3 +181,27 @@ def test_a_receiver_gets_the_stored_batch_byte_for_byte_and_its_signature_verifi
         assert _attempts(rt) == [(1, "ok", None)]
     finally:
         rt.close()
+
+
+def test_a_rounds_outcomes_are_recorded_in_the_next_rounds_claim_under_one_lock_of_the_hook(
+    rt: Runtime, stub: StubTransport
+) -> None:
+    # Given 70 batches of one event: rounds of 32 (16 sending threads, 2 batches each), 32 and 6
+    hook_id = hook_with_batch(rt, {"type": "http", "url": "http://example.org/", "max_batch_size": 1,
+                                   "batch_timeout_sec": 0}, [{"n": i} for i in range(70)])
+    locks: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if " ".join(statement.split()).startswith("SELECT hooks.id FROM hooks WHERE hooks.id IN"):
+            locks.append(statement)
+
+    event.listen(rt.engine, "before_cursor_execute", seen)
+    try:
+        assert drain_hook(rt, hook_id) == 70
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", seen)
+    assert sorted(e["n"] for e in stub.events) == list(range(70))
+    # Then the hook row is locked by the window's close, by the first claim, and once per round after
+    # it (the round's record and the next claim, the last one finding nothing): not twice per round
+    assert len(locks) == 1 + 1 + 3
+    assert _attempts(rt) == [(1, "ok", None)] * 70
