@@ -103,7 +103,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from actionhooks.api.server import serve
 
     settings = _settings(args)
-    # The capture committer's writer thread gives up the GIL at every database call; with the default
+    # The group committer's writer thread gives up the GIL at every database call; with the default
     # 5 ms switch interval a busy event loop can make it wait up to 5 ms each time it wants it back,
     # several times per group commit. 1 ms bounds that wait while pixels pour in (bench/capture.py).
     sys.setswitchinterval(0.001)

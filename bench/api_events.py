@@ -10,7 +10,9 @@ the same run, interleaved round by round so both see the same load:
 - store: `accept_events` of already validated events (intake row, archive row and route signal,
   one commit), as the API calls it;
 - request: the whole POST /api/v1/events through the ASGI app (auth, body limit, metrics, validate,
-  store, the 202 body), as uvicorn would call it.
+  store, the 202 body), as uvicorn would call it, one request after the other;
+- concurrent: the same, CONCURRENT requests at a time (as bench/e2e_http.py's client threads keep
+  in flight), which the group commit (storage/committer.py) stores in shared transactions.
 
 Run: `.venv/bin/python bench/api_events.py [--database sqlite|postgresql] [--rounds 7]`.
 """
@@ -39,6 +41,7 @@ from tests.support.engine import event, postgres_database
 
 PER_REQUEST = 100
 ACCOUNT = 23
+CONCURRENT = 8
 
 
 def request_bodies(n: int, first: int = 0) -> list[bytes]:
@@ -117,6 +120,10 @@ def main() -> None:
             for body in bodies:
                 await post(body)
 
+        async def concurrent(bodies: list[bytes]) -> None:
+            for start in range(0, len(bodies), CONCURRENT):
+                await asyncio.gather(*(post(body) for body in bodies[start:start + CONCURRENT]))
+
         stages: dict[str, Callable[[list[bytes]], Callable[[], None]]] = {
             "ref: orjson.loads": lambda bodies: lambda: [orjson.loads(b) for b in bodies] and None,
             "validate: parse_events": lambda bodies: lambda: [
@@ -124,6 +131,8 @@ def main() -> None:
             f"store: accept_events ({args.database})": store,
             f"request: POST /api/v1/events in process ({args.database})": (
                 lambda bodies: lambda: loop.run_until_complete(requests(bodies))),
+            f"concurrent: {CONCURRENT} requests at a time ({args.database})": (
+                lambda bodies: lambda: loop.run_until_complete(concurrent(bodies))),
         }
         loop.run_until_complete(requests(fresh()))  # warm-up: token cache, compiled statements, pools
         figures: dict[str, list[float]] = {name: [] for name in stages}

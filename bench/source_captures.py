@@ -19,8 +19,9 @@ from typing import Any
 
 import common
 
-from actionhooks.capture.committer import GroupCommitter, _Pending
+from actionhooks.storage.committer import GroupCommitter, _Pending
 from actionhooks.storage.db import make_engine, session_factory
+from actionhooks.storage.intake import Offered
 from actionhooks.storage.migrate import upgrade
 
 
@@ -45,8 +46,8 @@ def main() -> None:
                 timings: dict[bool, list[float]] = {True: [], False: []}
                 for repeat in range(args.repeats + 5):
                     for recorded in (True, False):
-                        pending = _Pending(23, 5 if recorded else None, [pixel(n) for n in range(size)], {},
-                                           frozenset(), False, None)  # type: ignore[arg-type]
+                        pending = _Pending(23, Offered([pixel(n) for n in range(size)], []),
+                                           5 if recorded else None, {}, frozenset(), None)  # type: ignore[arg-type]
                         start = time.perf_counter()
                         committer._write([pending])
                         if repeat >= 5:  # warm-up: the source fills its 50 entries first

@@ -19,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actionhooks.broker.celery_app import make_celery
-from actionhooks.delivery import Batch
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.settings import Settings
 from actionhooks.storage import stats
@@ -52,9 +51,7 @@ def one_run(rt: Runtime, stub: StubTransport, hook_id: int, rounds: int, countin
             with rt.sessions() as session:
                 claimed = deliver.claim_due(session, rt, hook, limit=BATCHES_PER_ROUND)
                 session.commit()
-            outcomes = [deliver.Outcome(c, stub.send(
-                Batch(hook_id=hook.id, batch_id=c.delivery_id, attempt=c.attempt, events=c.events)), None)
-                for c in claimed]
+            outcomes = [deliver.Outcome(c, stub.send(c.batch), None) for c in claimed]
             with rt.sessions() as session:
                 deliver.record(session, rt, hook, outcomes)
                 session.commit()

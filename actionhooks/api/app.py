@@ -5,9 +5,8 @@ Nothing is global: two apps on two databases can live in one process (the tests 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 
 import orjson
 from fastapi import FastAPI
@@ -33,13 +32,19 @@ from actionhooks.api.routes import (
 )
 from actionhooks.api.security import SecurityHeaders, install_docs
 from actionhooks.api.triggers import app_triggers, close_triggers
-from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
 from actionhooks.observability.cluster import ClusterMetrics
 from actionhooks.observability.liveness import LivenessCache
-from actionhooks.observability.metrics import hook_rejections_counter, metrics_registry, rejections_counter
+from actionhooks.observability.metrics import (
+    CommitMetrics,
+    hook_rejections_counter,
+    metrics_registry,
+    overloaded_counter,
+    rejections_counter,
+)
 from actionhooks.observability.middleware import RequestMetrics
 from actionhooks.settings import Settings
+from actionhooks.storage.committer import GroupCommitter
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.sources import SqlSourceRepository
@@ -84,7 +89,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        app.state.capture.committer.close()
+        app.state.committer.close()
         close_triggers(_app.state)
         if owns_engine:
             engine.dispose()
@@ -96,8 +101,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
-    # POST /events stores one request at a time on SQLite (one writer anyway; api/routes/events.py says why)
-    app.state.intake_lock = threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
     app.state.tokens = TokenCache(app.state.sessions)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, events_max=settings.EVENTS_MAX_REQUEST_BYTES)
@@ -108,6 +111,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     tracing.configure()
     app.state.rejections = rejections_counter(app.state.metrics)
     app.state.hook_rejections = hook_rejections_counter(app.state.metrics)
+    app.state.overloaded = overloaded_counter(app.state.metrics)
+    # The API's one intake writer: POST /events and capture requests share its transactions.
+    app.state.committer = GroupCommitter(
+        app.state.sessions,
+        dedup_window_sec=settings.EVENT_DEDUP_HOURS * 3600,
+        on_signal=lambda account_id: app_triggers(app.state).route(account_id),
+        on_batch=CommitMetrics(app.state.metrics).observe,
+        archive=settings.EVENT_ARCHIVE_HOURS > 0,
+    )
     app.add_middleware(RequestMetrics, path=EVENTS_PATH, registry=app.state.metrics)  # outermost: 413s count
     install_docs(app)
     app.include_router(health.router)
@@ -126,18 +138,10 @@ WEBHOOK_MAX_OBJECTS = 1000
 
 
 def _capture_context(app: FastAPI, settings: Settings) -> CaptureContext:
-    metrics = CaptureMetrics(app.state.metrics)
-    committer = GroupCommitter(
-        app.state.sessions,
-        dedup_window_sec=settings.EVENT_DEDUP_HOURS * 3600,
-        on_signal=lambda account_id: app_triggers(app.state).route(account_id),
-        on_batch=metrics.batch.observe,
-        archive=settings.EVENT_ARCHIVE_HOURS > 0,
-    )
     return CaptureContext(
         sources=SourceCache(SqlSourceRepository(app.state.sessions).by_key),
-        committer=committer,
-        metrics=metrics,
+        committer=app.state.committer,
+        metrics=CaptureMetrics(app.state.metrics),
         max_body_bytes=WEBHOOK_MAX_BODY_BYTES,
         max_events_per_request=WEBHOOK_MAX_OBJECTS,
     )

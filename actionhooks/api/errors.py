@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 
 from actionhooks.errors import HookValidationError, NotFound
 from actionhooks.hooks.models import HookSpec
+from actionhooks.storage.committer import Busy
 from actionhooks.storage.db import UNAVAILABLE, cannot_write
 
 __all__ = ["error_body", "install_error_handlers"]
@@ -101,9 +102,20 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
+    """503 + Retry-After for a request the group commit refused at once: too many requests (or too
+    many of this account's) already wait for the database. Counted in /metrics."""
+    request.app.state.overloaded.inc()
+    return JSONResponse(
+        error_body([([], f"{exc}; retry later", "overloaded")]), status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SEC)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(Busy, _overloaded)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(HookValidationError, _hook_validation)
     app.add_exception_handler(NotFound, _not_found)

@@ -1,7 +1,7 @@
 """The API's trigger sender (broker/triggers.py): one per app, made on first use, closed at shutdown.
 
 Made lazily so an API that only serves reads needs no broker; routes reach it through the request,
-the capture committer through the app's state.
+the group committer through the app's state.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def triggers_of(request: Request) -> Triggers:
 
 
 def app_triggers(state: State) -> Triggers:
-    """triggers_of for code that has the app's state but no request (the capture committer). Made once,
+    """triggers_of for code that has the app's state but no request (the group committer). Made once,
     also when sync routes ask from several threads (making it opens no connection)."""
     if getattr(state, "triggers", None) is None:
         with _triggers_lock:

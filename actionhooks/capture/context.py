@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from starlette.concurrency import run_in_threadpool
 
-from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.model import Source
+from actionhooks.storage.committer import GroupCommitter
 
 __all__ = ["CaptureContext", "CaptureMetrics", "SourceCache"]
 
@@ -102,9 +102,6 @@ class CaptureMetrics:
         self.refused = Counter("actionhooks_capture_refused",
                                "Capture requests not captured (or refused), by kind and reason.",
                                ["kind", "reason"], registry=registry)
-        self.batch = Histogram("actionhooks_capture_commit_batch_events",
-                               "Events made durable per group-commit transaction.",
-                               buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000), registry=registry)
         self._children: dict[tuple[str, ...], Counter] = {}  # labels() costs a pixel hit ~2 µs; this a dict look-up
 
     def count_captured(self, kind: str, n: int) -> None:

@@ -43,6 +43,7 @@ from actionhooks.events import EVENT_TYPES
 from actionhooks.hooks.models import FILTER_KINDS, Hook
 from actionhooks.hooks.service import parse_spec
 from actionhooks.storage.activity import HookFigures, activity, hook_figures
+from actionhooks.storage.console_sessions import close_session, open_session
 
 __all__ = ["NAVIGATION", "ConsoleRoute", "base_context", "editor_post", "page", "router", "signed_post", "when"]
 
@@ -53,7 +54,8 @@ NAVIGATION: list[tuple[str, str]] = [("Hooks", "/console/hooks"), ("Sources", "/
 ATTEMPTS_SHOWN = 200
 FAILED_SHOWN = 500
 HOOK_ACTIONS = ("activate", "stop", "clone", "delete")
-HookId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# A hook's or a source's id in a console path: a positive 64-bit integer, else 422 before any look-up.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 CONFIRM = {"delete": "Delete hook “{name}” and its queued and failed batches?", "stop": "Stop hook “{name}”?"}
 
 
@@ -143,16 +145,18 @@ async def login(request: Request) -> Response:
         raise CsrfRejected
     form = dict(await read_form(request))
     token = form.get("token", "").strip()
-    principal = await run_in_threadpool(request.app.state.tokens.principal, token) if 0 < len(token) <= 200 else None
-    if principal is None or principal.scope != "admin":
+    scope, secret = None, None
+    if 0 < len(token) <= 200:
+        scope, secret = await run_in_threadpool(open_session, request.app.state.sessions, token, SESSION_MAX_AGE_SEC)
+    if secret is None:
         request.app.state.console_refused.labels("login").inc()
-        error = "This token is not an admin token of any account." if principal is None else (
+        error = "This token is not an admin token of any account." if scope is None else (
             "This is an ingest token: the console needs an admin token."
         )
         return page(request, "login.html", {"error": error}, status=401)
     response = RedirectResponse("/console/hooks", status_code=303)
     response.set_cookie(
-        COOKIE, token, max_age=SESSION_MAX_AGE_SEC, path=COOKIE_PATH, httponly=True, samesite="strict",
+        COOKIE, secret, max_age=SESSION_MAX_AGE_SEC, path=COOKIE_PATH, httponly=True, samesite="strict",
         secure=request.url.scheme == "https",
     )
     return response
@@ -161,6 +165,7 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await signed_post(request)
+    await run_in_threadpool(close_session, request.app.state.sessions, request.cookies[COOKIE])
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response
@@ -193,7 +198,7 @@ def new_hook_page(request: Request) -> Response:
 
 
 @router.get("/hooks/{hook_id}", response_class=HTMLResponse)
-def edit_hook_page(request: Request, hook_id: HookId) -> Response:
+def edit_hook_page(request: Request, hook_id: RowId) -> Response:
     principal, token = principal_of(request)
     hook = hook_service(request).get(principal.account_id, hook_id)
     notice = "Saved." if request.query_params.get("saved") else None
@@ -206,11 +211,11 @@ async def create_hook(request: Request) -> Response:
 
 
 @router.post("/hooks/{hook_id}", response_class=HTMLResponse)
-async def save_hook(request: Request, hook_id: HookId) -> Response:
+async def save_hook(request: Request, hook_id: RowId) -> Response:
     return await _save(request, hook_id)
 
 
-async def _save(request: Request, hook_id: HookId | None) -> Response:
+async def _save(request: Request, hook_id: RowId | None) -> Response:
     service = hook_service(request)
     account_id, stored, form = await editor_post(request, service.get, hook_id, forms.form_values)
     token = request.cookies[COOKIE]
@@ -284,7 +289,7 @@ async def preview(request: Request) -> Response:
 
 
 @router.post("/hooks/{hook_id}/test", response_class=HTMLResponse)
-async def send_test(request: Request, hook_id: HookId) -> Response:
+async def send_test(request: Request, hook_id: RowId) -> Response:
     account_id, _ = await signed_post(request)
     result = await run_in_threadpool(send_test_attempt, request, account_id, hook_id, None)
     payload = orjson.dumps(result.payload, option=orjson.OPT_INDENT_2).decode()
@@ -298,7 +303,7 @@ async def send_test(request: Request, hook_id: HookId) -> Response:
 
 # --- attempts and failed ---------------------------------------------------------------------------
 @router.get("/hooks/{hook_id}/attempts", response_class=HTMLResponse)
-def attempts_page(request: Request, hook_id: HookId) -> Response:
+def attempts_page(request: Request, hook_id: RowId) -> Response:
     account_id, context = _hook_rows_context(request, hook_id, attempts_of, ATTEMPTS_SHOWN)
     with request.app.state.sessions() as session:
         context["chart"] = chart(activity(session, account_id, hook_id))
@@ -306,7 +311,7 @@ def attempts_page(request: Request, hook_id: HookId) -> Response:
 
 
 @router.get("/hooks/{hook_id}/failed", response_class=HTMLResponse)
-def failed_page(request: Request, hook_id: HookId) -> Response:
+def failed_page(request: Request, hook_id: RowId) -> Response:
     account_id, context = _hook_rows_context(request, hook_id, failed_of, FAILED_SHOWN)
     with request.app.state.sessions() as session:
         context["figures"] = hook_figures(session, account_id, hook_id).get(hook_id, HookFigures())
@@ -328,7 +333,7 @@ def _hook_rows_context(
 
 
 @router.post("/hooks/{hook_id}/failed/replay")
-async def replay(request: Request, hook_id: HookId) -> Response:
+async def replay(request: Request, hook_id: RowId) -> Response:
     account_id, form = await signed_post(request)
     everything = any(k == "scope" and v == "all" for k, v in form)
     ids = None if everything else [v for k, v in form if k == "batch"][:10_000]
@@ -338,7 +343,7 @@ async def replay(request: Request, hook_id: HookId) -> Response:
 
 # Last: "/hooks/{id}/{action}" would otherwise take "/hooks/{id}/test".
 @router.post("/hooks/{hook_id}/{action}")
-async def hook_action(request: Request, hook_id: HookId, action: str) -> Response:
+async def hook_action(request: Request, hook_id: RowId, action: str) -> Response:
     if action not in HOOK_ACTIONS:
         raise NotFound("hook", hook_id)
     account_id, form = await signed_post(request)

@@ -1,10 +1,10 @@
 """Console sign-in, CSRF protection and the security headers of every console response.
 
-Session: the cookie carries the admin token the user typed, `HttpOnly` (no script can read it),
+Session: signing in with an admin token opens a console session (storage/console_sessions.py) and the
+cookie carries that session's own secret, never the admin token: `HttpOnly` (no script can read it),
 `SameSite=Strict` (no other site's page sends it), `Secure` when the request came over HTTPS, scoped
-to /console. Each request authenticates it through the API's own TokenCache, so the console and the
-REST API accept exactly the same tokens, and removing a token in the database ends its console
-sessions too. No server-side session state exists, so any number of API processes serve the console.
+to /console. Each request looks the session up in the database, so "Log out" ends it for every copy
+of the cookie and in every API process, and revoking the admin token ends its sessions too.
 
 CSRF: a synchronizer token bound to the session, HMAC-SHA256 of a fixed label keyed with the session's
 token: it cannot be computed without the token and needs no storage. Every POST must carry it (a form
@@ -23,6 +23,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actionhooks.api.auth import Principal
+from actionhooks.storage.console_sessions import session_account
 
 __all__ = [
     "COOKIE",
@@ -63,14 +64,14 @@ class CsrfRejected(Exception):
 
 
 def principal_of(request: Request) -> tuple[Principal, str]:
-    """The session's admin principal and its token, or LoginRequired."""
-    token = request.cookies.get(COOKIE)
-    if not token or len(token) > 200:
+    """The session's admin principal and its secret, or LoginRequired."""
+    secret = request.cookies.get(COOKIE)
+    if not secret or len(secret) > 200:
         raise LoginRequired
-    principal = request.app.state.tokens.principal(token)
-    if principal is None or principal.scope != "admin":
+    account_id = session_account(request.app.state.sessions, secret)
+    if account_id is None:
         raise LoginRequired
-    return principal, token
+    return Principal(account_id, "admin"), secret
 
 
 def csrf_token(session_token: str) -> str:

@@ -7,10 +7,10 @@ Activate and Stop are merge patches, as PATCH /sources/{id}), `remove` and `sign
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from actionhooks.api.routes import sources as api
 from actionhooks.capture.model import Source
 from actionhooks.console import source_forms as forms
-from actionhooks.console.routes import ConsoleRoute, base_context, editor_post, page, signed_post, when
+from actionhooks.console.routes import ConsoleRoute, RowId, base_context, editor_post, page, signed_post, when
 from actionhooks.console.session import COOKIE, principal_of
 from actionhooks.console.snippets import snippets_of
 from actionhooks.errors import HookValidationError, NotFound
@@ -27,7 +27,6 @@ from actionhooks.events import EVENT_TYPES
 __all__ = ["router"]
 
 router = APIRouter(prefix="/console/sources", route_class=ConsoleRoute, include_in_schema=False)
-SourceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 ACTIONS = {"activate": {"active": True}, "stop": {"active": False}, "delete": None}
 CONFIRM = {"delete": "Delete source “{name}”? Its URLs stop capturing at once.",
            "stop": "Stop source “{name}”? It captures nothing until activated."}
@@ -50,7 +49,7 @@ def new_source_page(request: Request) -> Response:
 
 
 @router.get("/{source_id}", response_class=HTMLResponse)
-def edit_source_page(request: Request, source_id: SourceId) -> Response:
+def edit_source_page(request: Request, source_id: RowId) -> Response:
     principal, token = principal_of(request)
     source = api.sources_of(request).get(principal.account_id, source_id)
     notice = request.query_params.get("notice")
@@ -58,7 +57,7 @@ def edit_source_page(request: Request, source_id: SourceId) -> Response:
 
 
 @router.get("/{source_id}/captures", response_class=HTMLResponse)
-def captures_fragment(request: Request, source_id: SourceId) -> Response:
+def captures_fragment(request: Request, source_id: RowId) -> Response:
     """The "Last captured events" section alone: the source's page polls it."""
     principal, _ = principal_of(request)
     repo = api.sources_of(request)
@@ -73,7 +72,7 @@ async def create_source(request: Request) -> Response:
 
 
 @router.post("/{source_id}", response_class=HTMLResponse)
-async def save_source(request: Request, source_id: SourceId) -> Response:
+async def save_source(request: Request, source_id: RowId) -> Response:
     return await _save(request, source_id)
 
 
@@ -96,7 +95,7 @@ async def _save(request: Request, source_id: int | None) -> Response:
 
 
 @router.post("/{source_id}/link", response_class=HTMLResponse)
-async def create_link(request: Request, source_id: SourceId) -> Response:
+async def create_link(request: Request, source_id: RowId) -> Response:
     """A signed redirect link, through the code of POST /sources/{id}/links."""
     account_id, pairs = await signed_post(request)
     source = await run_in_threadpool(api.sources_of(request).get, account_id, source_id)
@@ -121,7 +120,7 @@ async def create_link(request: Request, source_id: SourceId) -> Response:
 
 
 @router.post("/{source_id}/{action}")
-async def source_action(request: Request, source_id: SourceId, action: str) -> Response:
+async def source_action(request: Request, source_id: RowId, action: str) -> Response:
     if action not in ACTIONS:
         raise NotFound("source", source_id)
     account_id, form = await signed_post(request)

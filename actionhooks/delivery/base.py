@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
+import orjson
 from pydantic import BaseModel
 
+from actionhooks.delivery import wire
 from actionhooks.delivery.templates import FieldTemplate
 from actionhooks.errors import DeliveryError, TargetUnreachable
 from actionhooks.settings import Settings
@@ -42,14 +44,63 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 ClientT = TypeVar("ClientT")
 
 
-@dataclass(frozen=True)
 class Batch:
-    """Events of one hook sent in one attempt; `batch_id` stays the same across retries (dedupe key)."""
+    """Events of one hook sent in one attempt; `batch_id` stays the same across retries (dedupe key).
 
-    hook_id: int
-    batch_id: str
-    attempt: int
-    events: list[dict[str, Any]]
+    Made from the events, or from their JSON array as stored (`body`, with its `n_events`): the drain
+    hands over the array it claimed as it is, so a transport that sends the array (HTTP POST) sends
+    those bytes without decoding and re-encoding them (two passes over every event that change no
+    byte: the stored array is orjson's encoding of the events, wire.dumps's). `events` decodes the
+    array on first use, for transports that send per event or render templates from the events.
+    A batch is sent by one thread at a time, so the decoded list is cached without a lock.
+    """
+
+    __slots__ = ("_body", "_events", "attempt", "batch_id", "hook_id", "n_events")
+
+    def __init__(
+        self,
+        hook_id: int,
+        batch_id: str,
+        attempt: int,
+        events: list[dict[str, Any]] | None = None,
+        *,
+        body: bytes | None = None,
+        n_events: int | None = None,
+    ) -> None:
+        if (events is None) == (body is None):
+            raise ValueError(f"batch {batch_id}: give either its events or its encoded body")
+        if events is not None:
+            n_events = len(events)
+        elif n_events is None:
+            raise ValueError(f"batch {batch_id}: an encoded body needs its number of events")
+        self.hook_id = hook_id
+        self.batch_id = batch_id
+        self.attempt = attempt
+        self.n_events: int = n_events
+        self._events = events
+        self._body = body
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The events (decoded from the body on first use)."""
+        if self._events is None:
+            self._events = orjson.loads(self._body)  # type: ignore[arg-type]  # one of the two is set
+        return self._events
+
+    @property
+    def body(self) -> bytes:
+        """The events as one compact JSON array: the stored bytes, or wire.dumps of the events."""
+        if self._body is None:
+            self._body = wire.dumps(self._events)
+        return self._body
+
+    def known_events(self) -> list[dict[str, Any]] | None:
+        """The events if the batch was made from them (or they were decoded), without decoding."""
+        return self._events
+
+    def __repr__(self) -> str:
+        return (f"Batch(hook_id={self.hook_id}, batch_id={self.batch_id!r}, attempt={self.attempt}, "
+                f"n_events={self.n_events})")
 
 
 @dataclass(frozen=True)

@@ -133,10 +133,13 @@ class _Strict(BaseModel):
         return tuple(getattr(self, name) for name in self.TARGET_FIELDS)
 
     def mask_inline(self, data: dict[str, Any]) -> None:
-        """Mask credentials inside ordinary fields of `data` (this model as JSON): the URLs among the target fields."""
+        """Mask credentials inside ordinary fields of `data` (this model as JSON): the URLs among the target
+        fields, here and in nested models (an OAuth2 auth's token_url)."""
         for name, urls in self._urls(data):
             masked = [mask_url(url) for url in urls]
             data[name] = masked if isinstance(data[name], list) else masked[0]
+        for name, child in self._nested(data):
+            child.mask_inline(data[name])
 
     def restore_inline(self, data: dict[str, Any], stored: _Strict | None) -> list[tuple[tuple[str, ...], str]]:
         """Put back into `data` the inline credentials a client echoed masked; (path, message) for those it cannot.
@@ -144,6 +147,10 @@ class _Strict(BaseModel):
         A URL sent back exactly as the API shows it keeps the stored one (same credentials, same target).
         """
         errors: list[tuple[tuple[str, ...], str]] = []
+        for name, child in self._nested(data):
+            old_child = getattr(stored, name, None) if type(stored) is type(self) else None
+            errors += [((name, *path), message) for path, message in
+                       child.restore_inline(data[name], old_child if isinstance(old_child, _Strict) else None)]
         for name, urls in self._urls(data):
             if not any(MASK in url for url in urls):
                 continue
@@ -161,6 +168,13 @@ class _Strict(BaseModel):
         for name, urls in self._urls(data):
             stripped = [_without_credentials(url) for url in urls]
             data[name] = stripped if isinstance(data[name], list) else stripped[0]
+        for name, child in self._nested(data):
+            child.drop_inline(data[name])
+
+    def _nested(self, data: dict[str, Any]) -> list[tuple[str, _Strict]]:
+        """(field, its model) for each field holding a nested delivery model that `data` has as an object."""
+        return [(name, value) for name in type(self).model_fields
+                if isinstance(value := getattr(self, name), _Strict) and isinstance(data.get(name), dict)]
 
     def _urls(self, data: dict[str, Any]) -> list[tuple[str, list[str]]]:
         """(field, its URLs) for each target field holding URLs (a URL, or a list of them like NATS servers)."""

@@ -12,9 +12,11 @@ signature covers the event as compact JSON with sorted keys (orjson OPT_SORT_KEY
 a receiver that wants to verify rebuilds that JSON from the event. When a GET batch holds more than
 one event, each request's `webhook-id` is `<batch id>.<index>`.
 
-`Receipt.payload` is what was sent: for POST the list of events the body encodes (the batch's own
-list: it encodes to exactly the body, and decoding the body again would cost ~5 % of a request);
-for GET the list of the full URLs requested. The receiver's answer is read up to 64 KB (streamed, never
+The POST body is `Batch.body`: for the drain's batches the JSON array exactly as stored, sent
+without decoding and re-encoding it. `Receipt.payload` is what was sent: for POST the list of
+events the body encodes when the batch was made from them (POST /hooks/{id}/test; the drain never
+reads it, so its stored arrays are not decoded for it: None); for GET the list of the full URLs
+requested. The receiver's answer is read up to 64 KB (streamed, never
 all of it), matched against `success_regex` and kept as a 2 KB excerpt.
 
 One httpx transport per hook, shared by the worker's threads: keep-alive, no proxies (the SSRF
@@ -133,7 +135,7 @@ class HttpTransport(Transport[HttpDelivery]):
             return self._send_post(batch)
 
     def _send_post(self, batch: Batch) -> Receipt:
-        body = wire.dumps(batch.events)
+        body = batch.body
         headers = self._signed(batch, batch.batch_id, body)
         headers["Content-Type"] = "application/json"
         started = time.perf_counter()
@@ -142,7 +144,7 @@ class HttpTransport(Transport[HttpDelivery]):
             latency_ms=(time.perf_counter() - started) * 1000,
             status_code=status,
             response_excerpt=wire.excerpt(text, EXCERPT_CHARS),
-            payload=batch.events,
+            payload=batch.known_events(),
         )
 
     def close(self) -> None:
@@ -155,7 +157,7 @@ class HttpTransport(Transport[HttpDelivery]):
         for index, event in enumerate(batch.events):
             try:
                 url = self._query_url(event, index)
-                msg_id = batch.batch_id if len(batch.events) == 1 else f"{batch.batch_id}.{index}"
+                msg_id = batch.batch_id if batch.n_events == 1 else f"{batch.batch_id}.{index}"
                 headers = self._signed(batch, msg_id, wire.dumps(event, sort_keys=True))
                 status, text = self._call("GET", url, headers, None)
             except DeliveryError as exc:

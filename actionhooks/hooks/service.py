@@ -164,7 +164,7 @@ def _restore_secrets(new: Any, old: Any | None) -> tuple[dict[str, Any], list[tu
             continue
         same_type = isinstance(old_node, dict) and old_node.get("type") == node.get("type")
         if same_type and old_node.get(leaf) is not None:
-            if moved or _nested_target_moved(new, old, path):  # never sent to a target it was not given for
+            if moved or _nested_target_moved(data, old, path):  # never sent to a target it was not given for
                 del node[leaf]
                 dropped.append(path)
             else:
@@ -209,12 +209,15 @@ def _without_secrets(delivery: Any) -> dict[str, Any]:
     return data
 
 
-def _nested_target_moved(new: Any, old: Any, path: tuple[str, ...]) -> bool:
+def _nested_target_moved(data: dict[str, Any], old: Any, path: tuple[str, ...]) -> bool:
     """Whether the nested model holding the secret at `path` (an auth object) changed its own target.
 
     The secret of an OAuth2 auth goes to its token_url, not to the receiver: it follows that target
-    too, by the same `target()` of delivery/config.py.
+    too (the TARGET_FIELDS of delivery/config.py). `data` is the new delivery as JSON with the inline
+    credentials a client echoed masked already restored, so a token_url sent back as shown is the same.
     """
+    if len(path) < 2:
+        return False
     for part in path[:-1]:
-        new, old = getattr(new, part), getattr(old, part)
-    return len(path) > 1 and new.target() != old.target()
+        data, old = data[part], getattr(old, part)
+    return any(data.get(name) != str(getattr(old, name)) for name in old.TARGET_FIELDS)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import DBAPIError
 
 from actionhooks.observability.liveness import LivenessCache
 
-__all__ = ["hook_rejections_counter", "metrics_registry", "rejections_counter"]
+__all__ = ["CommitMetrics", "hook_rejections_counter", "metrics_registry", "overloaded_counter", "rejections_counter"]
 
 
 class _LivenessCollector(Collector):
@@ -62,6 +62,32 @@ def rejections_counter(registry: CollectorRegistry) -> Counter:
         ["reason"],
         registry=registry,
     )
+
+
+def overloaded_counter(registry: CollectorRegistry) -> Counter:
+    """POST /events requests refused because the group commit's waiting room was full (storage/committer.py)."""
+    return Counter(
+        "actionhooks_events_overloaded_requests",
+        "POST /events requests refused with 503 + Retry-After because too many requests (or too many of "
+        "the account's) already waited for a commit.",
+        registry=registry,
+    )
+
+
+class CommitMetrics:
+    """The group commit's sizes (storage/committer.py): requests and events per committed transaction."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Histogram("actionhooks_intake_commit_batch_requests",
+                                  "Requests (POST /events and capture) made durable per group-commit transaction.",
+                                  buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 20000), registry=registry)
+        self.events = Histogram("actionhooks_intake_commit_batch_events",
+                                "Events made durable per group-commit transaction.",
+                                buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000), registry=registry)
+
+    def observe(self, requests: int, events: int) -> None:
+        self.requests.observe(requests)
+        self.events.observe(events)
 
 
 def hook_rejections_counter(registry: CollectorRegistry) -> Counter:

@@ -90,6 +90,9 @@ class Settings(BaseModel):
         16 * 1024 * 1024, ge=1,
         description="Most custom_data characters one routing pass renders for one hook (so in any one batch).",
     )
+    QUARANTINE_KEEP_HOURS: float = Field(
+        168, gt=0, le=24 * 366, description="How long a quarantined event is kept for replay before it is deleted."
+    )
     ATTEMPTS_KEEP_PER_HOOK: int = Field(1000, ge=1, description="Delivery attempts kept per hook for the log.")
     METRICS_TOKEN: str = Field(
         "", max_length=500, description="When set, GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'."

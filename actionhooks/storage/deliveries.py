@@ -55,25 +55,43 @@ class Due(NamedTuple):
     n_events: int
 
 
+# The drain's statements, run every round: built once, as Core statements on the tables (building
+# them per call and running them through the ORM's bulk paths cost more CPU than the statements).
+_BATCHES = Delivery.__table__
+_ATTEMPTS = Attempt.__table__
+_DUE = (
+    select(_BATCHES.c.id, _BATCHES.c.attempts, _BATCHES.c.events, _BATCHES.c.accepted_at,
+           _BATCHES.c.trace_context, _BATCHES.c.n_events)
+    .where(
+        _BATCHES.c.hook_id == bindparam("hook_id"),
+        _BATCHES.c.status == "pending",
+        _BATCHES.c.next_attempt_at <= bindparam("now"),
+        _BATCHES.c.lease_until <= bindparam("now"),
+    )
+    .order_by(_BATCHES.c.next_attempt_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_LEASE = (
+    _BATCHES.update()
+    .where(_BATCHES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(attempts=_BATCHES.c.attempts + 1, lease_until=bindparam("lease_until"))
+)
+_START = _ATTEMPTS.insert().returning(_ATTEMPTS.c.id, sort_by_parameter_order=True)
+_FINISH = (
+    _ATTEMPTS.update()
+    .where(_ATTEMPTS.c.id == bindparam("b_id"))
+    .values(outcome=bindparam("outcome"), status_code=bindparam("status_code"), error=bindparam("error"),
+            latency_ms=bindparam("latency_ms"))
+)
+_REMOVE = _BATCHES.delete().where(_BATCHES.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def due(session: Session, hook_id: int, now: float, limit: int) -> list[Due]:
     """Up to `limit` of the hook's pending batches whose time has come and whose lease has passed,
     oldest due first, locked until the transaction ends; on PostgreSQL rows another drain holds are
     skipped (FOR UPDATE SKIP LOCKED; SQLite, one writer at a time, compiles no locking clause)."""
-    rows = session.execute(
-        select(
-            Delivery.id, Delivery.attempts, Delivery.events, Delivery.accepted_at, Delivery.trace_context,
-            Delivery.n_events,
-        )
-        .where(
-            Delivery.hook_id == hook_id,
-            Delivery.status == "pending",
-            Delivery.next_attempt_at <= now,
-            Delivery.lease_until <= now,
-        )
-        .order_by(Delivery.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    rows = session.connection().execute(_DUE, {"hook_id": hook_id, "now": now, "limit": limit})
     return [Due(*row) for row in rows]
 
 
@@ -92,38 +110,28 @@ def start_attempts(
 ) -> list[int]:
     """Count an attempt of each (batch id, attempt number, events) and hide the batches until
     `lease_until`, before anything is sent; returns the attempt rows' ids in the order of `started`."""
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_([delivery_id for delivery_id, _, _ in started]))
-        .values(attempts=Delivery.attempts + 1, lease_until=lease_until)
-    )
+    connection = session.connection()
+    connection.execute(_LEASE, {"ids": [delivery_id for delivery_id, _, _ in started], "lease_until": lease_until})
     return list(
-        session.scalars(
-            insert(Attempt).returning(Attempt.id, sort_by_parameter_order=True),
+        connection.execute(
+            _START,
             [
                 {"hook_id": hook_id, "delivery_id": delivery_id, "attempt": attempt, "started_at": now,
                  "n_events": n_events}
                 for delivery_id, attempt, n_events in started
             ],
-        ).all()
+        ).scalars()
     )
 
 
 def finish_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
     """Complete attempt rows (one executemany: b_id, outcome, status_code, error, latency_ms each)."""
-    table = Attempt.__table__
-    session.connection().execute(
-        table.update()
-        .where(table.c.id == bindparam("b_id"))
-        .values(outcome=bindparam("outcome"), status_code=bindparam("status_code"), error=bindparam("error"),
-                latency_ms=bindparam("latency_ms")),
-        rows,
-    )
+    session.connection().execute(_FINISH, rows)
 
 
 def remove(session: Session, delivery_ids: list[str]) -> None:
     """Delete batches that need no further attempt (delivered, or nothing left to resend)."""
-    session.execute(delete(Delivery).where(Delivery.id.in_(delivery_ids)))
+    session.connection().execute(_REMOVE, {"ids": delivery_ids})
 
 
 def retry_later(

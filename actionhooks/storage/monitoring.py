@@ -8,7 +8,7 @@ worker recorded (worker_stats, storage/stats.py) and the hooks by state.
 
 Every read runs on a read-only connection (db.read_only): on SQLite a deferred transaction in WAL
 mode, which never takes the write lock nor waits for a writer that holds it, so a polled /healthz
-or a scrape never queues behind the router or the capture committer.
+or a scrape never queues behind the router or the group committer.
 """
 
 from __future__ import annotations

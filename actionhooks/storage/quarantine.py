@@ -5,7 +5,8 @@ refuses, a row a trigger rejects, a bug our code hits only for that event: worke
 failing chunk down to it). It keeps the event as accepted and the error; an admin lists the
 account's quarantine and replays events into the intake once the cause is fixed. A replayed event
 is routed like any other, with the time it was first accepted (hooks stopped or created since
-capture what they would have then); if it fails again it comes back here.
+capture what they would have then); if it fails again it comes back here. Kept for
+QUARANTINE_KEEP_HOURS, then deleted (`expire`), so a forgotten quarantine does not grow forever.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from sqlalchemy.orm import Session
 from actionhooks.storage import intake
 from actionhooks.storage.tables import QuarantinedEvent
 
-__all__ = ["ERROR_TEXT_LIMIT", "count", "listed", "quarantine", "replay"]
+__all__ = ["ERROR_TEXT_LIMIT", "count", "expire", "listed", "quarantine", "replay"]
 
 ERROR_TEXT_LIMIT = 2000
+EXPIRE_CHUNK = 1000
 
 
 def quarantine(session: Session, account_id: int, event: dict[str, Any], accepted_at: float, error: str) -> None:
@@ -76,3 +78,13 @@ def replay(session: Session, account_id: int, ids: list[int] | None) -> int:
     intake.requeue(session, account_id, [(blob, accepted_at) for _, blob, accepted_at in rows])
     session.execute(delete(QuarantinedEvent).where(QuarantinedEvent.id.in_([row_id for row_id, _, _ in rows])))
     return len(rows)
+
+
+def expire(session: Session, cutoff: float, chunk: int = EXPIRE_CHUNK) -> bool:
+    """Delete up to `chunk` events quarantined before `cutoff` and commit; whether none such is left."""
+    old = select(QuarantinedEvent.id).where(QuarantinedEvent.quarantined_at < cutoff).limit(chunk)
+    ids = list(session.scalars(old))
+    if ids:
+        session.execute(delete(QuarantinedEvent).where(QuarantinedEvent.id.in_(ids)))
+        session.commit()
+    return len(ids) < chunk

@@ -2,7 +2,7 @@
 
 The public `key` is 128 random bits (base32, `src_` prefix): knowing one source's URL tells nothing
 about another's. Identities map (account, visitor id) to the profile the visitor identified as; the
-capture path reads and writes them inside the same transaction as the events (capture/committer.py),
+capture path reads and writes them inside the same transaction as the events (storage/committer.py),
 so an event accepted after an `identify` was durable always sees it.
 
 Recent captures: the capture path also records, in the same transaction, a short summary of the

@@ -62,6 +62,20 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class ConsoleSession(Base):
+    """A console sign-in: its own random secret (only the SHA-256 kept) in the browser's cookie instead of
+    the admin token itself, so "Log out" can end it and a copied cookie is no API token. Deleting the
+    admin token it was opened with ends it too (ON DELETE CASCADE)."""
+
+    __tablename__ = "console_sessions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 class Hook(Base):
     """A hook as configured through the API; `version` grows on every change so workers notice it."""
 

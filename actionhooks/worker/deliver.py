@@ -58,12 +58,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Claimed:
-    delivery_id: str
-    attempt: int
+    """A batch claimed for one attempt: what is sent (its stored array as it is, decoded only by a
+    transport or an outcome that needs the events) and where the attempt is recorded."""
+
+    batch: Batch
     attempt_row: int
-    events: list[dict[str, Any]]
     accepted_at: float | None = None  # acceptance of the oldest event (the latency histogram)
     trace_context: str | None = None  # the routing span that formed the batch (tracing.py)
+
+    @property
+    def delivery_id(self) -> str:
+        return self.batch.batch_id
+
+    @property
+    def attempt(self) -> int:
+        return self.batch.attempt
 
 
 @dataclass
@@ -93,6 +102,11 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
     hook = rt.hooks.get(hook_id)
     if hook is None:
         return 0  # deleted (its work went with it) or not compilable (logged by the cache)
+    with rt.sessions() as session:
+        if not lock_existing(session, [hook_id]):
+            return 0  # deleted since the cache saw it: its work went with it
+        form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
+        session.commit()
     parallel = rt.send_parallelism(hook)
     # This drain's own sending threads (started on first use, ended with the drain): a shared pool
     # would make batches wait in line behind other drains' while their lease runs.
@@ -106,39 +120,30 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
 def _drain_rounds(rt: Runtime, hook: CompiledHook, parallel: int, senders: ThreadPoolExecutor) -> tuple[int, bool]:
     """Claim, attempt and record rounds until nothing is due (done) or the budget is used up.
 
-    The first round's transaction also closes a batch window that is due (timed flush). A round that
-    found fewer due batches than it could take is the last: what becomes due after its claim has a
-    trigger of its own (a router's for the batches it forms, a countdown or the scheduler for
-    windows, retries and passed leases), so a further claim would only find nothing at the price of
-    a transaction.
+    A round's outcomes are recorded in the transaction that claims the next round's batches: one
+    transaction, and one lock of the hook row, per round instead of two. The order inside is the
+    record's and then the claim's (hook row, the hook's state, its batches), as in two transactions.
     """
     attempts = 0
     deadline = time.monotonic() + DRAIN_TIME_BUDGET_SEC
-    first = True
-    while time.monotonic() < deadline and not shutdown.requested():
+    outcomes: list[Outcome] = []
+    gate: control.Gate | None = None
+    while True:
+        more = time.monotonic() < deadline and not shutdown.requested()
         notices: list[dict[str, Any]] = []
         with rt.sessions() as session:
-            claimed, gate, more = claim_round(session, rt, hook, parallel * SENDS_PER_THREAD, notices,
-                                              close_window=first)
-            first = False
+            if not lock_existing(session, [hook.id]):
+                return attempts, True  # deleted (maybe while sending): its batches and attempts went with it
+            if outcomes:
+                record(session, rt, hook, outcomes, gate=gate, notices=notices)
+            claimed, gate = claim_round(session, rt, hook, parallel * SENDS_PER_THREAD, notices) if more else ([], None)
             raised = _capture(rt, session, hook, notices)
             session.commit()
         _after_commit(rt, hook, raised, gate)
         if not claimed:
-            return attempts, True
+            return attempts, more
         outcomes = run_attempts(rt, hook, claimed, senders)
-        notices = []
-        with rt.sessions() as session:
-            if not lock_existing(session, [hook.id]):
-                return attempts, True  # deleted while sending: its batches and attempts went with it
-            record(session, rt, hook, outcomes, gate=gate, notices=notices)
-            raised = _capture(rt, session, hook, notices)
-            session.commit()
-        _after_commit(rt, hook, raised, None)
         attempts += len(claimed)
-        if not more:
-            return attempts, True
-    return attempts, False
 
 
 def _capture(rt: Runtime, session: Session, hook: CompiledHook, notices: list[dict[str, Any]]) -> bool:
@@ -157,63 +162,57 @@ def _after_commit(rt: Runtime, hook: CompiledHook, route: bool, gate: control.Ga
 
 
 def claim_due(session: Session, rt: Runtime, hook: CompiledHook, limit: int) -> list[Claimed]:
-    """`claim_round` for callers that only want the batches."""
+    """`claim_round` for callers that only want the batches, the hook row locked first."""
+    if not lock_existing(session, [hook.id]):
+        return []
     return claim_round(session, rt, hook, limit, [])[0]
 
 
 def claim_round(
-    session: Session, rt: Runtime, hook: CompiledHook, limit: int, notices: list[dict[str, Any]], *,
-    close_window: bool = False,
-) -> tuple[list[Claimed], control.Gate | None, bool]:
+    session: Session, rt: Runtime, hook: CompiledHook, limit: int, notices: list[dict[str, Any]]
+) -> tuple[list[Claimed], control.Gate | None]:
     """Claim up to `limit` due batches with a fixed number of statements, whatever `limit` is: a
     statement costs about as much as sending a batch of 100 events, so per-batch statements would
-    make the bookkeeping dearer than the delivery. Nothing when the hook was deleted, paused between
+    make the bookkeeping dearer than the delivery. The caller holds the hook row's lock
+    (lock_existing, which also says the hook still exists). Nothing when the hook is paused between
     probes, stopped as gone, or out of rate budget (worker/control.py: then the gate says when to
-    come back). `close_window`: first cut the hook's batch window if it is due. The flag returned
-    says whether more may be due: the claim looked for as many batches as it may take and found them."""
-    if not lock_existing(session, [hook.id]):
-        return [], None, False
-    if close_window:
-        form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
+    come back)."""
     now = time.time()
     gate = control.admit(session, rt.settings, hook, now)
     if gate.closed:
-        return [], gate, False
+        return [], gate
     if gate.max_batches is not None:
         limit = min(limit, gate.max_batches)
     rows = deliveries.due(session, hook.id, now, limit)
-    more = len(rows) == limit
     if gate.max_batches == 1 and not rows:  # a paused hook with nothing to probe with: probe when there is
         gate.state.next_probe_at = gate.state.hold_until = now
         gate.wake_in = None
     rows = rows[: control.take(gate, hook, [row.n_events for row in rows], now)]
     if not rows:
-        return [], gate, more
+        return [], gate
     retried = [row.id for row in rows if row.attempts > 0]
     if retried and (lost := deliveries.close_lost_attempts(session, retried)):
         tally = stats.Tally()
         tally.attempt(hook.delivery.type, "lost", lost)
         stats.add(session, tally)
-    due = []
-    origins = {}
-    for delivery_id, attempts, blob, accepted_at, trace_context, _ in rows:
-        events = orjson.loads(blob)
+    due: list[tuple[Batch, float | None, str | None]] = []
+    for delivery_id, attempts, blob, accepted_at, trace_context, n_events in rows:
         if attempts >= rt.policy.max_attempts:
-            _fail(session, hook, delivery_id, events, f"worker lost during attempt {attempts} (the last allowed)",
-                  now=now, notices=notices)
+            _fail(session, hook, delivery_id, orjson.loads(blob),
+                  f"worker lost during attempt {attempts} (the last allowed)", now=now, notices=notices)
         else:
-            due.append((delivery_id, attempts + 1, events))
-            origins[delivery_id] = (accepted_at, trace_context)
+            batch = Batch(hook.id, delivery_id, attempts + 1, body=blob, n_events=n_events)
+            due.append((batch, accepted_at, trace_context))
     if not due:
-        return [], gate, more
+        return [], gate
     attempt_ids = deliveries.start_attempts(
-        session, hook.id, [(delivery_id, attempt, len(events)) for delivery_id, attempt, events in due], now,
+        session, hook.id, [(b.batch_id, b.attempt, b.n_events) for b, _, _ in due], now,
         lease_until=now + lease_seconds(rt, hook),
     )
     return [
-        Claimed(delivery_id, attempt, row, events, *origins[delivery_id])
-        for (delivery_id, attempt, events), row in zip(due, attempt_ids, strict=True)
-    ], gate, more
+        Claimed(batch, row, accepted_at, trace_context)
+        for (batch, accepted_at, trace_context), row in zip(due, attempt_ids, strict=True)
+    ], gate
 
 
 def run_attempts(
@@ -223,12 +222,11 @@ def run_attempts(
     with rt.transports.using(hook) as transport:
 
         def one(c: Claimed) -> Outcome:
-            batch = Batch(hook_id=hook.id, batch_id=c.delivery_id, attempt=c.attempt, events=c.events)
             with tracing.span("actionhooks.deliver", links=[c.trace_context], hook_id=hook.id,
                               batch_id=c.delivery_id, attempt=c.attempt, transport=hook.delivery.type,
-                              events=len(c.events)) as span:
+                              events=c.batch.n_events) as span:
                 try:
-                    return Outcome(c, attempt(transport, batch), None)
+                    return Outcome(c, attempt(transport, c.batch), None)
                 except DeliveryError as exc:
                     span.fail(f"{type(exc).__name__}: {exc.message}")
                     return Outcome(c, None, exc)
@@ -260,7 +258,7 @@ def record(
         tally.attempt(transport, "ok" if o.error is None else "error")
         if o.error is None:
             latency = None if o.claimed.accepted_at is None else now - o.claimed.accepted_at
-            tally.delivered(transport, len(o.claimed.events), latency)
+            tally.delivered(transport, o.claimed.batch.n_events, latency)
     stats.add(session, tally)
     # Outcome guarantees a receipt exactly when there is no error.
     delivered = [(o.claimed, o.receipt) for o in outcomes if o.receipt is not None]
@@ -272,7 +270,7 @@ def record(
         finished = []
         for c, receipt in delivered:
             log.info("delivered: hook %s batch %s attempt %d, %d events, status %s, %.0f ms", hook.id,
-                     c.delivery_id, c.attempt, len(c.events), receipt.status_code, receipt.latency_ms)
+                     c.delivery_id, c.attempt, c.batch.n_events, receipt.status_code, receipt.latency_ms)
             finished.append({"b_id": c.attempt_row, "outcome": "ok", "status_code": receipt.status_code,
                              "error": None, "latency_ms": receipt.latency_ms})
         deliveries.finish_attempts(session, finished)
@@ -296,11 +294,12 @@ def _record_failure(
     log.warning("delivery failed: hook %s batch %s attempt %d: %s", hook.id, c.delivery_id, c.attempt, message)
     deliveries.finish_attempts(session, [{"b_id": c.attempt_row, "outcome": "error", "status_code": err.status_code,
                                           "error": message, "latency_ms": None}])
-    remaining = [e for i, e in enumerate(c.events) if i not in err.delivered]
+    events = c.batch.events  # decoded by now unless the transport sent the stored array as it is
+    remaining = [e for i, e in enumerate(events) if i not in err.delivered]
     if not remaining:  # the error came after every event was through (e.g. a close): nothing to resend
         deliveries.remove(session, [c.delivery_id])
         return
-    left = remaining if len(remaining) != len(c.events) else None
+    left = remaining if len(remaining) != len(events) else None
     if held:  # paused (or gone): the attempt does not count and the batch waits for the probe
         deliveries.retry_later(session, c.delivery_id, next_attempt_at=now, error=message, status_code=err.status_code,
                                remaining=left, attempts=c.attempt - 1)

@@ -5,9 +5,9 @@ took (lost trigger, crashed router), batch windows past due, retries whose time 
 whose lease passed (worker killed); not a hook held back until later (worker/control.py: out of
 rate budget, paused between probes, stopped as gone). Triggers are idempotent, so several schedulers or a trigger
 sent twice only cost an idle task. Every CLEANUP_EVERY_SEC (main.json) it expires message content,
-dedup ids and old attempt rows in bounded chunks, and expires the event archive
-(storage/archive.py: whole day partitions on PostgreSQL). It also resumes backfill jobs whose
-trigger or worker was lost and marks done those whose batches are all sent.
+dedup ids, quarantined events past QUARANTINE_KEEP_HOURS and old attempt rows in bounded chunks,
+and expires the event archive (storage/archive.py: whole day partitions on PostgreSQL). It also
+resumes backfill jobs whose trigger or worker was lost and marks done those whose batches are all sent.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from actionhooks.broker.celery_app import close_celery, make_celery
 from actionhooks.broker.triggers import Triggers
 from actionhooks.settings import Settings
-from actionhooks.storage import archive, backfills, content, deliveries, hook_state, intake
+from actionhooks.storage import archive, backfills, content, deliveries, hook_state, intake, quarantine
 from actionhooks.storage.db import engine_from_settings, session_factory
 from actionhooks.storage.outbox import overdue_windows
 
@@ -73,11 +73,12 @@ class Scheduler:
             history = archive.maintain(session, now, self.settings.EVENT_ARCHIVE_HOURS)
             intake.forget_seen(session, now - self.settings.EVENT_DEDUP_HOURS * 3600)
             session.commit()
+            quarantined = quarantine.expire(session, now - self.settings.QUARANTINE_KEEP_HOURS * 3600)
             deliveries.prune_attempts(session, self.settings.ATTEMPTS_KEEP_PER_HOOK)
             session.commit()
         if expired.removed:
             log.info("expired %d stored message contents", expired.removed)
-        if not (expired.finished and history.finished):  # a backlog: go on next tick, between the triggers
+        if not (expired.finished and history.finished and quarantined):  # a backlog: on next tick, between triggers
             self._cleaned_at = now - self.settings.CLEANUP_EVERY_SEC
         self._sent = {k: t for k, t in self._sent.items() if now - t < 60}
 

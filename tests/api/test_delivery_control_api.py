@@ -106,6 +106,38 @@ def test_a_new_token_url_without_a_new_client_secret_is_422_and_the_hook_is_unch
     assert stored.auth.client_secret == "new-one"  # type: ignore[union-attr]
 
 
+def test_credentials_in_the_token_url_are_masked_kept_when_echoed_and_refused_for_another_host(
+    app: FastAPI, client: TestClient, admin: dict[str, str], hook_body: Body
+) -> None:
+    # Given a token endpoint that takes a key in its query (as some identity providers' gateways do)
+    auth = {**OAUTH2, "token_url": "https://auth.example.com/oauth/token?api_key=tk-9f2&tenant=7"}
+    delivery = {"type": "http", "url": "https://crm.example.com/hook", "auth": auth}
+    created = client.post("/api/v1/hooks", json=hook_body(delivery=delivery), headers=admin)
+    assert created.status_code == 201, created.text
+    hook = created.json()
+    # Then no answer shows the key
+    assert hook["delivery"]["auth"]["token_url"] == "https://auth.example.com/oauth/token?api_key=***&tenant=7"
+    url = f"/api/v1/hooks/{hook['id']}"
+    answers = [created.text, client.get(url, headers=admin).text, client.get("/api/v1/hooks", headers=admin).text]
+    assert not any("tk-9f2" in answer for answer in answers)
+    # And echoing the hook as shown keeps the stored key and client secret
+    echoed = client.put(url, json={k: hook[k] for k in hook_body()}, headers=admin)
+    assert echoed.status_code == 200, echoed.text
+    stored = SqlHookRepository(app.state.sessions).get(1, hook["id"]).spec.delivery.auth
+    assert str(stored.token_url) == auth["token_url"]  # type: ignore[union-attr]
+    assert stored.client_secret == "top-secret"  # type: ignore[union-attr]
+    # But the masked URL moved to another host restores nothing: 422 at the token_url, hook unchanged
+    moved = {"delivery": {"auth": {"token_url": "https://attacker.example.net/oauth/token?api_key=***&tenant=7"}}}
+    refused = client.patch(url, json=moved, headers=admin)
+    assert refused.status_code == 422, refused.text
+    assert ["body", "delivery", "auth", "token_url"] in [e["loc"] for e in refused.json()["detail"]]
+    assert str(SqlHookRepository(app.state.sessions).get(1, hook["id"]).spec.delivery.auth.token_url) == (  # type: ignore[union-attr]
+        auth["token_url"])
+    # And a clone carries neither the key nor the auth
+    clone = client.post(f"/api/v1/hooks/{hook['id']}/clone", headers=admin).json()
+    assert "tk-9f2" not in str(clone)
+
+
 def test_a_clone_gets_no_oauth2_auth(client: TestClient, admin: dict[str, str], hook_body: Body) -> None:
     delivery = {"type": "http", "url": "https://crm.example.com/hook", "auth": OAUTH2}
     hook = client.post("/api/v1/hooks", json=hook_body(delivery=delivery), headers=admin).json()

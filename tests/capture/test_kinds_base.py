@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
-from actionhooks.capture.committer import GroupCommitter
 from actionhooks.capture.context import CaptureContext, CaptureMetrics, SourceCache
 from actionhooks.capture.kinds.base import Call, NoSource
 from actionhooks.capture.request import Env
+from actionhooks.storage.committer import GroupCommitter
 from actionhooks.storage.tables import Intake
 
 

@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from actionhooks.console.session import COOKIE
+from actionhooks.storage.console_sessions import MAX_SESSIONS_PER_TOKEN, open_session
+from actionhooks.storage.tables import ConsoleSession
 from actionhooks.storage.tables import Hook as HookRow
 from tests.console.conftest import FORGERIES, ORIGIN, _token, csrf_of
 
@@ -344,6 +348,64 @@ def test_logout_ends_the_session(console: TestClient) -> None:
     assert answer.status_code == 303
     assert "max-age=0" in answer.headers["set-cookie"].lower()
     assert console.get("/console/hooks", follow_redirects=False).headers["location"] == "/console/login"
+
+
+def _signed_in(app: FastAPI, token: str) -> TestClient:
+    client = TestClient(app, base_url=ORIGIN)
+    assert client.post("/console/login", data={"token": token}, headers={"Origin": ORIGIN}).status_code == 200
+    return client
+
+
+def _reaches_the_list(app: FastAPI, cookie: str) -> bool:
+    with TestClient(app, base_url=ORIGIN, cookies={COOKIE: cookie}) as other:
+        return other.get("/console/hooks", follow_redirects=False).status_code == 200
+
+
+def test_logout_ends_the_session_for_every_copy_of_the_cookie_and_the_cookie_is_no_api_token(app: FastAPI) -> None:
+    admin = _token(app)
+    with _signed_in(app, admin) as console:
+        cookie = console.cookies[COOKIE]
+        # The cookie carries a session secret of its own, which the REST API refuses
+        assert cookie != admin
+        assert console.get("/api/v1/hooks", headers={"Authorization": f"Bearer {cookie}"}).status_code == 401
+        assert _reaches_the_list(app, cookie)  # a copy taken (say, from a shared machine) works until logout
+        console.post("/console/logout", data={"csrf": csrf_of(console)})
+    assert not _reaches_the_list(app, cookie)
+    with _signed_in(app, admin):  # the admin token itself still signs in, and the API still takes it
+        pass
+    with TestClient(app, headers={"Authorization": f"Bearer {admin}"}) as api:
+        assert api.get("/api/v1/hooks").status_code == 200
+
+
+def test_revoking_the_admin_token_ends_its_console_sessions(app: FastAPI) -> None:
+    admin, other_admin = _token(app), _token(app)
+    with _signed_in(app, admin) as console, TestClient(app, headers={"Authorization": f"Bearer {other_admin}"}) as api:
+        cookie = console.cookies[COOKIE]
+        first = api.get("/api/v1/tokens").json()[0]  # oldest first: the one the console signed in with
+        assert api.delete(f"/api/v1/tokens/{first['id']}").status_code == 204
+    assert not _reaches_the_list(app, cookie)
+
+
+def test_sign_ins_per_admin_token_are_bounded_the_oldest_session_ending(app: FastAPI) -> None:
+    admin = _token(app)
+    cookies = []
+    for _ in range(MAX_SESSIONS_PER_TOKEN + 1):
+        with _signed_in(app, admin) as console:
+            cookies.append(console.cookies[COOKIE])
+    with app.state.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ConsoleSession)) == MAX_SESSIONS_PER_TOKEN
+    assert not _reaches_the_list(app, cookies[0])
+    assert _reaches_the_list(app, cookies[1])
+    assert _reaches_the_list(app, cookies[-1])
+
+
+def test_an_expired_session_is_refused_and_removed_at_the_next_sign_in(app: FastAPI) -> None:
+    admin = _token(app)
+    _, expired = open_session(app.state.sessions, admin, ttl_sec=-1)
+    assert expired is not None
+    assert not _reaches_the_list(app, expired)
+    with _signed_in(app, admin), app.state.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ConsoleSession)) == 1  # only the new one
 
 
 def test_the_list_shows_state_target_and_an_activity_chart(console: TestClient, api: TestClient) -> None:

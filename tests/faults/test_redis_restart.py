@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from actionhooks.worker.runtime import HTTP_SEND_THREADS
 from tests.support.engine import http_hook, poll, running_engine
 from tests.support.faults import (
     CountingReceiver,
+    claimable_batches,
     counting_receiver,
     outstanding,
     post_events,
@@ -64,4 +64,4 @@ def test_a_redis_broker_restarted_empty_mid_delivery_loses_no_acknowledged_event
     assert result.lost == []
     assert post_seconds < 10
     # Nothing was killed but the broker: duplicates, if any, are batches in flight when the worker lost it
-    assert result.duplicates <= CONCURRENCY * HTTP_SEND_THREADS * BATCH
+    assert result.duplicates <= claimable_batches(CONCURRENCY) * BATCH

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from actionhooks.worker.runtime import HTTP_SEND_THREADS
 from tests.support.engine import http_hook, redis_broker, running_engine
-from tests.support.faults import CountingReceiver, counting_receiver, post_events, report, settle
+from tests.support.faults import CountingReceiver, claimable_batches, counting_receiver, post_events, report, settle
 
 pytestmark = pytest.mark.slow
 
@@ -49,4 +48,4 @@ def test_a_worker_killed_three_times_mid_delivery_loses_no_acknowledged_event(
     report(f"worker SIGKILL x{KILLS}, pool={pool}", result)
     assert result.lost == []
     # And duplicates come only from batches in flight at a kill: at most every sending thread's batch
-    assert result.duplicates <= KILLS * CONCURRENCY * HTTP_SEND_THREADS * BATCH
+    assert result.duplicates <= KILLS * claimable_batches(CONCURRENCY) * BATCH

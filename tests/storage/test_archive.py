@@ -146,7 +146,7 @@ def test_rows_accepted_before_any_partition_existed_go_to_the_default_one_and_ex
 
 
 def test_captured_events_are_archived_by_the_group_commit_too(sessions: sessionmaker[Session]) -> None:
-    from actionhooks.capture.committer import GroupCommitter
+    from actionhooks.storage.committer import GroupCommitter
 
     committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=lambda _account: None, archive=True)
     try:

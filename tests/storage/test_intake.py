@@ -131,3 +131,30 @@ def test_a_claim_that_reached_its_row_limit_says_rows_may_be_left(sessions: sess
         intake.remove(session, ids)
         ids, _, _, more = intake.claim(session, 1, max_events=10 * intake.CLAIM_ROWS)
         assert (len(ids), more) == (1, False)
+
+
+def test_one_transaction_of_many_requests_dedups_more_ids_than_a_statement_may_bind(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Given three requests of the API's largest size (10,000 events), every id supplied by the sender:
+    # 30,000 ids are 90,000 bound parameters, past PostgreSQL's 65,535 (and a default SQLite build's 32,766)
+    requests = [intake.Offered([_event(f"{r}-{i}") for i in range(10_000)], [f"{r}-{i}" for i in range(10_000)])
+                for r in range(3)]
+    with sessions() as session:
+        # When the group commit stores them in one transaction
+        outcomes = intake.accept_requests(session, 1, requests, dedup_window_sec=HOUR)
+        # Then every event is queued once, and a resend of any of them is still known
+        assert [(o.queued, o.duplicates) for o in outcomes] == [(10_000, [])] * 3
+        assert _accept(session, "0-0", "2-9999", "new").duplicates == ["0-0", "2-9999"]
+
+
+def test_requests_of_one_trace_context_share_an_intake_row_and_the_route_span_links_every_other(
+    sessions: sessionmaker[Session],
+) -> None:
+    traces = [None, None, "t-1", "t-1", "t-2", None]
+    requests = [intake.Offered([_event(f"e-{n}")], [], trace) for n, trace in enumerate(traces)]
+    with sessions() as session:
+        intake.accept_requests(session, 1, requests, dedup_window_sec=HOUR)
+        rows = session.execute(select(Intake.trace_context, Intake.n_events).order_by(Intake.id)).all()
+        assert [tuple(row) for row in rows] == [(None, 2), ("t-1", 2), ("t-2", 1), (None, 1)]
+        assert _stored_ids(session) == [f"e-{n}" for n in range(6)]  # arrival order kept

@@ -1,6 +1,6 @@
 """The reads behind /healthz and /metrics: held hooks by reason, and reads that never queue behind a writer.
 
-SQLite lets one connection at a time hold the write lock (the router's and the capture committer's
+SQLite lets one connection at a time hold the write lock (the router's and the group committer's
 transactions); a health read that took it, or waited for it, would hold /healthz and every scrape
 behind them, and block them in turn.
 """

@@ -26,8 +26,17 @@ from sqlalchemy import func, select
 
 from actionhooks.storage.db import make_engine
 from actionhooks.storage.tables import Delivery, Intake, Outbox
+from actionhooks.worker.deliver import SENDS_PER_THREAD
+from actionhooks.worker.runtime import HTTP_SEND_THREADS
 from tests.support.engine import Engine, event, free_port, poll
 from tests.support.receiver import Received, Receiver, Reply
+
+
+def claimable_batches(drains: int) -> int:
+    """The most batches `drains` concurrent drains hold claimed at once (an HTTP hook's batches of more than
+    a few events): what a kill or a lost broker may make arrive twice."""
+    return drains * HTTP_SEND_THREADS * SENDS_PER_THREAD
+
 
 # A Reply with this status makes CountingReceiver close the connection without answering.
 DROP = 0

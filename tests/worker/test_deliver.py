@@ -9,9 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from standardwebhooks.webhooks import Webhook
 
 from actionhooks.broker.celery_app import make_celery
+from actionhooks.delivery import make_transport
 from actionhooks.delivery.stub import StubTransport
 from actionhooks.errors import PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
@@ -19,6 +21,7 @@ from actionhooks.storage.migrate import upgrade
 from actionhooks.storage.tables import Attempt, Delivery
 from actionhooks.worker.deliver import claim_due, drain_hook
 from actionhooks.worker.runtime import Runtime
+from tests.support.receiver import Receiver
 from tests.support.runtime import hook_with_batch
 
 
@@ -153,3 +156,52 @@ def test_a_transport_bug_costs_a_retry_not_the_batch(rt: Runtime, stub: StubTran
     assert delivery is not None
     assert delivery.status == "pending"
     assert "unexpected ZeroDivisionError" in (delivery.last_error or "")
+
+
+def test_a_receiver_gets_the_stored_batch_byte_for_byte_and_its_signature_verifies(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'd.db'}", DATA_DIR=str(tmp_path), BROKER_URL="memory://",
+                        HOOK_ALLOW_PRIVATE_TARGETS=True)
+    rt = Runtime(settings, make_celery(settings), transport_factory=make_transport)
+    try:
+        upgrade(rt.engine)
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        hook_id = hook_with_batch(rt, {"type": "http", "url": receiver.url, "batch_timeout_sec": 0,
+                                       "signing_secret": secret}, [{"n": 1}, {"n": 2}])
+        # Stored in a form the engine's encoder would not write: re-encoding it would change the bytes.
+        stored = b'[{"n": 1, "s": "caf\\u00e9"}, {"n": 2}]'
+        with rt.sessions() as session:
+            session.execute(update(Delivery).values(events=stored))
+            session.commit()
+        assert drain_hook(rt, hook_id) == 1
+        request = receiver.wait_for(1)[0]
+        assert request.body == stored
+        assert Webhook(secret).verify(request.body, request.headers) == [{"n": 1, "s": "café"}, {"n": 2}]
+        assert _attempts(rt) == [(1, "ok", None)]
+    finally:
+        rt.close()
+
+
+def test_a_rounds_outcomes_are_recorded_in_the_next_rounds_claim_under_one_lock_of_the_hook(
+    rt: Runtime, stub: StubTransport
+) -> None:
+    # Given 70 batches of one event: rounds of 32 (16 sending threads, 2 batches each), 32 and 6
+    hook_id = hook_with_batch(rt, {"type": "http", "url": "http://example.org/", "max_batch_size": 1,
+                                   "batch_timeout_sec": 0}, [{"n": i} for i in range(70)])
+    locks: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if " ".join(statement.split()).startswith("SELECT hooks.id FROM hooks WHERE hooks.id IN"):
+            locks.append(statement)
+
+    event.listen(rt.engine, "before_cursor_execute", seen)
+    try:
+        assert drain_hook(rt, hook_id) == 70
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", seen)
+    assert sorted(e["n"] for e in stub.events) == list(range(70))
+    # Then the hook row is locked by the window's close, by the first claim, and once per round after
+    # it (the round's record and the next claim, the last one finding nothing): not twice per round
+    assert len(locks) == 1 + 1 + 3
+    assert _attempts(rt) == [(1, "ok", None)] * 70

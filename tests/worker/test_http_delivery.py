@@ -102,15 +102,14 @@ def test_failed_attempts_are_retried_as_configured_then_dead_lettered_and_replay
     ):
         hook = api.post("/hooks", json=http_hook(receiver.url, batch_timeout_sec=0)).json()
         api.post("/events", json=[event(1), event(2)])
-        # Then exactly 3 attempts are made, never before their period (1 s, then 2 s, each ±10% jitter)
+        # Then exactly 3 attempts are made, never before their period (1 s, then 2 s, each ±10% jitter),
+        # and not left for a late sweep: within wait_for's deadline (generous: a loaded CI machine adds
+        # seconds to the 0.2 s scheduler tick, and this is not a speed check)
         requests = receiver.wait_for(3, timeout=20)
         failed = poll(lambda: api.get(f"/hooks/{hook['id']}/failed").json(), "the failed list", timeout=10)
         times = [r.received_at for r in requests]
         assert times[1] - times[0] >= 0.9
         assert times[2] - times[1] >= 1.8  # longer than the first period's most: the second period applied
-        # and not forgotten until a late sweep: well inside the next 30 s full reload (a loaded CI machine
-        # may add seconds to the 0.2 s scheduler tick, so this bound is generous, not a speed check)
-        assert times[1] - times[0] <= 1 + 10 and times[2] - times[1] <= 2 + 10
         time.sleep(2.5)  # a 4th attempt would have come by now; prove it does not
         assert len(receiver.requests) == 3
         assert len({r.headers["webhook-id"] for r in requests}) == 1  # one batch, stable id

@@ -1,28 +1,26 @@
-"""POST /events: validate the whole request, store it durably in one transaction, answer 202.
+"""POST /events: validate the whole request, store it durably, answer 202.
 
-The API does no matching or rendering: it validates, stores one intake row per request and, when
-the account had no routing pending, sends one trigger. That keeps a request's cost independent of
-the number of hooks and keeps the API responsive while workers are busy.
+The API does no matching or rendering: it validates and hands the events to the group commit
+(storage/committer.py), which stores the requests that arrived together in one transaction (one
+intake row) and, when the account had no routing pending, sends one trigger. That keeps a request's
+cost independent of the number of hooks and keeps the API responsive while workers are busy.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from actionhooks import tracing
 from actionhooks.api.auth import Principal, any_principal
 from actionhooks.api.body import read_json_body
-from actionhooks.api.triggers import triggers_of
 from actionhooks.errors import EventsRejected, HookValidationError
 from actionhooks.events import example_event, parse_events
-from actionhooks.storage.intake import accept_events
 
 router = APIRouter(tags=["events"])
 
@@ -53,16 +51,18 @@ class EventsAccepted(BaseModel):
         413: {"description": "body larger than EVENTS_MAX_REQUEST_BYTES"},
         415: {"description": "not application/json"},
         422: {"description": "an invalid event"},
+        503: {"description": "the database failed, or too many requests wait for it (Retry-After)"},
     },
 )
 async def capture_events(request: Request, principal: Annotated[Principal, Depends(any_principal)]) -> Response:
-    settings = request.app.state.settings
+    state = request.app.state
+    settings = state.settings
     body = await read_json_body(request, settings.EVENTS_MAX_REQUEST_BYTES)
     try:
         events = parse_events(body, max_events=settings.EVENTS_MAX_PER_REQUEST, assign_ids=False)
     except EventsRejected as exc:
         for reason in exc.reasons:
-            request.app.state.rejections.labels(reason=reason).inc()
+            state.rejections.labels(reason=reason).inc()
         raise
     account_id = principal.account_id
     wrong, supplied, unassigned = [], [], []
@@ -79,7 +79,11 @@ async def capture_events(request: Request, principal: Annotated[Principal, Depen
         event["event_id"] = event_id
     with tracing.span("actionhooks.accept", parent=request.headers.get("traceparent"),
                       account_id=account_id, events=len(events)) as span:
-        accepted = await run_in_threadpool(_store, request, account_id, events, supplied, span.traceparent)
+        # Durable when it returns. A database failure propagates to the 503 handler of api/errors.py
+        # (which also tells /healthz when it means the database cannot write), Busy to its own 503.
+        accepted = await state.committer.submit(account_id, events, supplied_ids=supplied,
+                                                trace_context=span.traceparent)
+    state.write_health.succeeded()
     # Encoded here with orjson: JSONResponse would use the standard json module, and the response
     # model only documents the shape (FastAPI does not re-validate a Response it is handed).
     answer = {"accepted": len(events), "queued": accepted.queued, "duplicates": accepted.duplicates,
@@ -101,30 +105,3 @@ def new_event_ids(n: int) -> list[str]:
 
 
 _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
-
-
-def _store(
-    request: Request, account_id: int, events: list[dict[str, Any]], supplied: list[str], trace_context: str | None
-) -> Any:
-    """Store the request and, when it raised the route signal, send the route trigger: one trip through
-    the thread pool for both. A database failure propagates to the 503 handler of api/errors.py, which
-    also tells /healthz when it means the database cannot write.
-
-    On SQLite the API's requests write one at a time under `intake_lock` (create_app): they would
-    otherwise all wait for SQLite's one write lock by polling it (storage/db.py), which under eight
-    concurrent requests cost more CPU than storing them."""
-    state = request.app.state
-    with state.intake_lock, state.sessions() as session:
-        accepted = accept_events(
-            session,
-            account_id,
-            events,
-            supplied_ids=supplied,
-            dedup_window_sec=state.settings.EVENT_DEDUP_HOURS * 3600,
-            trace_context=trace_context,
-            archive=state.settings.EVENT_ARCHIVE_HOURS > 0,
-        )
-    state.write_health.succeeded()
-    if accepted.signal_raised:
-        triggers_of(request).route(account_id)
-    return accepted

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from actionhooks.capture.committer import Busy
 from actionhooks.capture.context import CaptureContext
 from actionhooks.capture.model import Source
 from actionhooks.capture.request import Env, Refused
+from actionhooks.storage.committer import Busy
 from actionhooks.storage.sources import Identity
 
 __all__ = ["Call", "CaptureKind", "NoSource", "problem"]
@@ -56,8 +56,9 @@ class Call:
             raise NoSource(f"{kind}: capture() called for a request that has no source of this kind")
         returning = frozenset({env.visitor_id}) if env.returning and env.visitor_id else frozenset()
         try:
-            await self.ctx.committer.submit(self.source.account_id, events, identities, returning,
-                                            supplied_ids=supplied_ids, source_id=self.source.id)
+            await self.ctx.committer.submit(
+                self.source.account_id, events, identities=identities, returning=returning, source_id=self.source.id,
+                supplied_ids=[event["event_id"] for event in events] if supplied_ids else None)
         except Busy:
             self.refuse(kind, "overloaded")
             return False

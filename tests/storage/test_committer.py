@@ -1,4 +1,5 @@
-"""Group commit: concurrent requests share one transaction; each returns only once durable; visitors join."""
+"""Group commit: concurrent requests share one transaction; each returns only once durable, with its own
+outcome; a failing request or account fails only itself; visitors join."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from actionhooks.capture.committer import GroupCommitter
+from actionhooks.storage.committer import GroupCommitter
 from actionhooks.storage.sources import CAPTURES_KEPT, SqlSourceRepository, identities_for
-from actionhooks.storage.tables import Intake, SourceCapture
+from actionhooks.storage.tables import Intake, SeenEvent, SourceCapture
 from actionhooks.storage.tables import Source as SourceRow
 
 
@@ -27,9 +28,9 @@ def stored(sessions: sessionmaker[Session]) -> list[list[dict[str, Any]]]:
         return [orjson.loads(blob) for blob in session.scalars(select(Intake.events).order_by(Intake.id))]
 
 
-def run(sessions: sessionmaker[Session], scenario: Any) -> list[int]:
+def run(sessions: sessionmaker[Session], scenario: Any, **options: Any) -> list[int]:
     signals: list[int] = []
-    committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=signals.append)
+    committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=signals.append, **options)
     try:
         asyncio.run(scenario(committer))
     finally:
@@ -48,7 +49,7 @@ def test_concurrent_requests_are_written_in_one_transaction(sessions: sessionmak
     assert signals == [23]  # one route trigger for the burst
 
 
-def test_a_failed_transaction_fails_only_its_accounts_requests(sessions: sessionmaker[Session]) -> None:
+def test_a_request_that_cannot_be_stored_fails_only_itself(sessions: sessionmaker[Session]) -> None:
     async def scenario(committer: GroupCommitter) -> None:
         deep: dict[str, Any] = {}
         for _ in range(300):
@@ -56,11 +57,58 @@ def test_a_failed_transaction_fails_only_its_accounts_requests(sessions: session
         bad = event(1) | {"event_data": {"visitor_id": None, "x": deep}}  # orjson writes 254 levels at most
         other = event(2) | {"account_id": 24}
         results = await asyncio.gather(committer.submit(23, [event(0)]), committer.submit(23, [bad]),
-                                       committer.submit(24, [other]), return_exceptions=True)
-        assert [isinstance(r, Exception) for r in results] == [True, True, False]
+                                       committer.submit(23, [event(3)]), committer.submit(24, [other]),
+                                       return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["Accepted", "HookValidationError", "Accepted", "Accepted"]
 
     run(sessions, scenario)
-    assert [[e["event_id"] for e in row] for row in stored(sessions)] == [["e-2"]]  # the other account's
+    # The same account's other requests of that transaction were written again without it
+    assert sorted(e["event_id"] for row in stored(sessions) for e in row) == ["e-0", "e-2", "e-3"]
+
+
+def refuse_intake_of(sessions: sessionmaker[Session], account_id: int) -> None:
+    """A trigger in the database itself refusing every intake row of `account_id` (a failing account)."""
+    with sessions.begin() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text(f"CREATE TRIGGER refuse BEFORE INSERT ON intake WHEN NEW.account_id = {account_id} "
+                                 "BEGIN SELECT RAISE(ABORT, 'account refused'); END"))
+            return
+        session.execute(text("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                             f"IF NEW.account_id = {account_id} THEN RAISE EXCEPTION 'account refused'; END IF; "
+                             "RETURN NEW; END $$ LANGUAGE plpgsql"))
+        session.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON intake FOR EACH ROW EXECUTE FUNCTION refuse()"))
+
+
+def test_an_account_whose_writes_fail_never_fails_another_accounts_requests(sessions: sessionmaker[Session]) -> None:
+    refuse_intake_of(sessions, 66)
+    batches: list[tuple[int, int]] = []
+
+    async def scenario(committer: GroupCommitter) -> None:
+        failing = [committer.submit(66, [event(n) | {"account_id": 66}], supplied_ids=[f"e-{n}"]) for n in range(3)]
+        fine = [committer.submit(23, [event(n)], supplied_ids=[f"e-{n}"]) for n in range(10, 13)]
+        results = await asyncio.gather(*failing, *fine, return_exceptions=True)
+        assert [isinstance(r, Exception) for r in results] == [True] * 3 + [False] * 3
+
+    signals = run(sessions, scenario, on_batch=lambda requests, events: batches.append((requests, events)))
+    assert [e["event_id"] for row in stored(sessions) for e in row] == ["e-10", "e-11", "e-12"]
+    assert batches == [(3, 3)]  # account 23's three requests in one transaction; account 66's none
+    assert signals == [23]
+    with sessions() as session:  # nothing of the failed account's requests stayed: not even their dedup ids
+        assert session.scalars(select(SeenEvent.event_id).where(SeenEvent.account_id == 66)).all() == []
+
+
+def test_concurrent_requests_are_deduplicated_as_if_one_came_after_the_other(sessions: sessionmaker[Session]) -> None:
+    async def scenario(committer: GroupCommitter) -> None:
+        first, second = await asyncio.gather(
+            committer.submit(23, [event(1), event(2)], supplied_ids=["e-1", "e-2"]),
+            committer.submit(23, [event(2), event(3)], supplied_ids=["e-2", "e-3"]),
+        )
+        assert (first.queued, first.duplicates, second.queued, second.duplicates) == (2, [], 1, ["e-2"])
+        again = await committer.submit(23, [event(3), event(4)], supplied_ids=["e-3", "e-4"])
+        assert (again.queued, again.duplicates) == (1, ["e-3"])
+
+    run(sessions, scenario)
+    assert [e["event_id"] for row in stored(sessions) for e in row] == ["e-1", "e-2", "e-3", "e-4"]
 
 
 V1 = frozenset({"v1"})
@@ -70,7 +118,8 @@ V1 = frozenset({"v1"})
 def test_after_identify_a_visitors_events_carry_the_profile(sessions: sessionmaker[Session], same_batch: bool) -> None:
     async def scenario(committer: GroupCommitter) -> None:
         before = committer.submit(23, [event(0, visitor="v1")])
-        identify = committer.submit(23, [event(1, visitor="v1", profile="p-9")], {"v1": ("p-9", 42)}, V1)
+        identify = committer.submit(23, [event(1, visitor="v1", profile="p-9")], identities={"v1": ("p-9", 42)},
+                                    returning=V1)
         if same_batch:
             await asyncio.gather(before, identify)
         else:
@@ -94,11 +143,11 @@ def test_after_identify_a_visitors_events_carry_the_profile(sessions: sessionmak
 def test_requests_beyond_the_waiting_bound_are_refused_at_once(
     sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("actionhooks.capture.committer.MAX_WAITING", 3)
+    monkeypatch.setattr("actionhooks.storage.committer.MAX_WAITING", 3)
 
     async def scenario(committer: GroupCommitter) -> None:
         results = await asyncio.gather(*(committer.submit(23, [event(n)]) for n in range(5)), return_exceptions=True)
-        assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["Busy"] * 2
+        assert [type(r).__name__ for r in results] == ["Accepted"] * 3 + ["Busy"] * 2
 
     run(sessions, scenario)
     assert sum(len(r) for r in stored(sessions)) == 3
@@ -107,13 +156,13 @@ def test_requests_beyond_the_waiting_bound_are_refused_at_once(
 def test_one_account_cannot_take_all_the_waiting_room(
     sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("actionhooks.capture.committer.MAX_WAITING_PER_ACCOUNT", 2)
+    monkeypatch.setattr("actionhooks.storage.committer.MAX_WAITING_PER_ACCOUNT", 2)
 
     async def scenario(committer: GroupCommitter) -> None:
         flood = [committer.submit(23, [event(n)]) for n in range(4)]
         other = committer.submit(24, [event(9) | {"account_id": 24}])
         results = await asyncio.gather(*flood, other, return_exceptions=True)
-        assert [type(r).__name__ for r in results] == ["NoneType", "NoneType", "Busy", "Busy", "NoneType"]
+        assert [type(r).__name__ for r in results] == ["Accepted", "Accepted", "Busy", "Busy", "Accepted"]
         await committer.submit(23, [event(10)])  # room again once the batch is taken
 
     run(sessions, scenario)
