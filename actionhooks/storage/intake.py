@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from actionhooks.errors import HookValidationError
 from actionhooks.storage import archive as event_archive
-from actionhooks.storage.dialect import insert_for
+from actionhooks.storage.dialect import insert_for, is_postgresql
 from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
 
 __all__ = [
@@ -215,10 +215,14 @@ def _dump(events: list[dict[str, Any]], keep: list[dict[str, Any]]) -> bytes:
         raise HookValidationError(errors) from None
 
 
-def clear_signal(session: Session, account_id: int) -> None:
-    """Called by the router before its last look at the intake (see the module docstring), in the
-    caller's transaction; the look comes after the commit."""
+def clear_signal(session: Session, account_id: int) -> bool:
+    """Called by the router once it has claimed all that waited, in the transaction of that claim (see
+    the module docstring). True when the router must look at the intake once more after committing:
+    on PostgreSQL an acceptance may have committed after the claim, found the signal still raised
+    and sent no trigger. On SQLite none can have: the router's transaction has held the write lock
+    since its claim (BEGIN IMMEDIATE, storage/db.py), so the look would only cost a transaction."""
     session.execute(delete(RouteSignal).where(RouteSignal.account_id == account_id))
+    return is_postgresql(session)
 
 
 def hold_signal(session: Session, account_id: int, *, started: float, until: float) -> bool:

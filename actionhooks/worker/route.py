@@ -66,7 +66,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
     batches at once for one drain, instead of a task, a claim and a drain per commit. The pause
     holds no worker process: it is a countdown trigger. Larger requests are worth a task each and
     are not delayed: the router clears the signal, so what is accepted next raises it again and is
-    routed at once, and looks once more before it ends.
+    routed at once (on PostgreSQL it looks once more before it ends, see intake.clear_signal).
     """
     started = time.time()
     routed = 0
@@ -79,8 +79,10 @@ def route_account(rt: Runtime, account_id: int) -> int:
             if not ids:
                 if cleared:
                     return routed
-                intake.clear_signal(session, account_id)
+                look_again = intake.clear_signal(session, account_id)
                 session.commit()
+                if not look_again:
+                    return routed
                 cleared = True
                 continue  # one more look: what was accepted before the clear is there now
             # After the claim: every hook change committed before these events were accepted is seen.
@@ -90,20 +92,20 @@ def route_account(rt: Runtime, account_id: int) -> int:
                 intake.remove(session, ids)
                 small = len(events) < ROUTE_PACE_BELOW_EVENTS * len(ids)  # requests, on average
                 successor_at = max(started + rt.settings.ROUTE_INTERVAL_SEC, time.time())
-                paced = False
+                paced = look_again = False
                 if not (more or cleared):  # this chunk was all that waited
                     if small:
                         paced = intake.hold_signal(session, account_id, started=started, until=successor_at)
                     else:
-                        intake.clear_signal(session, account_id)  # then one more look, after the commit
+                        look_again = intake.clear_signal(session, account_id)  # the look: after the commit
                 session.commit()
         for hook_id, due_in in windows.items():
             rt.triggers.drain(hook_id, countdown=due_in or None)
         routed += len(events)
         if more:
             continue
-        if cleared or small:
-            # Routed all that waited: after a clear, what came later raised the signal and sent its
+        if not look_again:
+            # Routed all that waited: after the clear, what came later raised the signal and sent its
             # own trigger; a paced router's successor (or the router that raised the signal after
             # this one started) takes what arrives. Ending frees this worker process for the drains
             # this chunk triggered (prefetch 1).
