@@ -253,8 +253,16 @@ def engine_run(engine: Engine, url: str, receiver_port: int, *, seconds: float, 
     spied = {role: SimpleNamespace(pid=pid) for role, pid in roles.items() if role != "scheduler"}
     with common.profiled(spied, profile, prefix=f"capture-{name}", gil=True):  # type: ignore[arg-type]
         load = wrk(url, seconds, connections, rate)
-    hits = captured(engine) - before
-    poll(lambda: stats(receiver_port)["events"] >= hits, f"{hits:.0f} hits delivered", timeout=600, every=0.5)
+    hits = 0.0
+
+    def all_delivered() -> bool:
+        # Re-read: the requests wrk left in flight when it stopped (up to one per connection) are still
+        # committed and counted after it returns, and delivered like the others.
+        nonlocal hits
+        hits = captured(engine) - before
+        return stats(receiver_port)["events"] >= hits
+
+    poll(all_delivered, "every captured hit delivered", timeout=600, every=0.5)
     seen = stats(receiver_port)
     per_hit = {f"cpu_us_{role}": (common.cpu_seconds(pid) - cpu[role]) / max(hits, 1) * 1e6
                for role, pid in roles.items()}

@@ -22,8 +22,8 @@ class Triggers:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
 
-    def route(self, account_id: int) -> None:
-        self._send(ROUTE_TASK, account_id)
+    def route(self, account_id: int, countdown: float | None = None) -> None:
+        self._send(ROUTE_TASK, account_id, countdown)
 
     def drain(self, hook_id: int, countdown: float | None = None) -> None:
         if countdown is not None and countdown > MAX_COUNTDOWN_SEC:

@@ -65,6 +65,9 @@ def _counters(totals: Mapping[stats.Series, float]) -> Iterator[Metric]:
     not_compiled = CounterMetricFamily(
         "actionhooks_hooks_not_compiled", "Stored hook versions a worker process could not compile (left out of "
         "matching until changed; each process counts once), by the field of the first error.", labels=["field"])
+    tasks = CounterMetricFamily(
+        "actionhooks_worker_tasks", "Route and drain tasks run by all workers, by task (each trigger that reached a "
+        "worker runs one, whether it found work or not).", labels=["task"])
     for (name, labels), value in sorted(totals.items()):
         lab = stats.parse_labels(labels)
         if name == stats.ATTEMPTS:
@@ -73,9 +76,12 @@ def _counters(totals: Mapping[stats.Series, float]) -> Iterator[Metric]:
             delivered.add_metric([lab["transport"]], value)
         elif name == stats.HOOKS_NOT_COMPILED:
             not_compiled.add_metric([lab["field"]], value)
+        elif name == stats.TASKS:
+            tasks.add_metric([lab["task"]], value)
     yield attempts
     yield delivered
     yield not_compiled
+    yield tasks
 
 
 def _latency(totals: Mapping[stats.Series, float]) -> HistogramMetricFamily:

@@ -66,6 +66,10 @@ class Settings(BaseModel):
     WORKER_POOL: Literal["prefork", "threads", "solo"] = Field("prefork", description="Celery worker pool.")
     WORKER_CONCURRENCY: int = Field(2, ge=1, le=256, description="Celery worker processes or threads.")
     SCHEDULER_TICK_SEC: float = Field(1.0, gt=0, le=60, description="How often the scheduler looks for due work.")
+    ROUTE_INTERVAL_SEC: float = Field(
+        0.1, gt=0, le=5, description="Under a steady flow of events, an account's router starts at most this often; "
+        "what arrives meanwhile is routed together. The first events after a quiet spell are routed at once.",
+    )
     CLEANUP_EVERY_SEC: float = Field(
         30, gt=0, le=3600, description="How often the scheduler deletes expired content, dedup ids and old attempts."
     )

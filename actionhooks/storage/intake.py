@@ -8,7 +8,9 @@ Accepting events (dedupe by event_id, store the requests of a group commit as on
 the route signal) happens in one transaction, so a 202 means the events are on disk (SQLite WAL or
 PostgreSQL) and nothing of a rejected request is stored. The route signal lets the API send one
 trigger per burst instead of one per request: it is set here only if absent, and the router removes
-it before it reads the intake, so an event stored after the removal raises it again.
+it before its last look at the intake, so an event stored after the removal raises it again. A
+router of small intake rows keeps the signal raised until its successor is due instead
+(`hold_signal`, the router's pace): events accepted meanwhile send no trigger and are routed together.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from sqlalchemy.orm import Session
 
 from actionhooks.errors import HookValidationError
 from actionhooks.storage import archive as event_archive
-from actionhooks.storage.dialect import insert_for
+from actionhooks.storage.dialect import insert_for, is_postgresql
 from actionhooks.storage.tables import Intake, RouteSignal, SeenEvent
 
 __all__ = [
-    "Accepted", "Offered", "accept_events", "accept_requests", "clear_signal", "forget_seen", "remove", "requeue",
-    "stage", "stale_work",
+    "Accepted", "Offered", "accept_events", "accept_requests", "clear_signal", "forget_seen", "hold_signal",
+    "remove", "requeue", "stage", "stale_work",
 ]
 
 CLAIM_ROWS = 1000  # intake rows a router looks at per claim
@@ -213,10 +215,31 @@ def _dump(events: list[dict[str, Any]], keep: list[dict[str, Any]]) -> bytes:
         raise HookValidationError(errors) from None
 
 
-def clear_signal(session: Session, account_id: int) -> None:
-    """Called by the router before it reads the intake (see the module docstring)."""
+def clear_signal(session: Session, account_id: int) -> bool:
+    """Called by the router once it has claimed all that waited, in the transaction of that claim (see
+    the module docstring). True when the router must look at the intake once more after committing:
+    on PostgreSQL an acceptance may have committed after the claim, found the signal still raised
+    and sent no trigger. On SQLite none can have: the router's transaction has held the write lock
+    since its claim (BEGIN IMMEDIATE, storage/db.py), so the look would only cost a transaction."""
     session.execute(delete(RouteSignal).where(RouteSignal.account_id == account_id))
-    session.commit()
+    return is_postgresql(session)
+
+
+def hold_signal(session: Session, account_id: int, *, started: float, until: float) -> bool:
+    """Keep the account's route signal raised until `until`, for a router that started at `started` and
+    will send its successor's trigger due then; in the caller's transaction. True when the caller is
+    to send that trigger: False when the signal was raised after `started` (by an acceptance whose
+    trigger is on its way, or by a router that started later and holds it already), so the routers
+    of an account merge into one paced chain. A held signal dated `until` is not stale before then
+    (`stale_work`): a successor's lost trigger is found by the scheduler once that time is past.
+    """
+    stmt = insert_for(session)(RouteSignal).values(account_id=account_id, signalled_at=until)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[RouteSignal.account_id],
+        set_={"signalled_at": stmt.excluded.signalled_at},
+        where=RouteSignal.signalled_at <= started,
+    ).returning(RouteSignal.account_id)
+    return session.execute(stmt).first() is not None
 
 
 def claim(

@@ -31,6 +31,7 @@ DELIVERED_EVENTS = "delivered_events"
 LATENCY = "delivery_latency_seconds"
 LATENCY_SUM = "delivery_latency_seconds_sum"
 HOOKS_NOT_COMPILED = "hooks_not_compiled"
+TASKS = "worker_tasks"
 # Accept -> delivered spans batching windows (seconds to minutes) and retries (minutes to hours).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
 
@@ -67,6 +68,10 @@ class Tally:
             latency_sec = max(0.0, latency_sec)
             self.values[(LATENCY, labels_of(le=bucket_label(latency_sec), transport=transport))] += 1
             self.values[(LATENCY_SUM, labels_of(transport=transport))] += latency_sec
+
+    def task(self, name: str) -> None:
+        """A worker ran a route or drain task (one per trigger that reached it: what triggers cost)."""
+        self.values[(TASKS, labels_of(task=name))] += 1
 
     def hook_not_compiled(self, field: str) -> None:
         """A worker process found a stored hook version it cannot compile; `field`: a HookSpec field name."""

@@ -97,6 +97,7 @@ def lease_seconds(rt: Runtime, hook: CompiledHook) -> float:
 
 def drain_hook(rt: Runtime, hook_id: int) -> int:
     """Deliver what is due for one hook within a time budget; returns the number of attempts made."""
+    rt.count_task("drain")
     rt.hooks.refresh()
     hook = rt.hooks.get(hook_id)
     if hook is None:

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 ROUTE_CHUNK_EVENTS = 5000
 ROUTE_TIME_BUDGET_SEC = 10.0
+# Requests (intake rows: a POST /events, a capture group commit) of fewer events than this on average
+# cost more in the router tasks they trigger (dispatch, claim, hook refresh, a drain trigger: a few ms
+# each) than in their events, so their routers are paced (ROUTE_INTERVAL_SEC) to take many at once.
+ROUTE_PACE_BELOW_EVENTS = 100
 # Errors that follow an event wherever it is routed: what the database refuses for its values or rows
 # (DataError: too long, NUL, out of range; IntegrityError: a constraint or a trigger), and what our code
 # raises only for some input. OperationalError, InterfaceError, InternalError are the database's state.
@@ -51,30 +55,64 @@ Accepted = list[tuple[float, dict[str, Any]]]
 
 
 def route_account(rt: Runtime, account_id: int) -> int:
-    """Route the account's waiting intake; returns the number of events routed."""
-    with rt.sessions() as session:
-        intake.clear_signal(session, account_id)
+    """Route the account's waiting intake; returns the number of events routed.
+
+    Paced for small requests: a router whose last chunk came from requests of fewer than
+    ROUTE_PACE_BELOW_EVENTS events on average keeps the account's route signal raised and sends its
+    successor's trigger due ROUTE_INTERVAL_SEC after its own start (storage/intake.hold_signal), so
+    what is accepted meanwhile sends no trigger and is routed by that successor as one chunk. A flow
+    of small commits (the capture group committer commits every few milliseconds, ~25 hits each)
+    then costs a few route tasks a second, each routing hundreds of events and forming several
+    batches at once for one drain, instead of a task, a claim and a drain per commit. The pause
+    holds no worker process: it is a countdown trigger. Larger requests are worth a task each and
+    are not delayed: the router clears the signal, so what is accepted next raises it again and is
+    routed at once (on PostgreSQL it looks once more before it ends, see intake.clear_signal).
+    """
+    started = time.time()
     routed = 0
+    cleared = False
+    rt.count_task("route")
     deadline = time.monotonic() + ROUTE_TIME_BUDGET_SEC
     while time.monotonic() < deadline and not shutdown.requested():
         with rt.sessions() as session:
             ids, events, traces, more = intake.claim(session, account_id, ROUTE_CHUNK_EVENTS)
             if not ids:
-                return routed
+                if cleared:
+                    return routed
+                look_again = intake.clear_signal(session, account_id)
+                session.commit()
+                if not look_again:
+                    return routed
+                cleared = True
+                continue  # one more look: what was accepted before the clear is there now
             # After the claim: every hook change committed before these events were accepted is seen.
             rt.hooks.refresh(force=True)  # reads only: never waits for the write lock this session holds
             with tracing.span("actionhooks.route", links=traces, account_id=account_id, events=len(events)):
                 windows = _route_isolating(rt, session, account_id, events)
                 intake.remove(session, ids)
+                small = len(events) < ROUTE_PACE_BELOW_EVENTS * len(ids)  # requests, on average
+                successor_at = max(started + rt.settings.ROUTE_INTERVAL_SEC, time.time())
+                paced = look_again = False
+                if not (more or cleared):  # this chunk was all that waited
+                    if small:
+                        paced = intake.hold_signal(session, account_id, started=started, until=successor_at)
+                    else:
+                        look_again = intake.clear_signal(session, account_id)  # the look: after the commit
                 session.commit()
         for hook_id, due_in in windows.items():
             rt.triggers.drain(hook_id, countdown=due_in or None)
         routed += len(events)
-        if not more:
-            # All that waited is routed. What arrived meanwhile raised the route signal (cleared
-            # above) and sent its own trigger, which queues behind the drains this chunk triggered:
-            # a router that looped on would hold its worker process while they wait (prefetch 1).
+        if more:
+            continue
+        if not look_again:
+            # Routed all that waited: after the clear, what came later raised the signal and sent its
+            # own trigger; a paced router's successor (or the router that raised the signal after
+            # this one started) takes what arrives. Ending frees this worker process for the drains
+            # this chunk triggered (prefetch 1).
+            if paced:
+                rt.triggers.route(account_id, countdown=max(0.0, successor_at - time.time()) or None)
             return routed
+        cleared = True
     rt.triggers.route(account_id)  # budget used up with work left: continue in a fresh task
     return routed
 

@@ -55,6 +55,27 @@ def test_a_burst_raises_one_signal_until_the_router_clears_it(sessions: sessionm
         assert session.scalar(select(func.count()).select_from(RouteSignal)) == 1
 
 
+def test_a_router_holds_the_signal_for_its_successor_and_the_routers_of_an_account_merge_into_one_chain(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        assert _accept(session, "a").signal_raised
+        raised_at = session.scalar(select(RouteSignal.signalled_at))
+        # The router the acceptance triggered holds the signal until its successor is due ...
+        started = raised_at + 0.01
+        assert intake.hold_signal(session, 1, started=started, until=started + 0.1)
+        session.commit()
+        # ... so what is accepted meanwhile sends no trigger: the successor routes it
+        assert not _accept(session, "b").signal_raised
+        # A router that started before the signal was held leaves the chain to its holder (one successor)
+        assert not intake.hold_signal(session, 1, started=started - 1, until=started + 0.5)
+        # A router that finds nothing clears it: the next acceptance triggers at once
+        intake.clear_signal(session, 1)
+        assert _accept(session, "c").signal_raised
+        # The router it triggers, started later, takes the chain over
+        assert intake.hold_signal(session, 1, started=time.time() + 0.01, until=time.time() + 0.1)
+
+
 def test_stale_work_names_the_accounts_whose_intake_waits_too_long(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
         _accept(session, "a", account_id=1)

@@ -1,4 +1,4 @@
-"""Worker test fixtures: a RabbitMQ vhost of the test's own."""
+"""Worker test fixtures: a RabbitMQ vhost of the test's own, a worker Runtime on the test's database."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine
 
+from actionhooks.broker.celery_app import make_celery
+from actionhooks.settings import Settings
+from actionhooks.worker.runtime import Runtime
 from tests.delivery.brokers_fixtures import unique
 
 
@@ -24,3 +28,12 @@ def vhost() -> Iterator[str]:
         yield name
     finally:
         rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def rt(engine: Engine) -> Iterator[Runtime]:
+    """A worker process's Runtime on the test's database; its triggers go to an in-memory broker."""
+    settings = Settings(BROKER_URL="memory://", DATA_DIR="unused")
+    runtime = Runtime(settings, make_celery(settings), engine=engine)
+    yield runtime
+    runtime._closed.set()  # not close(): the engine is the fixture's

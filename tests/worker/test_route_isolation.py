@@ -16,8 +16,6 @@ import pytest
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from actionhooks.broker.celery_app import make_celery
-from actionhooks.settings import Settings
 from actionhooks.storage import quarantine
 from actionhooks.storage.tables import Delivery, Hook, Intake, QuarantinedEvent
 from actionhooks.worker.route import route_account
@@ -25,14 +23,6 @@ from actionhooks.worker.runtime import Runtime
 from tests.support.engine import event
 
 POISON_SEND = "poison-send"
-
-
-@pytest.fixture
-def rt(engine: Engine) -> Iterator[Runtime]:
-    settings = Settings(BROKER_URL="memory://", DATA_DIR="unused")
-    runtime = Runtime(settings, make_celery(settings), engine=engine)
-    yield runtime
-    runtime._closed.set()  # not close(): the engine is the fixture's
 
 
 @pytest.fixture
