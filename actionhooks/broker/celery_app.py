@@ -41,7 +41,8 @@ def make_celery(settings: Settings) -> Celery:
     }
     if settings.embedded_broker:
         conf["broker_transport"] = "actionhooks.broker.embedded:Transport"
-    elif settings.broker_url.startswith(("redis", "rediss")):
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        conf["broker_transport"] = "actionhooks.broker.redis:Transport"  # survives a lost Redis (its docstring)
         # Triggers are cheap to redo, but an unacked one must come back soon after a worker dies.
         conf["broker_transport_options"] = {"visibility_timeout": 300}
     app.conf.update(conf)
