@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -88,7 +89,7 @@ def route_account(rt: Runtime, account_id: int) -> int:
             # After the claim: every hook change committed before these events were accepted is seen.
             rt.hooks.refresh(force=True)  # reads only: never waits for the write lock this session holds
             with tracing.span("actionhooks.route", links=traces, account_id=account_id, events=len(events)):
-                windows = _route_isolating(rt, session, account_id, events)
+                wakes = _route_isolating(rt, session, account_id, events)
                 intake.remove(session, ids)
                 small = len(events) < ROUTE_PACE_BELOW_EVENTS * len(ids)  # requests, on average
                 successor_at = max(started + rt.settings.ROUTE_INTERVAL_SEC, time.time())
@@ -99,8 +100,11 @@ def route_account(rt: Runtime, account_id: int) -> int:
                     else:
                         look_again = intake.clear_signal(session, account_id)  # the look: after the commit
                 session.commit()
-        for hook_id, due_in in windows.items():
-            rt.triggers.drain(hook_id, countdown=due_in or None)
+        for hook_id, wake in wakes.items():
+            if wake.now:
+                rt.triggers.drain(hook_id)  # batches were cut
+            if wake.window_in is not None and not (wake.now and wake.window_in <= 0):
+                rt.triggers.drain(hook_id, countdown=wake.window_in or None)  # a window opened: close it on time
         routed += len(events)
         if more:
             continue
@@ -117,13 +121,27 @@ def route_account(rt: Runtime, account_id: int) -> int:
     return routed
 
 
-def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, float]:
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """The drains a routed chunk asks of one hook: one now (batches were cut) and one when the window it
+    opened closes (seconds from now), either or both. Both when a chunk cuts batches and its remainder
+    opens a new window: that window's close is then not left to the scheduler's next look."""
+
+    now: bool = False
+    window_in: float | None = None
+
+    def merge(self, other: Wake) -> Wake:
+        windows = [w for w in (self.window_in, other.window_in) if w is not None]
+        return Wake(self.now or other.now, min(windows) if windows else None)
+
+
+def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, Wake]:
     """Route `accepted`, quarantining the events that fail on their own (see the module docstring).
 
-    Returns {hook_id: seconds until its batch window closes} to trigger. A chunk with one poison
-    event costs about 2·log2(n) extra partial routings, each of at most half the previous part.
+    Returns the drains to trigger per hook. A chunk with one poison event costs about 2·log2(n)
+    extra partial routings, each of at most half the previous part.
     """
-    windows: dict[int, float] = {}
+    wakes: dict[int, Wake] = {}
     parts = [accepted]
     while parts:
         part = parts.pop()
@@ -141,9 +159,9 @@ def _route_isolating(rt: Runtime, session: Session, account_id: int, accepted: A
                         account_id, event.get("event_id"), error.splitlines()[0])
             quarantine.quarantine(session, account_id, event, accepted_at, error)
             continue
-        for hook_id, due_in in routed.items():
-            windows[hook_id] = min(due_in, windows.get(hook_id, due_in))
-    return windows
+        for hook_id, wake in routed.items():
+            wakes[hook_id] = wakes[hook_id].merge(wake) if hook_id in wakes else wake
+    return wakes
 
 
 def _describe(exc: Exception) -> str:
@@ -152,8 +170,8 @@ def _describe(exc: Exception) -> str:
     return f"{type(cause).__name__}: {cause}".strip()
 
 
-def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, float]:
-    """Match, render and batch events; returns {hook_id: seconds until its batch window closes} to trigger."""
+def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Accepted) -> dict[int, Wake]:
+    """Match, render and batch events; returns the drains to trigger per hook."""
     now = time.time()
     contents = content_store.remember(session, account_id, [event for _, event in accepted], now)
     matched: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -168,7 +186,7 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
     # kept from being deleted until this transaction ends (lock_existing: the pipeline's lock order).
     alive = lock_existing(session, matched)
     hooks = [h for h in (rt.hooks.get(hook_id) for hook_id in matched) if h is not None and h.id in alive]
-    to_trigger: dict[int, float] = {}
+    to_trigger: dict[int, Wake] = {}
     for hook, rendered, broken in render_matched(
         session, rt.settings, account_id, hooks, matched, contents=contents, now=now
     ):
@@ -176,8 +194,7 @@ def _route_events(rt: Runtime, session: Session, account_id: int, accepted: Acce
             deliveries.add(session, [broken])
         formed = form_batches(session, hook, rendered, now, accepted_at=first_accepted[hook.id],
                               trace_context=tracing.current())
-        if formed.batches:
-            to_trigger[hook.id] = 0.0
-        elif formed.window_opened and formed.window_due_in is not None:
-            to_trigger[hook.id] = formed.window_due_in
+        window_in = formed.window_due_in if formed.window_opened else None
+        if formed.batches or window_in is not None:
+            to_trigger[hook.id] = Wake(bool(formed.batches), window_in)
     return to_trigger

@@ -69,6 +69,21 @@ def test_a_batch_window_closes_on_time_even_with_one_event(engine: Engine, recei
     assert waited >= 0.9, waited  # and the window was kept: it did not go out at once
 
 
+def test_the_remainder_of_a_cut_opens_a_window_that_closes_on_its_own_trigger_without_the_scheduler(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # Given no scheduler (nothing that would find a window by looking), batches of 10 and a 1 s window
+    with running_engine(tmp_path, "api", "worker") as engine, engine.client() as api:
+        api.post("/hooks", json=http_hook(receiver.url, max_batch_size=10, batch_timeout_sec=1))
+        # When one request brings 15 events: a full batch is cut at once, 5 open a new window
+        posted = time.monotonic()
+        assert api.post("/events", json=[event(n) for n in range(15)]).status_code == 202
+        # Then the 5 go out when their window closes, on the trigger routing sent for it
+        first, second = receiver.wait_for(2, timeout=15)
+    assert [len(orjson.loads(r.body)) for r in (first, second)] == [10, 5]
+    assert second.received_at - posted >= 1.0  # the window was kept, not flushed with the cut
+
+
 def test_requests_are_signed_so_receivers_can_verify_them(engine: Engine, receiver: Receiver) -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     with engine.client() as api:
