@@ -65,6 +65,7 @@ class Runtime:
         self._closed = threading.Event()
         self._uncounted: collections.deque[str] = collections.deque()  # see _note_broken
         self._tasks: collections.deque[str] = collections.deque()  # see count_task
+        self._unflushed = stats.Tally()  # counts the database could not take yet (watcher thread only)
         self._watcher: threading.Thread | None = None
 
     def _note_broken(self, hook_id: int, version: int, error: HookValidationError) -> None:
@@ -81,25 +82,24 @@ class Runtime:
 
     def _flush_counts(self) -> None:
         """Add the noted hook versions (actionhooks_hooks_not_compiled_total) and tasks
-        (actionhooks_worker_tasks_total), in a transaction of the watcher's own; kept for the next
-        round when the database cannot take them now."""
-        fields = [self._uncounted.popleft() for _ in range(len(self._uncounted))]  # only the watcher pops
-        tasks = [self._tasks.popleft() for _ in range(len(self._tasks))]
-        if not fields and not tasks:
+        (actionhooks_worker_tasks_total), in a transaction of the watcher's own. What the database cannot
+        take now stays summed in one tally (a value per label set, however long it is down) for the
+        next round."""
+        tally = self._unflushed
+        for _ in range(len(self._uncounted)):  # only the watcher pops
+            tally.hook_not_compiled(self._uncounted.popleft())
+        for _ in range(len(self._tasks)):
+            tally.task(self._tasks.popleft())
+        if not tally.values:
             return
-        tally = stats.Tally()
-        for field in fields:
-            tally.hook_not_compiled(field)
-        for name in tasks:
-            tally.task(name)
         try:
             with self.sessions.begin() as session:
                 stats.add(session, tally)
         except SQLAlchemyError:
-            self._uncounted.extend(fields)
-            self._tasks.extend(tasks)
-            log.warning("could not count %d hook version(s) as not compiled and %d task(s); trying again",
-                        len(fields), len(tasks), exc_info=True)
+            log.warning("could not add %d worker count(s) to the database; trying again", len(tally.values),
+                        exc_info=True)
+            return
+        self._unflushed = stats.Tally()
 
     def send_parallelism(self, hook: CompiledHook) -> int:
         """HTTP batches of one hook go out on a few threads sharing one keep-alive client (more for
