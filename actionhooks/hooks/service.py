@@ -220,4 +220,5 @@ def _nested_target_moved(data: dict[str, Any], old: Any, path: tuple[str, ...]) 
         return False
     for part in path[:-1]:
         data, old = data[part], getattr(old, part)
-    return any(data.get(name) != str(getattr(old, name)) for name in old.TARGET_FIELDS)
+    shown = old.model_dump(mode="json")  # the form `data` has (a URL as text, a list of URLs as a list)
+    return any(data.get(name) != shown.get(name) for name in old.TARGET_FIELDS)
