@@ -13,6 +13,7 @@ import pytest
 from actionhooks.errors import TargetUnreachable
 from tests.delivery.conformance import sample_batch
 from tests.delivery.test_http import http
+from tests.support.trickle import read_request_head
 
 
 class RawAnswerServer:
@@ -33,12 +34,8 @@ class RawAnswerServer:
             except OSError:
                 return
             with conn:
-                received = b""
-                while b"\r\n\r\n" not in received:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    received += chunk
+                if read_request_head(conn) is None:
+                    continue
                 self.requests += 1
                 with contextlib.suppress(OSError):  # the client gave up reading: what the test expects of it
                     conn.sendall(self.answer)

@@ -11,6 +11,18 @@ import socket
 import threading
 
 
+def read_request_head(conn: socket.socket) -> bytes | None:
+    """What the client sent up to the end of its request head (the body's first bytes may follow it),
+    or None when it closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
 class TrickleServer:
     def __init__(self, mode: str = "headers", every: float = 0.2) -> None:
         self.mode = mode
@@ -39,12 +51,9 @@ class TrickleServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
+            data = read_request_head(conn)
+            if data is None:
+                return
             head, _, body = data.partition(b"\r\n\r\n")
             length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                            if line.lower().startswith(b"content-length:")), 0)
