@@ -282,7 +282,7 @@ class QuarantinedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(100))
     event: Mapped[bytes] = mapped_column(LargeBinary)  # the event as accepted (orjson)
     accepted_at: Mapped[float] = mapped_column(Float)
-    quarantined_at: Mapped[float] = mapped_column(Float)
+    quarantined_at: Mapped[float] = mapped_column(Float, index=True)  # the scheduler's expiry looks by it
     error: Mapped[str] = mapped_column(Text)
 
 
