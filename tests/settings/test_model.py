@@ -55,6 +55,12 @@ def test_content_retention_accepts_a_fraction_of_an_hour() -> None:
         ("DATABASE_URL", "mysql://127.0.0.1/db"),
         ("BROKER_URL", "kafka://127.0.0.1:9092"),
         ("WORKER_POOL", "gevent"),
+        ("ROUTE_INTERVAL_SEC", 0),
+        ("ROUTE_INTERVAL_SEC", 60),
+        ("ROUTE_INTERVAL_SEC", float("nan")),
+        ("QUARANTINE_KEEP_HOURS", 0),
+        ("QUARANTINE_KEEP_HOURS", 10**6),
+        ("QUARANTINE_KEEP_HOURS", float("inf")),
     ],
 )
 def test_a_value_out_of_its_range_is_rejected_naming_its_key(key: str, value: object) -> None:
