@@ -8,7 +8,7 @@ share the process gets, so the CPU column is the one to compare):
 
 - `wrk` (C, --threads connections): what the receiver takes, so it is known not to be the limit;
 - httpx.Client, as the end-to-end benchmark's reference 1 posts (h11 framing in httpcore's pool);
-- the engine's HttpTransport.send: signing, the attempt deadline, the pool of delivery/http1.py;
+- the engine's HttpTransport.send: signing, the attempt deadline, its own pool (delivery/http1.py);
 - urllib3 and the standard library's http.client (one connection per thread, no pool), for scale.
 
 Run: `.venv/bin/python bench/http_clients.py` (needs `wrk`, the Debian package).
@@ -97,7 +97,7 @@ def clients(base: str, body: bytes, events: list[dict[str, object]]) -> dict[str
 
     return {
         "httpx.Client (reference 1 of e2e_http)": lambda: with_httpx,
-        "engine HttpTransport.send (http1.py in httpcore's pool)": lambda: with_engine,
+        "engine HttpTransport.send (delivery/http1.py)": lambda: with_engine,
         "urllib3 pool": lambda: with_urllib3,
         "http.client, a connection per thread": stdlib,
     }

@@ -8,9 +8,10 @@ the token request is that per-hook one, so other hooks never wait for this hook'
 A 401 from the receiver marks the token it was sent with as stale: the next call fetches a new one
 unless another batch already did.
 
-The token request goes through the transport's own httpx client, so the SSRF guard vets
-`token_url` exactly as it vets the receiver. Error messages name the token endpoint without
-credentials and never include the client secret or the token.
+The token request goes through the transport's own connection pool (delivery/http1.py), so the SSRF
+guard vets `token_url` exactly as it vets the receiver, and the attempt's deadline bounds it. Error
+messages name the token endpoint without credentials and never include the client secret or the
+token.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import httpx
 import orjson
 
 from actionhooks.delivery.config import OAuth2ClientCredentials
+from actionhooks.delivery.http1 import USER_AGENT, AnswerTimeout, HttpFailure, Pool, Target, basic_authorization
 from actionhooks.errors import TargetRejected, TargetUnreachable
 
 __all__ = ["MAX_TOKEN_CHARS", "NO_EXPIRY_SEC", "REFRESH_MARGIN_SEC", "Token", "TokenSource"]
@@ -31,7 +34,6 @@ __all__ = ["MAX_TOKEN_CHARS", "NO_EXPIRY_SEC", "REFRESH_MARGIN_SEC", "Token", "T
 REFRESH_MARGIN_SEC = 30.0  # a token is renewed this long before expires_in says it ends (at most 10% of its life)
 NO_EXPIRY_SEC = 3600.0  # a token without expires_in is reused this long at most (or until a 401)
 MAX_TOKEN_CHARS = 8192  # a longer access_token is refused (it would go into every request's header)
-READ_LIMIT = 64 * 1024  # of the token endpoint's answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,21 +48,23 @@ class TokenSource:
     def __init__(
         self,
         auth: OAuth2ClientCredentials,
-        client: httpx.Client,
+        pool: Pool,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._auth = auth
-        self._client = client
+        self._pool = pool
         self._timeout = timeout
         self._clock = clock
         self._url = httpx.URL(str(auth.token_url))
+        self._target = Target.of(self._url)
         self._where = f"OAuth2 token endpoint {self._url.scheme}://{self._url.netloc.decode()}{self._url.path}"
         self._token: Token | None = None  # replaced whole (one assignment), read without the lock
         self._fetch_lock = threading.Lock()
 
-    def get(self, stale: str | None = None) -> str:
-        """A valid access token; `stale` is one the receiver refused (401): never returned again."""
+    def get(self, stale: str | None = None, deadline: float | None = None) -> str:
+        """A valid access token; `stale` is one the receiver refused (401): never returned again. A fetch
+        ends by `deadline` (time.monotonic(); the attempt's), by default `timeout` from now."""
         token = self._token
         if token is not None and token.value != stale and self._clock() < token.renew_at:
             return token.value
@@ -68,40 +72,34 @@ class TokenSource:
             token = self._token  # another batch may have fetched while this one waited
             if token is not None and token.value != stale and self._clock() < token.renew_at:
                 return token.value
-            token = self._fetch()
+            token = self._fetch(time.monotonic() + self._timeout if deadline is None else deadline)
             self._token = token
             return token.value
 
-    def _fetch(self) -> Token:
+    def _fetch(self, deadline: float) -> Token:
         auth = self._auth
         form = {"grant_type": "client_credentials"}
         if auth.scope:
             form["scope"] = auth.scope
-        basic: tuple[str, str] | None = None
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json",
+                   "Content-Type": "application/x-www-form-urlencoded"}
         if auth.client_auth == "basic":
-            basic = (auth.client_id, auth.client_secret)
+            headers["Authorization"] = basic_authorization(auth.client_id, auth.client_secret)
         else:
             form |= {"client_id": auth.client_id, "client_secret": auth.client_secret}
         started = self._clock()
         try:
-            with self._client.stream(
-                "POST", self._url, data=form, auth=basic, headers={"Accept": "application/json"},
-                timeout=self._timeout,
-            ) as response:
-                body = b""
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) >= READ_LIMIT:
-                        break
-        except httpx.TimeoutException as exc:
+            answer = self._pool.request("POST", self._target, headers, urlencode(form).encode(), deadline)
+        except AnswerTimeout as exc:
             raise TargetUnreachable(f"{self._where}: no answer within {self._timeout:g}s") from exc
-        except httpx.TransportError as exc:
-            raise TargetUnreachable(f"{self._where}: {exc or type(exc).__name__}") from exc
-        if not response.is_success:
+        except HttpFailure as exc:
+            raise TargetUnreachable(f"{self._where}: {exc}") from exc
+        body = answer.body
+        if not answer.is_success:
             raise TargetRejected(
-                f"{self._where}: answered {response.status_code} {response.reason_phrase}: "
+                f"{self._where}: answered {answer.status} {answer.reason}: "
                 f"{_error_of(body)}; no token, the batch is retried",
-                status_code=response.status_code,
+                status_code=answer.status,
                 retryable=True,
             )
         return self._token_of(body, started)

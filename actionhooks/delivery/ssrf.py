@@ -2,9 +2,10 @@
 
 Checking a URL's host before the request leaves a DNS-rebinding gap (the name resolves to a public
 address for the check and to 127.0.0.1 for the connect). So the check lives in the one place that
-cannot be fooled: an httpcore network backend that resolves the name itself, vets every address
-it got, and connects to a vetted address, not to the name. TLS still runs against the hostname
-(httpcore passes the origin host as SNI and for the certificate check), so HTTPS keeps working.
+cannot be fooled: the HTTP transport's connections are opened by `connect`, which resolves the name
+itself, vets every address it got, and connects to a vetted address, not to the name. TLS still
+runs against the hostname (delivery/http1.py passes it as SNI and for the certificate check), so
+HTTPS keeps working.
 
 Every address of a name must be public: a name with one private address among public ones is
 refused, since the resolver's order would otherwise decide what we reach. Proxies are not used
@@ -15,15 +16,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+import time
 
-import httpcore
-import httpx
-
-from actionhooks.delivery.http1 import Http11Pool
 from actionhooks.errors import TargetForbidden, TargetUnreachable
 
-__all__ = ["GuardedBackend", "forbidden_reason", "http_transport", "vet_target", "vetted_addresses"]
+__all__ = ["connect", "connect_unguarded", "forbidden_reason", "vet_target", "vetted_addresses"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -75,56 +72,25 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
-class GuardedBackend(httpcore.NetworkBackend):
-    """httpcore's sync backend with every resolved address vetted before the connect."""
+def connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to a vetted address of `host` (never to the name: it is resolved once, here),
+    within `timeout` seconds in all; the addresses are tried in the resolver's order.
 
-    def __init__(self, backend: httpcore.NetworkBackend | None = None) -> None:
-        self._backend = backend or httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
+    TargetForbidden when an address is not public; TargetUnreachable when the name does not resolve;
+    the last address's OSError when none could be connected to."""
+    *others, last = vetted_addresses(host, port)
+    end = time.monotonic() + timeout
+    for address in others:
         try:
-            *others, last = vetted_addresses(host, port)
-        except TargetUnreachable as exc:
-            # Where httpcore meets the guard: to httpcore (and httpx above it) a name that does not
-            # resolve is a connect error, which the HTTP transport maps back to TargetUnreachable.
-            # TargetForbidden passes through both untouched (they re-raise what they do not know).
-            raise httpcore.ConnectError(exc.message) from exc
-        for address in others:
-            try:
-                return self._connect(address, port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout):
-                continue  # the next address; the last one's failure is the one raised
-        return self._connect(last, port, timeout, local_address, socket_options)
+            return socket.create_connection((str(address), port), timeout=max(end - time.monotonic(), 0.001))
+        except OSError:
+            continue  # the next address; the last one's failure is the one raised
+    return socket.create_connection((str(last), port), timeout=max(end - time.monotonic(), 0.001))
 
-    def _connect(
-        self,
-        address: IPAddress,
-        port: int,
-        timeout: float | None,
-        local_address: str | None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None,
-    ) -> httpcore.NetworkStream:
-        return self._backend.connect_tcp(
-            str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-        )
 
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        raise TargetForbidden(f"unix socket {path} is not a delivery target")
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
+def connect_unguarded(host: str, port: int, timeout: float) -> socket.socket:
+    """`connect` for HOOK_ALLOW_PRIVATE_TARGETS: any address the name resolves to."""
+    return socket.create_connection((host, port), timeout=timeout)
 
 
 def vetted_addresses(host: str, port: int) -> list[IPAddress]:
@@ -177,29 +143,3 @@ def vet_target(what: str, host: str, port: int, delivered: frozenset[int] = froz
         raise TargetForbidden(f"{what} {exc.message}", delivered=delivered) from exc
     except TargetUnreachable as exc:
         raise TargetUnreachable(f"{what} {host}:{port}: {exc.message}", delivered=delivered) from exc
-
-
-def http_transport(
-    limits: httpx.Limits,
-    *,
-    allow_private: bool,
-    wrap: Callable[[httpcore.NetworkBackend], httpcore.NetworkBackend] | None = None,
-) -> httpx.HTTPTransport:
-    """An httpx transport whose connections go through the guard, unless private targets are allowed;
-    `wrap` may wrap the network backend (the HTTP transport's attempt deadline does). Its pool frames
-    HTTP/1.1 with http.client (delivery/http1.py), on sockets without Nagle's delay."""
-    ssl_context = httpx.create_ssl_context()
-    transport = httpx.HTTPTransport(verify=ssl_context, limits=limits)
-    backend: httpcore.NetworkBackend = httpcore.SyncBackend() if allow_private else GuardedBackend()
-    # httpx 0.28 takes no network backend; its httpcore pool is the one seam. The SSRF tests
-    # fail loudly if a new httpx moves it.
-    transport._pool.close()
-    transport._pool = Http11Pool(
-        ssl_context=ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=wrap(backend) if wrap is not None else backend,
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-    )
-    return transport

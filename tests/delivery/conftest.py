@@ -6,10 +6,12 @@ Shared by every transport's tests: append new fixtures at the end, change nothin
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from actionhooks.settings import Settings
+from tests.support.raw_answers import RawAnswerServer
 
 
 @pytest.fixture
@@ -25,3 +27,17 @@ def closed_port() -> int:
 def private_settings() -> Settings:
     """Settings that let delivery reach 127.0.0.1 (the SSRF guard is off), with a short HTTP timeout."""
     return Settings(HOOK_ALLOW_PRIVATE_TARGETS=True, HOOK_HTTP_TIMEOUT_SEC=2)
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawAnswerServer]]:
+    """Starts a RawAnswerServer (its arguments are the server's); every one is closed after the test."""
+    servers: list[RawAnswerServer] = []
+
+    def start(*answers: bytes, keep_open: bool = False) -> RawAnswerServer:
+        servers.append(RawAnswerServer(*answers, keep_open=keep_open))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

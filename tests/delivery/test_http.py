@@ -5,13 +5,12 @@ import email.utils
 import gzip
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 import pytest
-import respx
 from standardwebhooks.webhooks import Webhook
 
 from actionhooks import __version__
@@ -19,9 +18,11 @@ from actionhooks.delivery import make_transport
 from actionhooks.delivery.base import Batch, Receipt, Transport
 from actionhooks.delivery.config import HttpDelivery
 from actionhooks.delivery.http import MAX_URL_BYTES, HttpTransport
+from actionhooks.delivery.http1 import AnswerTimeout
 from actionhooks.errors import PayloadError, TargetRejected, TargetUnreachable
 from actionhooks.settings import Settings
 from tests.delivery.conformance import HOOK_ID, Arrival, TransportConformance, sample_batch
+from tests.support.raw_answers import RawAnswerServer
 from tests.support.receiver import Receiver, Reply
 from tests.support.trickle import TrickleServer
 
@@ -240,7 +241,7 @@ def test_a_receiver_slower_than_the_timeout_is_unreachable(receiver: Receiver) -
     assert time.monotonic() - started < 3
     assert caught.value.retryable
     assert "no answer within 0.3s" in caught.value.message
-    assert isinstance(caught.value.__cause__, httpx.TimeoutException)
+    assert isinstance(caught.value.__cause__, AnswerTimeout)
 
 
 @pytest.mark.parametrize("mode", ["headers", "body"])
@@ -384,27 +385,24 @@ def test_a_get_batch_sends_each_event_and_reports_which_arrived_before_a_failure
     assert [r.query["n"] for r in receiver.requests] == [["0"], ["1"]]
 
 
-# Edge cases the loopback receiver cannot produce: stubbed at the httpcore layer with respx.
-
-
-@respx.mock
-def test_a_connection_dropped_mid_answer_is_unreachable() -> None:
-    respx.post("https://hooks.example.com/in").mock(side_effect=httpx.RemoteProtocolError("peer closed"))
-    with http("https://hooks.example.com/in") as transport, pytest.raises(TargetUnreachable) as caught:
+def test_a_connection_dropped_mid_answer_is_unreachable(raw_server: Callable[..., RawAnswerServer]) -> None:
+    server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it")
+    with http(server.url) as transport, pytest.raises(TargetUnreachable) as caught:
         transport.send(sample_batch(1))
     assert caught.value.retryable
-    assert "POST https://hooks.example.com/in" in caught.value.message
+    assert f"POST http://127.0.0.1:{server.port}/hook" in caught.value.message
+    assert "closed the connection before the answer was complete" in caught.value.message
 
 
-@respx.mock
-def test_errors_name_the_endpoint_without_its_query_or_credentials() -> None:
-    respx.get(url__startswith="https://hooks.example.com/in").mock(return_value=httpx.Response(500))
-    url = "https://user:pw@hooks.example.com/in?api_key=SECRET"
+def test_errors_name_the_endpoint_without_its_query_or_credentials(receiver: Receiver) -> None:
+    receiver.answer(Reply(status=500))
+    url = f"http://user:pw@127.0.0.1:{receiver.port}/in?api_key=SECRET"
     with http(url, method="GET") as transport, pytest.raises(TargetRejected) as caught:
         transport.send(one_event_batch({"a": 1}))
     assert "SECRET" not in caught.value.message
     assert "pw" not in caught.value.message
-    assert "GET https://hooks.example.com/in" in caught.value.message
+    assert f"GET http://127.0.0.1:{receiver.port}/in" in caught.value.message
+    assert receiver.requests[0].headers["authorization"] == "Basic " + base64.b64encode(b"user:pw").decode()
 
 
 @pytest.mark.parametrize("settings", [PRIVATE, Settings()], ids=["private-allowed", "ssrf-guard"])

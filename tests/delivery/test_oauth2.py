@@ -5,17 +5,17 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
-import httpx
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from actionhooks.delivery.base import Batch
 from actionhooks.delivery.config import HttpDelivery, OAuth2ClientCredentials
-from actionhooks.delivery.http import HttpTransport
+from actionhooks.delivery.http import HttpTransport, new_pool
 from actionhooks.delivery.oauth2 import TokenSource
 from actionhooks.errors import TargetForbidden, TargetRejected
 from actionhooks.settings import Settings
@@ -128,8 +128,8 @@ def test_the_token_is_renewed_shortly_before_it_expires(token_server: Receiver) 
     now = [1000.0]
     token_server.answer(token_reply("tok-A", expires_in=100), token_reply("tok-B", expires_in="100"))
     auth = OAuth2ClientCredentials.model_validate(oauth2(token_server))
-    with httpx.Client() as client:
-        tokens = TokenSource(auth, client, 5, clock=lambda: now[0])
+    with closing(new_pool(PRIVATE)) as pool:
+        tokens = TokenSource(auth, pool, 5, clock=lambda: now[0])
         assert tokens.get() == "tok-A"
         now[0] += 89.9  # margin: min(30 s, 10% of the lifetime) = 10 s before the end
         assert tokens.get() == "tok-A"
@@ -143,8 +143,8 @@ def test_a_token_without_expires_in_is_reused_for_at_most_an_hour(token_server: 
     now = [0.0]
     token_server.default = Reply(body=b'{"access_token": "tok-C", "token_type": "bearer"}')
     auth = OAuth2ClientCredentials.model_validate(oauth2(token_server))
-    with httpx.Client() as client:
-        tokens = TokenSource(auth, client, 5, clock=lambda: now[0])
+    with closing(new_pool(PRIVATE)) as pool:
+        tokens = TokenSource(auth, pool, 5, clock=lambda: now[0])
         tokens.get()
         now[0] = 3599
         tokens.get()

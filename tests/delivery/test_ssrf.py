@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from typing import Any
 
-import httpcore
 import pytest
 
 from actionhooks.delivery.config import HttpDelivery
@@ -28,11 +28,11 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every TCP connect the transport makes, recorded and refused: no packet leaves the machine."""
     seen: list[tuple[str, int]] = []
 
-    def connect_tcp(self: httpcore.SyncBackend, host: str, port: int, **_: Any) -> httpcore.NetworkStream:
-        seen.append((host, port))
-        raise httpcore.ConnectError("connects are stubbed in this test")
+    def create_connection(address: tuple[str, int], *_: Any, **__: Any) -> socket.socket:
+        seen.append(address)
+        raise ConnectionRefusedError("connects are stubbed in this test")
 
-    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
     return seen
 
 
@@ -172,18 +172,24 @@ def test_tls_still_checks_the_hostname_when_connecting_to_the_vetted_address(
 ) -> None:
     resolve_as(monkeypatch, {"hooks.example.com": [PUBLIC]})
     tls_names: list[str | None] = []
+    connected: list[tuple[str, int]] = []
+    listener = socket.create_server(("127.0.0.1", 0))  # stands in for the public address
+    real_connect = socket.create_connection
 
-    class Stream(httpcore.NetworkStream):
-        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: Any = None) -> Any:
-            tls_names.append(server_hostname)
-            raise httpcore.ConnectError("TLS is stubbed in this test")
+    def create_connection(address: tuple[str, int], *_: Any, **__: Any) -> socket.socket:
+        connected.append(address)
+        return real_connect(listener.getsockname())
 
-        def close(self) -> None:
-            pass
+    def wrap_socket(self: ssl.SSLContext, sock: socket.socket, server_hostname: str | None = None, **_: Any) -> Any:
+        tls_names.append(server_hostname)
+        raise ssl.SSLError("TLS is stubbed in this test")
 
-    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", lambda self, host, port, **_: Stream())
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(ssl.SSLContext, "wrap_socket", wrap_socket)
     with transport("https://hooks.example.com/in") as guarded, pytest.raises(TargetUnreachable):
         guarded.send(sample_batch(1))
+    listener.close()
+    assert connected == [(PUBLIC, 443)]
     assert tls_names == ["hooks.example.com"]
 
 

@@ -23,6 +23,22 @@ def read_request_head(conn: socket.socket) -> bytes | None:
     return data
 
 
+def read_request(conn: socket.socket) -> bytes | None:
+    """One whole request (head and a Content-Length body), or None when the client closed first."""
+    data = read_request_head(conn)
+    if data is None:
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return data
+
+
 class TrickleServer:
     def __init__(self, mode: str = "headers", every: float = 0.2) -> None:
         self.mode = mode
@@ -51,14 +67,8 @@ class TrickleServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
-            data = read_request_head(conn)
-            if data is None:
+            if read_request(conn) is None:
                 return
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                body += conn.recv(65536)
             with self._lock:
                 self.requests += 1
             if self.mode == "headers":
