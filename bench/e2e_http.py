@@ -233,7 +233,7 @@ def engine_runs(base: str, name: str, args: argparse.Namespace, folder: Path, re
         for run in range(args.runs):
             reset(base)
             payloads = bodies(args.events // BATCH, seq)
-            with (common.profiled(engine.procs if run == 0 else {}, args.profile, prefix=name),
+            with (common.profiled(engine.procs if run == 0 else {}, args.profile, prefix=name, gil=args.gil),
                   common.cpu_per_event(watched(engine, redis[1]), lambda: args.events, f"{name} full")):
                 acked, start, _ = post_all(url, payloads, seq, headers, threads=args.clients)
                 result = measure(base, args.events, acked, start, 180)
@@ -269,6 +269,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--profile", type=Path, help="py-spy the API and worker in the first full-load run; "
                         "writes flame graphs and prints their top frames into this folder")
+    parser.add_argument("--gil", action="store_true", help="with --profile: sample only the thread holding the GIL "
+                        "(Python CPU only, not threads waiting for the GIL or a core)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"any of {', '.join(CONFIGS)}")
     args = parser.parse_args()
     print(common.machine(), file=sys.stderr)

@@ -7,7 +7,7 @@ Phases (after outpost):
 - attempt: `Transport.send`, outside any transaction, within the attempt's one deadline
   (HOOK_HTTP_TIMEOUT_SEC for everything: connect, TLS, sending, waiting for and reading the answer).
   The drain's batches go out on sending threads of its own, so no batch waits behind another
-  drain's: the lease (SENDS_PER_THREAD deadlines + LEASE_MARGIN_SEC) outlasts every send of a live
+  drain's: the lease (`Runtime.sends_per_thread` deadlines + LEASE_MARGIN_SEC) outlasts every send of a live
   worker, and no batch is handed to a second worker while the first still sends it.
 - record: success deletes the batch; a failure asks the retry policy for the delay, and either
   schedules the next attempt in the database (never as a Celery ETA: long delays would sit in the
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     from actionhooks.worker.runtime import Runtime
 
 DRAIN_TIME_BUDGET_SEC = 10.0
-# Batches each sending thread gets per claim round: the round's claim and record statements are
-# shared by all of them, so two per thread halve that bookkeeping per event (measured in the commit).
-SENDS_PER_THREAD = 2
 # What a lease leaves after the sends' deadlines: recording the round (one transaction).
 LEASE_MARGIN_SEC = 5.0
 ERROR_TEXT_LIMIT = 2000
@@ -90,9 +87,9 @@ class Outcome:
 
 def lease_seconds(rt: Runtime, hook: CompiledHook) -> float:
     """How long a claimed batch stays hidden: longer than the attempts one sending thread makes in a
-    round (SENDS_PER_THREAD, one after the other, each cut at HOOK_HTTP_TIMEOUT_SEC whatever the
-    receiver does), plus the time to record them."""
-    return rt.settings.HOOK_HTTP_TIMEOUT_SEC * SENDS_PER_THREAD + LEASE_MARGIN_SEC
+    round (`Runtime.sends_per_thread`, one after the other, each cut at HOOK_HTTP_TIMEOUT_SEC whatever
+    the receiver does), plus the time to record them."""
+    return rt.settings.HOOK_HTTP_TIMEOUT_SEC * rt.sends_per_thread(hook) + LEASE_MARGIN_SEC
 
 
 def drain_hook(rt: Runtime, hook_id: int) -> int:
@@ -108,16 +105,17 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
         form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
         session.commit()
     parallel = rt.send_parallelism(hook)
+    per_round = parallel * rt.sends_per_thread(hook)
     # This drain's own sending threads (started on first use, ended with the drain): a shared pool
     # would make batches wait in line behind other drains' while their lease runs.
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="actionhooks-send") as senders:
-        attempts, done = _drain_rounds(rt, hook, parallel, senders)
+        attempts, done = _drain_rounds(rt, hook, per_round, senders)
     if not done:
         rt.triggers.drain(hook_id)  # budget used up (or stopping): continue in a fresh task
     return attempts
 
 
-def _drain_rounds(rt: Runtime, hook: CompiledHook, parallel: int, senders: ThreadPoolExecutor) -> tuple[int, bool]:
+def _drain_rounds(rt: Runtime, hook: CompiledHook, per_round: int, senders: ThreadPoolExecutor) -> tuple[int, bool]:
     """Claim, attempt and record rounds until nothing is due (done) or the budget is used up.
 
     A round's outcomes are recorded in the transaction that claims the next round's batches: one
@@ -136,7 +134,7 @@ def _drain_rounds(rt: Runtime, hook: CompiledHook, parallel: int, senders: Threa
                 return attempts, True  # deleted (maybe while sending): its batches and attempts went with it
             if outcomes:
                 record(session, rt, hook, outcomes, gate=gate, notices=notices)
-            claimed, gate = claim_round(session, rt, hook, parallel * SENDS_PER_THREAD, notices) if more else ([], None)
+            claimed, gate = claim_round(session, rt, hook, per_round, notices) if more else ([], None)
             raised = _capture(rt, session, hook, notices)
             session.commit()
         _after_commit(rt, hook, raised, gate)

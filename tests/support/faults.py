@@ -26,8 +26,7 @@ from sqlalchemy import func, select
 
 from actionhooks.storage.db import make_engine
 from actionhooks.storage.tables import Delivery, Intake, Outbox
-from actionhooks.worker.deliver import SENDS_PER_THREAD
-from actionhooks.worker.runtime import HTTP_SEND_THREADS
+from actionhooks.worker.runtime import HTTP_SEND_THREADS, SENDS_PER_THREAD
 from tests.support.engine import Engine, event, free_port, poll
 from tests.support.receiver import Received, Receiver, Reply
 

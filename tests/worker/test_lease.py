@@ -64,3 +64,42 @@ def test_a_trickling_receiver_is_cut_at_the_deadline_and_never_sent_twice_throug
         first.close()
         second.close()
         server.close()
+
+
+def test_a_round_of_single_event_batches_is_claimed_whole_and_leased_for_every_send_of_a_thread(
+    tmp_path: Path,
+) -> None:
+    # Given 64 single-event batches (16 sending threads x 4 batches each: one claim round) for a receiver
+    # whose every answer trickles past the 1 s deadline, so each thread's four sends take 4 s in a row
+    server = TrickleServer(mode="body", every=0.2)
+    settings = Settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'd.db'}", DATA_DIR=str(tmp_path), BROKER_URL="memory://",
+        HOOK_HTTP_TIMEOUT_SEC=1, HOOK_ALLOW_PRIVATE_TARGETS=True, HOOK_RETRY_PERIOD_SEC=[60],
+    )
+    first, second = (Runtime(settings, make_celery(settings)) for _ in range(2))
+    upgrade(first.engine)
+    try:
+        delivery = {"type": "http", "url": server.url, "batch_timeout_sec": 0, "max_batch_size": 1}
+        hook_id = hook_with_batch(first, delivery, [{"n": n} for n in range(64)])
+        hook = first.hooks.get(hook_id)
+        assert hook is not None
+        done = threading.Event()
+        started = time.monotonic()
+        drained: list[int] = []
+        worker = threading.Thread(target=lambda: (drained.append(drain_hook(first, hook_id)), done.set()))
+        worker.start()
+        rival_attempts = 0
+        while not done.wait(0.05):
+            rival_attempts += drain_hook(second, hook_id)
+        took = time.monotonic() - started
+        worker.join(10)
+        # Then the first worker's one round took all 64, the rival none while their sends ran, and
+        # every batch was sent once
+        assert drained == [64]
+        assert rival_attempts == 0
+        assert 4 <= took < lease_seconds(first, hook), took
+        assert server.requests == 64
+    finally:
+        first.close()
+        second.close()
+        server.close()
