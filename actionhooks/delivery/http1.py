@@ -184,7 +184,7 @@ class Pool:
         if body:
             data += body  # one write: Nagle's algorithm never holds the body back
         if not self._slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
-            raise AnswerTimeout("no connection became free before the attempt's deadline")
+            raise AnswerTimeout("timed out waiting for a free connection")
         try:
             conn = self._take(target.origin) or self._open(target, deadline)
             try:
@@ -261,7 +261,7 @@ def _left(deadline: float) -> float:
     """Seconds until `deadline`; AnswerTimeout once it has passed."""
     left = deadline - time.monotonic()
     if left <= 0:
-        raise AnswerTimeout("the attempt's deadline passed")
+        raise AnswerTimeout("timed out: the attempt's deadline passed")
     return left
 
 
@@ -313,7 +313,7 @@ class _Connection:
                         continue
                 parser.feed_data(chunk)
         except TimeoutError as exc:
-            raise AnswerTimeout("no complete answer before the attempt's deadline") from exc
+            raise AnswerTimeout("timed out before the answer was complete") from exc
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _Unasked):
                 return reader.answer(), False

@@ -77,10 +77,15 @@ _LEASE = (
     .where(_BATCHES.c.id.in_(bindparam("ids", expanding=True)))
     .values(attempts=_BATCHES.c.attempts + 1, lease_until=bindparam("lease_until"))
 )
-_START = _ATTEMPTS.insert().returning(_ATTEMPTS.c.id, sort_by_parameter_order=True)
+# No RETURNING of the new rows' ids: SQLite cannot return them in parameter order from one
+# multi-row INSERT, so SQLAlchemy ran one INSERT per attempt (64 statements a round of small
+# batches). An attempt is finished by its batch and number instead: a batch has at most one
+# attempt 'started' at a time (a lost one is closed before the batch is claimed again).
+_START = _ATTEMPTS.insert()
 _FINISH = (
     _ATTEMPTS.update()
-    .where(_ATTEMPTS.c.id == bindparam("b_id"))
+    .where(_ATTEMPTS.c.delivery_id == bindparam("d_id"), _ATTEMPTS.c.attempt == bindparam("d_attempt"),
+           _ATTEMPTS.c.outcome == "started")
     .values(outcome=bindparam("outcome"), status_code=bindparam("status_code"), error=bindparam("error"),
             latency_ms=bindparam("latency_ms"))
 )
@@ -107,25 +112,24 @@ def close_lost_attempts(session: Session, delivery_ids: list[str]) -> int:
 
 def start_attempts(
     session: Session, hook_id: int, started: list[tuple[str, int, int]], now: float, lease_until: float
-) -> list[int]:
+) -> None:
     """Count an attempt of each (batch id, attempt number, events) and hide the batches until
-    `lease_until`, before anything is sent; returns the attempt rows' ids in the order of `started`."""
+    `lease_until`, before anything is sent (two statements, whatever the number of batches)."""
     connection = session.connection()
     connection.execute(_LEASE, {"ids": [delivery_id for delivery_id, _, _ in started], "lease_until": lease_until})
-    return list(
-        connection.execute(
-            _START,
-            [
-                {"hook_id": hook_id, "delivery_id": delivery_id, "attempt": attempt, "started_at": now,
-                 "n_events": n_events}
-                for delivery_id, attempt, n_events in started
-            ],
-        ).scalars()
+    connection.execute(
+        _START,
+        [
+            {"hook_id": hook_id, "delivery_id": delivery_id, "attempt": attempt, "started_at": now,
+             "n_events": n_events, "outcome": "started"}
+            for delivery_id, attempt, n_events in started
+        ],
     )
 
 
 def finish_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Complete attempt rows (one executemany: b_id, outcome, status_code, error, latency_ms each)."""
+    """Complete started attempts (one executemany: d_id the batch, d_attempt its attempt number,
+    outcome, status_code, error, latency_ms each)."""
     session.connection().execute(_FINISH, rows)
 
 

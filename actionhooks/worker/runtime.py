@@ -31,6 +31,7 @@ from actionhooks.hooks.models import HookSpec
 from actionhooks.settings import Settings
 from actionhooks.storage import stats
 from actionhooks.storage.db import engine_from_settings, reader_factory, session_factory
+from actionhooks.worker.batching import batch_limits
 from actionhooks.worker.hook_cache import HookCache
 from actionhooks.worker.transports import TransportCache, TransportFactory
 
@@ -198,4 +199,5 @@ def quiet_gc() -> None:
 
 
 def _small_batches(hook: CompiledHook) -> bool:
-    return hook.delivery.max_batch_size <= SMALL_BATCH_EVENTS
+    """Whether the hook's batches hold at most SMALL_BATCH_EVENTS events (GET: one per request)."""
+    return batch_limits(hook)[0] <= SMALL_BATCH_EVENTS

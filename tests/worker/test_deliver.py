@@ -186,7 +186,7 @@ def test_a_receiver_gets_the_stored_batch_byte_for_byte_and_its_signature_verifi
 def test_a_rounds_outcomes_are_recorded_in_the_next_rounds_claim_under_one_lock_of_the_hook(
     rt: Runtime, stub: StubTransport
 ) -> None:
-    # Given 70 batches of one event: rounds of 32 (16 sending threads, 2 batches each), 32 and 6
+    # Given 70 batches of one event: rounds of 64 (16 sending threads, 4 batches each) and 6
     hook_id = hook_with_batch(rt, {"type": "http", "url": "http://example.org/", "max_batch_size": 1,
                                    "batch_timeout_sec": 0}, [{"n": i} for i in range(70)])
     locks: list[str] = []
@@ -203,5 +203,5 @@ def test_a_rounds_outcomes_are_recorded_in_the_next_rounds_claim_under_one_lock_
     assert sorted(e["n"] for e in stub.events) == list(range(70))
     # Then the hook row is locked by the window's close, by the first claim, and once per round after
     # it (the round's record and the next claim, the last one finding nothing): not twice per round
-    assert len(locks) == 1 + 1 + 3
+    assert len(locks) == 1 + 1 + 2
     assert _attempts(rt) == [(1, "ok", None)] * 70
