@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Claimed:
     """A batch claimed for one attempt: what is sent (its stored array as it is, decoded only by a
-    transport or an outcome that needs the events) and where the attempt is recorded."""
+    transport or an outcome that needs the events); its attempt row is named by the batch's id and
+    attempt number."""
 
     batch: Batch
     accepted_at: float | None = None  # acceptance of the oldest event (the latency histogram)
