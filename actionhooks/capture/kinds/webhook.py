@@ -9,7 +9,6 @@ retried message within EVENT_DEDUP_HOURS is not captured twice.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import re
 import time
@@ -22,6 +21,7 @@ from actionhooks.api.body import TooLarge, read_body
 from actionhooks.capture.kinds.base import Call, problem
 from actionhooks.capture.model import BasicAuth, Source, StandardWebhooksAuth
 from actionhooks.capture.request import Refused, event_from_params, request_env
+from actionhooks.delivery.http1 import basic_authorization
 from actionhooks.delivery.signing import sign
 
 _MSG_ID = re.compile(r"^[\x21-\x7e]{1,90}$")  # webhook-id: printable ASCII, room for ".index" in 100
@@ -98,7 +98,7 @@ def _authenticate(source: Source, call: Call, body: bytes) -> Response | None:
     headers = call.request.headers
     if isinstance(auth, BasicAuth):
         given = headers.get("authorization", "")
-        expected = "Basic " + base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+        expected = basic_authorization(auth.username, auth.password)
         if hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
             return None
         return problem(401, ["header", "Authorization"], "missing or wrong basic credentials", "unauthorized",
