@@ -45,6 +45,11 @@ def window(session: Session, hook_id: int) -> Window | None:
     return None if n is None else Window(int(n), opened_at, due_at)
 
 
+# Built once on the Core table with the values as parameters (as storage/intake.py's _STORE): an ORM
+# insert with .values() is built, and its cache key computed, on every call.
+_APPEND = insert(Outbox.__table__)
+
+
 def append(
     session: Session,
     hook_id: int,
@@ -56,12 +61,10 @@ def append(
     trace_context: str | None,
 ) -> None:
     """Add `events` (arrived at `now`) to the hook's window as a row of their own."""
-    session.execute(
-        insert(Outbox).values(
-            hook_id=hook_id, events=orjson.dumps(events), n_events=len(events), created_at=now, due_at=due_at,
-            accepted_at=accepted_at, trace_context=trace_context,
-        )
-    )
+    session.connection().execute(_APPEND, {
+        "hook_id": hook_id, "events": orjson.dumps(events), "n_events": len(events), "created_at": now,
+        "due_at": due_at, "accepted_at": accepted_at, "trace_context": trace_context,
+    })
 
 
 def move_due(session: Session, hook_id: int, due_at: float) -> None:

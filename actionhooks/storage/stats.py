@@ -14,12 +14,13 @@ rounds on a PostgreSQL cluster rarely wait on one hot row; shards are few, so th
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Insert, func, select
 from sqlalchemy.orm import Session
 
 from actionhooks.storage.dialect import insert_for
@@ -88,13 +89,18 @@ def add(session: Session, tally: Tally) -> None:
         return
     mine = shard()
     rows = [{"name": n, "labels": lab, "shard": mine, "value": v} for (n, lab), v in sorted(tally.values.items())]
-    stmt = insert_for(session)(WorkerStat)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["name", "labels", "shard"], set_={"value": WorkerStat.value + stmt.excluded.value}
-        ),
-        rows,
-    )
+    session.connection().execute(_add_to(insert_for(session)), rows)
+
+
+@functools.cache
+def _add_to(dialect_insert: Callable[..., Insert]) -> Insert:
+    """The upsert that adds to the cumulative rows, for a dialect's `insert` (storage/dialect.py), built
+    once on the Core table: built per call and run through the ORM's bulk path it cost 316 CPU-µs per
+    round's totals on PostgreSQL, 134 this way (measured in the commit); every drain round adds one."""
+    table = WorkerStat.__table__
+    stmt = dialect_insert(table)
+    return stmt.on_conflict_do_update(index_elements=["name", "labels", "shard"],
+                                      set_={"value": table.c.value + stmt.excluded.value})
 
 
 def totals(connection: Connection) -> Mapping[Series, float]:
