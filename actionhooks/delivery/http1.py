@@ -19,7 +19,8 @@ Everything a delivery depends on stays:
   MAX_HEADERS header lines, and at most `read_limit` bytes of body (after gzip/deflate decoding,
   which is bounded too); past that the connection is closed, never read to its end;
 - keep-alive as the answer allows (HTTP/1.0, `Connection: close`), idle connections expire after
-  `keepalive_expiry` seconds, and at most `max_connections` are open at once per pool.
+  `keepalive_expiry` seconds (closed by `prune`, which the worker calls every few seconds, or else
+  by the pool's next request), and at most `max_connections` are open at once per pool.
 
 What the pool raises is `HttpFailure` (or its subclasses); the transport maps it to our errors.
 """
@@ -197,6 +198,20 @@ class Pool:
         finally:
             self._slots.release()
 
+    def prune(self) -> None:
+        """Close the idle connections past their expiry or closed by the server, now rather than on the
+        pool's next request: a hook that stops getting events keeps no socket open (in CLOSE_WAIT once
+        the receiver closed its end). One poll per idle connection, none blocking."""
+        now = time.monotonic()
+        keep: list[_Connection] = []
+        stale: list[_Connection] = []
+        with self._lock:
+            for conn in self._idle:
+                (stale if conn.expires_at <= now or conn.dropped() else keep).append(conn)
+            self._idle = keep
+        for conn in stale:
+            conn.close()
+
     def close(self) -> None:
         """Close the idle connections; one in use is closed when its request ends."""
         with self._lock:
@@ -278,7 +293,7 @@ class _Connection:
 
     def dropped(self) -> bool:
         """Whether the server closed this idle connection (or sent something unasked): its socket is
-        readable. One poll, only when the connection is about to be reused."""
+        readable. One poll, when the connection is about to be reused or is pruned."""
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         return bool(poller.poll(0))
