@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Callable
 from contextlib import closing
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import actionhooks
 from actionhooks.delivery.http1 import AnswerTimeout, HttpFailure, Pool, Target
 from actionhooks.delivery.ssrf import connect_unguarded
 from actionhooks.errors import TargetRejected, TargetUnreachable
@@ -193,3 +195,28 @@ def test_prune_keeps_an_idle_connection_within_its_expiry_for_the_next_request(r
         idle.prune()
         post(idle, server)
     assert (server.requests, server.connections) == (2, 1)
+
+
+def test_an_idle_connection_holds_a_few_kb_of_memory_not_a_receive_buffer(raw_server: Serve) -> None:
+    # Up to 16 connections per hook and worker process, many hooks: the memory a worker holds for its
+    # idle connections grows with every one of them, so each must be small. What counts is every
+    # allocation made under actionhooks code (socket objects included), not the receiver's in this process.
+    server = raw_server(OK, keep_open=True)
+    pools = [pool(keepalive_expiry=60) for _ in range(9)]
+    try:
+        post(pools[0], server)  # what this sending thread makes once (its buffer, lazy imports) is not per connection
+        only_ours = [tracemalloc.Filter(True, f"{Path(actionhooks.__file__).parent}/*", all_frames=True)]
+        tracemalloc.start(40)
+        try:
+            before = tracemalloc.take_snapshot().filter_traces(only_ours)
+            for each in pools[1:]:
+                post(each, server)  # each pool keeps the connection idle after its answer
+            after = tracemalloc.take_snapshot().filter_traces(only_ours)
+        finally:
+            tracemalloc.stop()
+        held = sum(diff.size_diff for diff in after.compare_to(before, "filename"))
+        assert server.connections == len(pools)
+        assert held / (len(pools) - 1) < 8 * 1024, f"{held / (len(pools) - 1):,.0f} bytes per idle connection"
+    finally:
+        for each in pools:
+            each.close()
