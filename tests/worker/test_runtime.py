@@ -51,11 +51,18 @@ def test_tasks_starting_together_share_one_runtime_and_one_hook_watcher(tmp_path
     assert _watchers() == before
 
 
-def test_counts_the_database_cannot_take_are_kept_summed_and_added_once_it_can(tmp_path: Path) -> None:
-    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'd.db'}", DATA_DIR=str(tmp_path), BROKER_URL="memory://")
-    migrating = engine_from_settings(settings)
+def migrated(tmp_path: Path, **settings: object) -> Settings:
+    """Settings of a worker on a new, migrated SQLite database under `tmp_path`, with `settings` on top."""
+    made = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'd.db'}", DATA_DIR=str(tmp_path), BROKER_URL="memory://",
+                    **settings)
+    migrating = engine_from_settings(made)
     upgrade(migrating)
     migrating.dispose()
+    return made
+
+
+def test_counts_the_database_cannot_take_are_kept_summed_and_added_once_it_can(tmp_path: Path) -> None:
+    settings = migrated(tmp_path)
     runtime = Runtime(settings, make_celery(settings))
     try:
         # Given a database that refuses the counters' writes (its table renamed away) while tasks run
@@ -84,11 +91,7 @@ def test_the_watcher_closes_an_idle_hooks_expired_keep_alive_connections_without
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(http, "KEEPALIVE_EXPIRY_SEC", 0.0)  # expired as soon as it is idle: no waiting for 4 s
-    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'd.db'}", DATA_DIR=str(tmp_path), BROKER_URL="memory://",
-                        HOOK_ALLOW_PRIVATE_TARGETS=True)
-    migrating = engine_from_settings(settings)
-    upgrade(migrating)
-    migrating.dispose()
+    settings = migrated(tmp_path, HOOK_ALLOW_PRIVATE_TARGETS=True)
     server = RawAnswerServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", keep_open=True)
     runtime = Runtime(settings, make_celery(settings))
     try:
