@@ -10,6 +10,8 @@ A transport turns one `Batch` of rendered events into one attempt against its ta
 - Library exceptions are translated at this boundary into our typed errors, chained with `from`,
   by the transport's one table (delivery/errormap.py).
 - `close()` releases connections; it is idempotent and a no-op by default.
+- `prune()` closes connections left idle past their expiry; the worker calls it every few seconds
+  for each transport it keeps, and it is a no-op by default.
 
 Transports know nothing of Celery, retries or storage: the worker applies the retry policy, and
 POST /hooks/{id}/test calls the same `send` with no policy at all.
@@ -133,6 +135,10 @@ class Transport(Generic[ConfigT]):
 
     def close(self) -> None:
         """Release connections; idempotent."""
+
+    def prune(self) -> None:
+        """Close connections idle past their expiry (or closed by the other end) without waiting for
+        the next send; called by the worker's watcher thread while sends may run."""
 
     def __enter__(self) -> Transport[ConfigT]:
         return self

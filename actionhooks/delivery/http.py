@@ -156,6 +156,9 @@ class HttpTransport(Transport[HttpDelivery]):
     def close(self) -> None:
         self._pool.close()
 
+    def prune(self) -> None:
+        self._pool.prune()
+
     def _send_get(self, batch: Batch, deadline: float) -> Receipt:
         started = time.perf_counter()
         urls: list[str] = []

@@ -6,7 +6,8 @@ every layer (httpx's Request/Response models, httpcore's pool bookkeeping, http.
 and its e-mail header parser, the network-stream adapters) is Python code run per request, and with
 16 sending threads each one is also a turn at the GIL. This pool does per request only what a
 request needs: one head built by one join, head and body in one `sendall`, `recv_into` a buffer
-that llhttp parses in C, and one poll of an idle socket before reusing it
+that llhttp parses in C (one per sending thread, so idle connections hold none), and one poll of an
+idle socket before reusing it
 (`bench/http_clients.py` measures it beside httpx and bare http.client in the same run).
 
 Everything a delivery depends on stays:
@@ -19,7 +20,8 @@ Everything a delivery depends on stays:
   MAX_HEADERS header lines, and at most `read_limit` bytes of body (after gzip/deflate decoding,
   which is bounded too); past that the connection is closed, never read to its end;
 - keep-alive as the answer allows (HTTP/1.0, `Connection: close`), idle connections expire after
-  `keepalive_expiry` seconds, and at most `max_connections` are open at once per pool.
+  `keepalive_expiry` seconds (closed by `prune`, which the worker calls every few seconds, or else
+  by the pool's next request), and at most `max_connections` are open at once per pool.
 
 What the pool raises is `HttpFailure` (or its subclasses); the transport maps it to our errors.
 """
@@ -59,7 +61,7 @@ USER_AGENT = f"actionhooks/{__version__}"
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
-RECV_SIZE = 64 * 1024
+RECV_SIZE = 64 * 1024  # the receive buffer of each thread that sends (see _recv_buffer)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 # Opens a TCP connection to (host, port) within `timeout` seconds: the SSRF guard's `connect`.
@@ -197,6 +199,20 @@ class Pool:
         finally:
             self._slots.release()
 
+    def prune(self) -> None:
+        """Close the idle connections past their expiry or closed by the server, now rather than on the
+        pool's next request: a hook that stops getting events keeps no socket open (in CLOSE_WAIT once
+        the receiver closed its end). One poll per idle connection, none blocking."""
+        now = time.monotonic()
+        keep: list[_Connection] = []
+        stale: list[_Connection] = []
+        with self._lock:
+            for conn in self._idle:
+                (stale if conn.expires_at <= now or conn.dropped() else keep).append(conn)
+            self._idle = keep
+        for conn in stale:
+            conn.close()
+
     def close(self) -> None:
         """Close the idle connections; one in use is closed when its request ends."""
         with self._lock:
@@ -268,17 +284,16 @@ def _left(deadline: float) -> float:
 class _Connection:
     """One socket to one origin, used by one thread at a time."""
 
-    __slots__ = ("buffer", "expires_at", "origin", "sock")
+    __slots__ = ("expires_at", "origin", "sock")
 
     def __init__(self, origin: tuple[bool, str, int], sock: socket.socket) -> None:
         self.origin = origin
         self.sock = sock
         self.expires_at = 0.0
-        self.buffer = bytearray(RECV_SIZE)
 
     def dropped(self) -> bool:
         """Whether the server closed this idle connection (or sent something unasked): its socket is
-        readable. One poll, only when the connection is about to be reused."""
+        readable. One poll, when the connection is about to be reused or is pruned."""
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         return bool(poller.poll(0))
@@ -292,11 +307,12 @@ class _Connection:
             reader = _AnswerReader(read_limit)
             parser = httptools.HttpResponseParser(reader)
             reader.parser = parser
-            view = memoryview(self.buffer)
+            buffer = _recv_buffer()
+            view = memoryview(buffer)
             head_room = MAX_HEAD_BYTES
             while not reader.done:
                 sock.settimeout(_left(deadline))
-                n = sock.recv_into(self.buffer)
+                n = sock.recv_into(buffer)
                 if n == 0:
                     return reader.at_eof(), False
                 chunk = view[:n]
@@ -326,6 +342,21 @@ class _Connection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+_buffers = threading.local()
+
+
+def _recv_buffer() -> bytearray:
+    """This thread's receive buffer, made on its first exchange. A thread reads one answer at a time,
+    so one buffer per sending thread (the worker's end with their drain) serves every connection,
+    and an idle connection holds none: 64 KB per open connection was most of a worker's memory for
+    its pools, at 16 connections per hook."""
+    try:
+        buffer: bytearray = _buffers.buffer
+    except AttributeError:
+        buffer = _buffers.buffer = bytearray(RECV_SIZE)
+    return buffer
 
 
 class _Unasked(Exception):

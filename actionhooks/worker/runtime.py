@@ -123,12 +123,15 @@ class Runtime:
     def start_watching(self, every: float = HOOK_WATCH_SEC) -> None:
         """Refresh the hook cache between tasks too, until close(): a changed or deleted hook's broker
         connection is closed within seconds (the cache retires its transport) even when no task comes,
-        and the periodic full reload runs. Costs one indexed query per round."""
+        and the periodic full reload runs. Costs one indexed query per round. Each round also closes
+        the transports' idle connections past their keep-alive (TransportCache.prune), so a hook that
+        stops getting events keeps no socket open for more than a round after they expire."""
         self._watcher = threading.Thread(target=self._watch, args=(every,), name="actionhooks-hook-watch", daemon=True)
         self._watcher.start()
 
     def _watch(self, every: float) -> None:
         while not self._closed.wait(every):
+            self.transports.prune()  # no database involved: also when the refresh below fails
             try:
                 self.hooks.refresh()
                 self._flush_counts()

@@ -88,6 +88,18 @@ class TransportCache:
         if idle is not None:
             self._close(idle)
 
+    def prune(self) -> None:
+        """Let every cached transport close its connections idle past their expiry (the runtime's
+        watcher calls this each round): a hook that stops getting events keeps no socket open. Never
+        raises; the transports are called outside the lock."""
+        with self._lock:
+            transports = [entry.transport for entry in self._entries.values()]
+        for transport in transports:
+            try:
+                transport.prune()
+            except Exception:
+                log.warning("closing a transport's idle connections failed", exc_info=True)
+
     def close_all(self) -> None:
         """Retire every transport (on shutdown): idle ones are closed now, busy ones when their sends end."""
         with self._lock:

@@ -1,22 +1,27 @@
 """The delivery HTTP client (delivery/http1.py) against answers real receivers send and hostile ones:
 keep-alive as the answer allows, every way an answer's body can end, bounded decoding, the pool's
-connection limit, and what a receiver may not make it reuse."""
+connection limit, what a receiver may not make it reuse, and idle connections closed without waiting
+for the next request."""
 
 from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Callable
 from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pytest
 
+import actionhooks
 from actionhooks.delivery.http1 import AnswerTimeout, HttpFailure, Pool, Target
 from actionhooks.delivery.ssrf import connect_unguarded
 from actionhooks.errors import TargetRejected, TargetUnreachable
 from tests.delivery.conformance import sample_batch
+from tests.delivery.servers import wait_for
 from tests.delivery.test_http import http
 from tests.support.raw_answers import RawAnswerServer
 from tests.support.trickle import TrickleServer
@@ -144,3 +149,74 @@ def test_the_pool_never_opens_more_connections_than_its_limit() -> None:
     finally:
         server.close()
     assert server.requests == 1
+
+
+def pool(keepalive_expiry: float) -> Pool:
+    return Pool(connect_unguarded, max_connections=4, keepalive_expiry=keepalive_expiry, read_limit=65536)
+
+
+def post(to: Pool, server: RawAnswerServer) -> None:
+    assert to.request("POST", Target.of(httpx.URL(server.url)), {}, b"[]", time.monotonic() + 2).body == b"ok"
+
+
+def close_waits(port: int) -> int:
+    """This machine's TCP sockets in CLOSE_WAIT towards 127.0.0.1:`port`: the receiver closed its end and
+    we did not close ours (Linux: /proc/net/tcp, state 08; the remote address is the third column)."""
+    rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+    return sum(1 for row in rows if row[3] == "08" and int(row[2].rpartition(":")[2], 16) == port)
+
+
+def test_prune_closes_an_idle_connection_past_its_expiry_without_another_request(raw_server: Serve) -> None:
+    # A hook that stops getting events: its pool is never asked for another request
+    server = raw_server(OK, keep_open=True)
+    with closing(pool(keepalive_expiry=0)) as idle:
+        post(idle, server)
+        idle.prune()
+        server.wait_for_client_closes(1)  # the receiver reads the end of the connection
+        assert server.requests == 1
+
+
+def test_prune_closes_an_idle_connection_the_receiver_closed_instead_of_leaving_it_in_close_wait(
+    raw_server: Serve,
+) -> None:
+    server = raw_server(OK, keep_open=True)
+    with closing(pool(keepalive_expiry=60)) as idle:
+        post(idle, server)
+        server.drop_connections()  # the receiver's own idle timeout, before ours
+        wait_for(lambda: close_waits(server.port) == 1, "our end of the dropped connection in CLOSE_WAIT", 5)
+        idle.prune()
+        wait_for(lambda: close_waits(server.port) == 0, "our end of the dropped connection closed", 5)
+
+
+def test_prune_keeps_an_idle_connection_within_its_expiry_for_the_next_request(raw_server: Serve) -> None:
+    server = raw_server(OK, keep_open=True)
+    with closing(pool(keepalive_expiry=60)) as idle:
+        post(idle, server)
+        idle.prune()
+        post(idle, server)
+    assert (server.requests, server.connections) == (2, 1)
+
+
+def test_an_idle_connection_holds_a_few_kb_of_memory_not_a_receive_buffer(raw_server: Serve) -> None:
+    # Up to 16 connections per hook and worker process, many hooks: the memory a worker holds for its
+    # idle connections grows with every one of them, so each must be small. What counts is every
+    # allocation made under actionhooks code (socket objects included), not the receiver's in this process.
+    server = raw_server(OK, keep_open=True)
+    pools = [pool(keepalive_expiry=60) for _ in range(9)]
+    try:
+        post(pools[0], server)  # what this sending thread makes once (its buffer, lazy imports) is not per connection
+        only_ours = [tracemalloc.Filter(True, f"{Path(actionhooks.__file__).parent}/*", all_frames=True)]
+        tracemalloc.start(40)
+        try:
+            before = tracemalloc.take_snapshot().filter_traces(only_ours)
+            for each in pools[1:]:
+                post(each, server)  # each pool keeps the connection idle after its answer
+            after = tracemalloc.take_snapshot().filter_traces(only_ours)
+        finally:
+            tracemalloc.stop()
+        held = sum(diff.size_diff for diff in after.compare_to(before, "filename"))
+        assert server.connections == len(pools)
+        assert held / (len(pools) - 1) < 8 * 1024, f"{held / (len(pools) - 1):,.0f} bytes per idle connection"
+    finally:
+        for each in pools:
+            each.close()

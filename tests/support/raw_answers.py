@@ -13,14 +13,16 @@ from tests.support.trickle import read_request
 class RawAnswerServer:
     """Answers the n-th request on 127.0.0.1 with `answers[n]` (the last one repeats). With
     `keep_open` a connection stays open for the next request after an answer, else it is closed.
-    Counts the connections accepted and the requests read."""
+    Counts the connections accepted, the requests read and the connections the client closed."""
 
     def __init__(self, *answers: bytes, keep_open: bool = False) -> None:
         self.answers = list(answers)
         self.keep_open = keep_open
         self.requests = 0
         self.connections = 0
+        self.client_closes = 0
         self._lock = threading.Lock()
+        self._closed_by_client = threading.Condition(self._lock)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
@@ -50,6 +52,19 @@ class RawAnswerServer:
                 conn.sendall(answer)
                 if not self.keep_open:
                     return
+            with self._lock:
+                if conn in self._open:  # not one drop_connections ended from this side
+                    self._open.remove(conn)
+                    self.client_closes += 1
+                    self._closed_by_client.notify_all()
+
+    def wait_for_client_closes(self, count: int, timeout: float = 5.0) -> None:
+        """Block until the client closed `count` connections (this side read their end), or fail at the
+        deadline."""
+        with self._closed_by_client:
+            if not self._closed_by_client.wait_for(lambda: self.client_closes >= count, timeout):
+                raise AssertionError(f"the client closed {self.client_closes} of {count} connection(s) "
+                                     f"within {timeout}s")
 
     def drop_connections(self) -> None:
         """Close every connection from this side (as a server's idle timeout does); returns once their

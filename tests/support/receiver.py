@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -35,10 +36,11 @@ class Reply:
 class Receiver:
     """A threaded HTTP/1.1 server on 127.0.0.1 with keep-alive that records every request.
 
-    Answers come from `script` (one per request, first in first out) and then `default`.
+    Answers come from `script` (one per request, first in first out) and then `default`. With `tls` (a
+    server context holding its certificate) it serves HTTPS, at https://localhost:PORT/hook.
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Received] = []
         self.script: list[Reply] = []
         self.default = Reply()
@@ -48,6 +50,11 @@ class Receiver:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
+        if tls is not None:
+            # The handshake runs in accept(): one that fails (the client refused the certificate) only
+            # drops that connection, which socketserver ignores.
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.url = f"https://localhost:{self.port}/hook"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.start()
 
