@@ -4,6 +4,7 @@ outcome; a failing request or account fails only itself; visitors join."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from actionhooks.storage.committer import GroupCommitter
+from actionhooks.storage.committer import GroupCommitter, ShuttingDown
 from actionhooks.storage.sources import CAPTURES_KEPT, SqlSourceRepository, identities_for
 from actionhooks.storage.tables import Intake, SeenEvent, SourceCapture
 from actionhooks.storage.tables import Source as SourceRow
@@ -31,10 +32,14 @@ def stored(sessions: sessionmaker[Session]) -> list[list[dict[str, Any]]]:
 def run(sessions: sessionmaker[Session], scenario: Any, **options: Any) -> list[int]:
     signals: list[int] = []
     committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=signals.append, **options)
-    try:
-        asyncio.run(scenario(committer))
-    finally:
-        committer.close()
+
+    async def main() -> None:
+        try:
+            await scenario(committer)
+        finally:
+            await committer.close()
+
+    asyncio.run(main())
     return signals
 
 
@@ -185,3 +190,39 @@ def test_each_sources_newest_captures_are_recorded_and_pruned_by_the_writer(sess
                               secret="s" * 16))
     newest = [c["event_id"] for c in repo.captures(23, 5)]
     assert newest == [f"e-{n}" for n in range(2 * CAPTURES_KEPT + 19, CAPTURES_KEPT + 19, -1)]
+
+
+def test_closing_commits_the_transaction_under_way_and_every_queued_request_and_refuses_new_ones(
+    sessions: sessionmaker[Session],
+) -> None:
+    in_writer, release = threading.Event(), threading.Event()
+    signals: list[int] = []
+
+    def hold_the_first_commit(requests: int, events: int) -> None:  # the writer thread, once committed
+        in_writer.set()
+        release.wait(timeout=20)  # a bound only: the test releases it
+
+    committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=signals.append, on_batch=hold_the_first_commit)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        # Given a transaction under way and requests queued behind it
+        under_way = asyncio.ensure_future(committer.submit(23, [event(0)]))
+        assert await loop.run_in_executor(None, in_writer.wait, 20)
+        queued = [asyncio.ensure_future(committer.submit(24 + n % 2, [event(n) | {"account_id": 24 + n % 2}]))
+                  for n in range(1, 7)]
+        # When the API shuts down (tasks start in the order made: the queued requests, close, a late request)
+        closing = asyncio.ensure_future(committer.close())
+        late = asyncio.ensure_future(committer.submit(23, [event(99)]))
+        with pytest.raises(ShuttingDown):
+            await late  # Then a request arriving while it closes is refused at once, with a typed error
+        assert not closing.done()  # and close waits for the transaction under way
+        release.set()
+        await closing
+        # Then when close returns, every request accepted before it was committed and has its own answer
+        assert under_way.result().queued == 1
+        assert [q.result().queued for q in queued] == [1] * 6
+
+    asyncio.run(scenario())
+    assert sorted(e["event_id"] for row in stored(sessions) for e in row) == [f"e-{n}" for n in range(7)]
+    assert sorted(set(signals)) == [23, 24, 25]  # and their route triggers were sent before the threads stopped
