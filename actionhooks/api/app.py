@@ -89,7 +89,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        app.state.committer.close()
+        await app.state.committer.close()
         close_triggers(_app.state)
         if owns_engine:
             engine.dispose()

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from actionhooks.errors import HookValidationError, NotFound
 from actionhooks.hooks.models import HookSpec
-from actionhooks.storage.committer import Busy
+from actionhooks.storage.committer import Busy, ShuttingDown
 from actionhooks.storage.db import UNAVAILABLE, cannot_write
 
 __all__ = ["error_body", "install_error_handlers"]
@@ -112,10 +112,20 @@ async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _shutting_down(_request: Request, exc: Exception) -> JSONResponse:
+    """503 + Retry-After for a request that arrived while the group commit closes (API shutdown):
+    nothing of it is stored; sent again, it reaches another API process or this one restarted."""
+    return JSONResponse(
+        error_body([([], f"{exc}; nothing was stored, retry later", "shutting_down")]), status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SEC)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(Busy, _overloaded)
+    app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(HookValidationError, _hook_validation)
     app.add_exception_handler(NotFound, _not_found)

@@ -21,6 +21,10 @@ request's events are stored all or nothing.
 Capture's extras ride in the same transaction: visitor identities are read and written there, so an
 event accepted after an `identify` was durable always carries its profile; so is the short record of
 each source's newest captures that the console shows (put_captures).
+
+Shutdown is orderly (`close`, from the API's lifespan once uvicorn stopped taking requests): every
+request already queued is committed and answered, as if no close had come, and only a request that
+arrives while the committer closes is refused (ShuttingDown, a 503 like Busy).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from actionhooks.storage.db import UNAVAILABLE
 from actionhooks.storage.intake import Accepted, Offered, accept_requests  # the one intake write path
 from actionhooks.storage.sources import CAPTURES_KEPT, Identity, identities_for, put_captures, put_identities
 
-__all__ = ["Busy", "GroupCommitter"]
+__all__ = ["Busy", "GroupCommitter", "ShuttingDown"]
 
 MAX_BATCH_EVENTS = 20_000  # one transaction's upper bound; the rest waits for the next
 MAX_WAITING = 20_000  # requests waiting for a commit; beyond it new ones are refused at once (Busy)
@@ -58,6 +62,11 @@ PAUSE_BELOW_EVENTS = 100
 
 class Busy(Exception):
     """The database falls behind: this many requests already wait for a commit."""
+
+
+class ShuttingDown(Exception):
+    """The committer is closing (the API shuts down): the request was not queued, nothing of it is
+    stored; another API process (or this one, restarted) takes it."""
 
 
 @dataclass(slots=True)
@@ -89,6 +98,7 @@ class GroupCommitter:
         self._waiting: collections.Counter[int] = collections.Counter()  # account -> requests queued
         self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # writer, signaller
         self._draining: asyncio.Task[None] | None = None
+        self._closing = False  # `close` under way: new requests are refused (ShuttingDown)
         self._started = float("-inf")  # when the last transaction started (event loop clock)
         self._shared = False  # the last transaction held more than one request
         self._queued_events = 0
@@ -102,7 +112,10 @@ class GroupCommitter:
         `trace_context`: the accept span's, stored with the intake row. Capture's: `identities`
         (visitor id -> profile) are recorded, events of the `returning` visitors get the profile they
         identified as, and with `source_id` the events are recorded as that source's recent captures.
-        Busy, at once, when too many requests (or too many of this account's) wait already."""
+        Busy, at once, when too many requests (or too many of this account's) wait already;
+        ShuttingDown, at once, while the committer closes."""
+        if self._closing:
+            raise ShuttingDown("the API is shutting down")
         if len(self._queue) >= MAX_WAITING or self._waiting[account_id] >= MAX_WAITING_PER_ACCOUNT:
             raise Busy(f"{len(self._queue)} requests ({self._waiting[account_id]} of this account) wait for a commit")
         self._waiting[account_id] += 1
@@ -121,7 +134,7 @@ class GroupCommitter:
                              ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-trigger"))
         writer, signaller = self._threads
         while self._queue:
-            if self._shared and self._queued_events < PAUSE_BELOW_EVENTS:
+            if self._shared and self._queued_events < PAUSE_BELOW_EVENTS and not self._closing:
                 pause = self._started + COMMIT_INTERVAL_SEC - loop.time()
                 if pause > 0:
                     await asyncio.sleep(pause)
@@ -195,11 +208,28 @@ class GroupCommitter:
         self._on_batch(len(items), sum(len(item.offered.events) for item in items))
         return accepted
 
-    def close(self) -> None:
-        """Wait for the transaction and the triggers under way and stop their threads (API shutdown)."""
-        threads, self._threads = self._threads, None
-        for pool in threads or ():
-            pool.shutdown(wait=True)
+    async def close(self) -> None:
+        """Orderly shutdown (the API's lifespan, after uvicorn stopped taking requests and let the ones
+        under way finish). From the call on, a new request is refused at once (ShuttingDown, which the
+        API answers 503 + Retry-After). Everything already accepted into the queue is committed before
+        close returns: the transaction under way finishes, the requests queued behind it are written
+        in the transactions that follow (no spacing pause: nothing can join them), and each request
+        gets its own outcome exactly as without the close. A queued request was not acknowledged yet,
+        but its client sent it and may still be waiting; storing it is the least surprising outcome
+        (one that went away and sends it again is deduplicated if it gave its event ids), and the queue
+        is bounded (MAX_WAITING), so the wait is too. Then the route triggers under way finish and both threads
+        stop. A closed committer is as new: a later `submit` starts its threads again (an app served
+        again). One event loop at a time: close runs on the loop of the requests it waits for."""
+        self._closing = True
+        try:
+            draining = self._draining
+            if draining is not None and not draining.done():
+                await asyncio.shield(draining)  # a cancelled close leaves the queue's requests their commit
+            threads, self._threads = self._threads, None
+            if threads is not None:
+                await asyncio.to_thread(_shut_down, threads)
+        finally:
+            self._closing = False
 
     def _to_prune(self, recent: dict[int, list[dict[str, Any]]]) -> list[int]:
         """Sources that gained CAPTURES_KEPT rows of recent captures since their last prune (writer thread only)."""
@@ -210,6 +240,11 @@ class GroupCommitter:
                 due.append(source_id)
                 del self._unpruned[source_id]
         return due
+
+
+def _shut_down(pools: tuple[ThreadPoolExecutor, ...]) -> None:
+    for pool in pools:
+        pool.shutdown(wait=True)
 
 
 def _by_source(items: list[_Pending]) -> dict[int, list[dict[str, Any]]]:

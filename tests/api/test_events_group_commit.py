@@ -6,6 +6,8 @@
   account's concurrent requests, and a request that cannot be stored never fails the others of its
   own account that shared its transaction.
 - A full waiting room answers 503 + Retry-After at once, counted in /metrics, and stores nothing.
+- While the API shuts down, a request under way is still committed and answered 202; one arriving
+  then answers 503 + Retry-After at once (`shutting_down`) and stores nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,15 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine as Database
 from sqlalchemy import create_engine, text
 
-from tests.support.engine import Engine, event, postgres_database, running_engine
+from actionhooks.api.app import create_app
+from actionhooks.settings import Settings
+from actionhooks.storage.tokens import create_token
+from tests.support.engine import Engine, event, poll, postgres_database, running_engine
 
 CLIENTS = 8
 REQUESTS_PER_CLIENT = 8
@@ -152,3 +160,41 @@ def test_a_full_waiting_room_is_503_with_retry_after_counted_and_nothing_is_stor
     with app.state.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM intake")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM seen_events")).scalar() == 0
+
+
+# PostgreSQL: a writer waiting for a lock shows in pg_stat_activity
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_while_the_api_shuts_down_a_request_under_way_is_committed_and_a_new_one_is_503(
+    engine: Database, tmp_path: Path
+) -> None:
+    app = create_app(Settings(DATABASE_URL=engine.url.render_as_string(hide_password=False), DATA_DIR=str(tmp_path)),
+                     engine=engine)
+    ingest = {"Authorization": f"Bearer {create_token(app.state.sessions, 1, 'ingest')}"}
+    with TestClient(app) as client, ThreadPoolExecutor(1) as sender, engine.connect() as locker:
+        # Given a request whose commit is under way (it waits for a lock another session holds on intake)
+        locker.exec_driver_sql("LOCK TABLE intake IN EXCLUSIVE MODE")
+        under_way = sender.submit(client.post, "/api/v1/events", json=[event(1, account_id=1)], headers=ingest)
+        poll(lambda: waiting_for_a_lock(engine), "the request's commit to wait for the lock")
+        # When the API shuts down (its lifespan closes the committer; started on the app's loop before the next request)
+        closing = client.portal.start_task_soon(app.state.committer.close)
+        late = client.post("/api/v1/events", json=[event(2, account_id=1)], headers=ingest)
+        # Then a request arriving meanwhile is refused at once: 503 + Retry-After, its own type, not counted as overload
+        assert late.status_code == 503, late.text
+        assert late.headers["retry-after"] == "5"
+        assert late.json()["detail"][0]["type"] == "shutting_down"
+        assert "actionhooks_events_overloaded_requests_total 0.0" in client.get("/metrics").text
+        assert not closing.done()  # and the shutdown waits for the commit under way
+        locker.rollback()
+        # Then the request under way is committed and answered; the late one stored nothing
+        assert under_way.result(timeout=30).status_code == 202
+        closing.result(timeout=30)
+        with engine.connect() as conn:
+            stored = [e["event_id"] for (blob,) in conn.execute(text("SELECT events FROM intake"))
+                      for e in orjson.loads(blob)]
+        assert stored == under_way.result().json()["ids"]
+
+
+def waiting_for_a_lock(engine: Database) -> bool:
+    with engine.connect() as conn:  # a new transaction: pg_stat_activity is read once per transaction
+        return conn.exec_driver_sql("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'").first() is not None

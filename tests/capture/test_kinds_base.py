@@ -26,12 +26,16 @@ def test_capturing_without_a_source_is_a_typed_error_and_stores_nothing(sessions
     request = Request({"type": "http", "method": "GET", "path": "/t/k/p.gif", "headers": []})
     call = Call(ctx=ctx, request=request, source=None, endpoint="p.gif")
     env = Env(arrived_ns=0, ip=None, user_agent="", referer=None, visitor_id=None, set_cookie=None)
-    try:
-        # When a kind's bug makes it capture a stranger's request (no source of its kind)
-        with pytest.raises(NoSource, match="pixel"):
-            asyncio.run(call.capture("pixel", env, [{"event_id": "e-1"}]))
-    finally:
-        committer.close()
+
+    async def capture() -> None:
+        try:
+            await call.capture("pixel", env, [{"event_id": "e-1"}])
+        finally:
+            await committer.close()
+
+    # When a kind's bug makes it capture a stranger's request (no source of its kind)
+    with pytest.raises(NoSource, match="pixel"):
+        asyncio.run(capture())
     # Then it fails loudly, also under python -O: not stored, not counted as a database failure
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Intake)) == 0

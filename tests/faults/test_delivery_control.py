@@ -1,7 +1,7 @@
 """Delivery control end to end (README: Rate limits, Pause and resume): real receivers, real worker processes.
 
-- the rate limit holds across several worker processes sharing one PostgreSQL database, and a
-  limited hook's backlog does not hold back another hook;
+- the rate limit holds across several worker processes sharing one database (SQLite and
+  PostgreSQL), and a limited hook's backlog does not hold back another hook;
 - a dead receiver pauses its hook, one batch probes it, the first success resumes it, and every
   event captured meanwhile is delivered with nothing in the failed list;
 - 410 Gone stops the hook; the operational events reach another hook, never the hook they are about.
@@ -55,12 +55,12 @@ def _busiest_window(arrivals: list[tuple[float, int]], window: float) -> int:
 
 
 def test_the_rate_limit_holds_across_worker_processes_and_does_not_slow_other_hooks(
-    tmp_path: Path, receivers: list[CountingReceiver]
+    tmp_path: Path, database: str, receivers: list[CountingReceiver]
 ) -> None:
     limited, free, _ = receivers
-    with postgres_database() as url, running_engine(
+    with running_engine(
         tmp_path, "api", "worker", "worker#2", "scheduler",
-        DATABASE_URL=url, BROKER_URL=redis_broker(), WORKER_CONCURRENCY=3,
+        DATABASE_URL=database, BROKER_URL=redis_broker(), WORKER_CONCURRENCY=3,
     ) as engine, engine.client() as api:
         body = http_hook(limited.url, batch_timeout_sec=0.2, rate_limit={"events_per_sec": RATE})
         hook = api.post("/hooks", json=body)
@@ -81,7 +81,8 @@ def test_the_rate_limit_holds_across_worker_processes_and_does_not_slow_other_ho
         took = time.monotonic() - started
     arrivals = _events_at(limited)
     busiest = _busiest_window(arrivals, WINDOW)
-    print(f"\n[rate] {EVENTS} events at {RATE}/s over 2 worker processes: took {took:.1f}s, "
+    db = database.split(":", maxsplit=1)[0]
+    print(f"\n[rate] {EVENTS} events at {RATE}/s over 2 worker processes on {db}: took {took:.1f}s, "
           f"busiest {WINDOW:.0f}s window {busiest} events (limit {RATE * WINDOW:.0f}), "
           f"{len(arrivals)} requests")
     # Never more than 10% over the limit in any 10-second window

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from actionhooks.storage.db import make_engine
 from actionhooks.storage.tables import Attempt
-from tests.support.engine import Engine, http_hook, poll, postgres_database, redis_broker, running_engine
+from tests.support.engine import Engine, http_hook, poll, redis_broker, running_engine
 from tests.support.faults import CountingReceiver, failed_ids, outstanding, post_events, report, tally
 
 pytestmark = pytest.mark.slow
@@ -36,15 +36,6 @@ STEADY_HOOKS = 2
 # What a log line of a problem looks like (tracebacks and their exception lines, error logs).
 PROBLEM = re.compile(rb"Traceback|\bERROR\b|\bCRITICAL\b|Exception|\w+Error\b")
 
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data' / 'actionhooks.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 @pytest.fixture

@@ -149,10 +149,14 @@ def test_captured_events_are_archived_by_the_group_commit_too(sessions: sessionm
     from actionhooks.storage.committer import GroupCommitter
 
     committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=lambda _account: None, archive=True)
-    try:
-        asyncio.run(committer.submit(1, [_event("pixel-1"), _event("pixel-2")]))
-    finally:
-        committer.close()
+
+    async def capture() -> None:
+        try:
+            await committer.submit(1, [_event("pixel-1"), _event("pixel-2")])
+        finally:
+            await committer.close()
+
+    asyncio.run(capture())
     with sessions() as session:
         blobs = session.scalars(select(ArchivedRequest.events)).all()
     assert [e["event_id"] for blob in blobs for e in orjson.loads(blob)] == ["pixel-1", "pixel-2"]

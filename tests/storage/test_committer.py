@@ -4,6 +4,7 @@ outcome; a failing request or account fails only itself; visitors join."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from actionhooks.storage.committer import GroupCommitter
+from actionhooks.storage.committer import PAUSE_BELOW_EVENTS, GroupCommitter, ShuttingDown
 from actionhooks.storage.sources import CAPTURES_KEPT, SqlSourceRepository, identities_for
 from actionhooks.storage.tables import Intake, SeenEvent, SourceCapture
 from actionhooks.storage.tables import Source as SourceRow
@@ -31,10 +32,14 @@ def stored(sessions: sessionmaker[Session]) -> list[list[dict[str, Any]]]:
 def run(sessions: sessionmaker[Session], scenario: Any, **options: Any) -> list[int]:
     signals: list[int] = []
     committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=signals.append, **options)
-    try:
-        asyncio.run(scenario(committer))
-    finally:
-        committer.close()
+
+    async def main() -> None:
+        try:
+            await scenario(committer)
+        finally:
+            await committer.close()
+
+    asyncio.run(main())
     return signals
 
 
@@ -185,3 +190,135 @@ def test_each_sources_newest_captures_are_recorded_and_pruned_by_the_writer(sess
                               secret="s" * 16))
     newest = [c["event_id"] for c in repo.captures(23, 5)]
     assert newest == [f"e-{n}" for n in range(2 * CAPTURES_KEPT + 19, CAPTURES_KEPT + 19, -1)]
+
+
+def test_closing_commits_the_transaction_under_way_and_every_queued_request_and_refuses_new_ones(
+    sessions: sessionmaker[Session], pauses: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actionhooks.storage.committer.COMMIT_INTERVAL_SEC", 3600.0)  # a pause would be due
+    in_writer, release = threading.Event(), threading.Event()
+    signals: list[int] = []
+
+    def hold_the_first_commit(requests: int, events: int) -> None:  # the writer thread, once committed
+        in_writer.set()
+        release.wait(timeout=20)  # a bound only: the test releases it
+
+    committer = GroupCommitter(sessions, dedup_window_sec=60, on_signal=signals.append, on_batch=hold_the_first_commit)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        # Given a transaction of two requests under way and requests queued behind it
+        under_way = asyncio.gather(committer.submit(23, [event(0)]), committer.submit(23, [event(7)]))
+        assert await loop.run_in_executor(None, in_writer.wait, 20)
+        queued = [asyncio.ensure_future(committer.submit(24 + n % 2, [event(n) | {"account_id": 24 + n % 2}]))
+                  for n in range(1, 7)]
+        # When the API shuts down (tasks start in the order made: the queued requests, close, a late request)
+        closing = asyncio.ensure_future(committer.close())
+        late = asyncio.ensure_future(committer.submit(23, [event(99)]))
+        with pytest.raises(ShuttingDown):
+            await late  # Then a request arriving while it closes is refused at once, with a typed error
+        assert not closing.done()  # and close waits for the transaction under way
+        release.set()
+        await closing
+        # Then when close returns, every request accepted before it was committed and has its own answer
+        assert [a.queued for a in under_way.result()] == [1, 1]
+        assert [q.result().queued for q in queued] == [1] * 6
+
+    asyncio.run(scenario())
+    assert sorted(e["event_id"] for row in stored(sessions) for e in row) == [f"e-{n}" for n in range(8)]
+    assert sorted(set(signals)) == [23, 24, 25]  # and their route triggers were sent before the threads stopped
+    assert pauses == []  # nothing can join the queued requests' transactions: no spacing pause for them
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The committer's pauses before a transaction (asyncio.sleep), each made one turn of the event loop:
+    what a pause is for is that requests arriving meanwhile join the transaction, not the time it takes."""
+    made: list[float] = []
+    one_turn = asyncio.sleep
+
+    async def pause(delay: float) -> None:
+        made.append(delay)
+        await one_turn(0)
+
+    monkeypatch.setattr(asyncio, "sleep", pause)
+    return made
+
+
+CLIENTS = 8
+
+
+def burst(sessions: sessionmaker[Session], extra_events: int) -> list[tuple[int, int]]:
+    """CLIENTS clients start together, each sending two requests of one event one after the other; while
+    the transaction of their first requests commits, another request of `extra_events` events arrives.
+    Each transaction's (requests, events), in order."""
+    batches: list[tuple[int, int]] = []
+    arrived: list[asyncio.Future[Any]] = []
+    loop: asyncio.AbstractEventLoop | None = None
+    committer: GroupCommitter | None = None
+
+    def arrive() -> None:
+        assert committer is not None
+        arrived.append(asyncio.ensure_future(committer.submit(23, [event(900 + n) for n in range(extra_events)])))
+
+    def on_batch(requests: int, events: int) -> None:  # the writer thread, once a transaction committed
+        batches.append((requests, events))
+        if len(batches) == 1 and loop is not None:  # queued before the writer's result reaches the loop
+            loop.call_soon_threadsafe(arrive)
+
+    async def scenario(running: GroupCommitter) -> None:
+        nonlocal loop, committer
+        loop, committer = asyncio.get_running_loop(), running
+
+        async def client(n: int) -> None:
+            await running.submit(23, [event(n)])
+            await running.submit(23, [event(100 + n)])
+
+        await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+        await asyncio.gather(*arrived)
+
+    run(sessions, scenario, on_batch=on_batch)
+    assert sum(len(row) for row in stored(sessions)) == 2 * CLIENTS + extra_events
+    return batches
+
+
+def test_after_a_shared_transaction_the_next_waits_out_the_interval_so_requests_arriving_meanwhile_join_it(
+    sessions: sessionmaker[Session], pauses: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actionhooks.storage.committer.COMMIT_INTERVAL_SEC", 3600.0)  # not elapsed, however slow
+    # Given a transaction of several requests, and one small request queued while it commits
+    batches = burst(sessions, extra_events=1)
+    # Then the next transaction did not start at once with the one request: it paused, and the clients'
+    # next requests, sent meanwhile, joined it (without the pause: (1, 1) then (8, 8), one more transaction)
+    assert batches == [(CLIENTS, CLIENTS), (CLIENTS + 1, CLIENTS + 1)]
+    [pause] = pauses
+    assert 0 < pause <= 3600
+
+
+@pytest.mark.parametrize(("interval", "extra_events"), [
+    (3600.0, PAUSE_BELOW_EVENTS),  # enough events wait already: a pause would only cap the rate
+    (0.0, 1),  # the interval since the last transaction started has passed (a quiet spell)
+], ids=["enough-events-wait", "after-a-quiet-spell"])
+def test_a_transaction_with_enough_events_waiting_or_after_the_interval_starts_without_a_pause(
+    sessions: sessionmaker[Session], pauses: list[float], monkeypatch: pytest.MonkeyPatch, interval: float,
+    extra_events: int,
+) -> None:
+    monkeypatch.setattr("actionhooks.storage.committer.COMMIT_INTERVAL_SEC", interval)
+    batches = burst(sessions, extra_events)
+    assert batches == [(CLIENTS, CLIENTS), (1, extra_events), (CLIENTS, CLIENTS)]  # the waiting request at once
+    assert pauses == []
+
+
+def test_a_client_sending_one_request_after_the_other_is_never_paused(
+    sessions: sessionmaker[Session], pauses: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actionhooks.storage.committer.COMMIT_INTERVAL_SEC", 3600.0)
+    batches: list[tuple[int, int]] = []
+
+    async def scenario(committer: GroupCommitter) -> None:
+        for n in range(5):
+            await committer.submit(23, [event(n)])
+
+    run(sessions, scenario, on_batch=lambda requests, events: batches.append((requests, events)))
+    # No transaction of its was shared, so spacing them would only cap its rate (one per interval)
+    assert (batches, pauses) == ([(1, 1)] * 5, [])

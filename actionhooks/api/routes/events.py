@@ -51,7 +51,8 @@ class EventsAccepted(BaseModel):
         413: {"description": "body larger than EVENTS_MAX_REQUEST_BYTES"},
         415: {"description": "not application/json"},
         422: {"description": "an invalid event"},
-        503: {"description": "the database failed, or too many requests wait for it (Retry-After)"},
+        503: {"description": "the database failed, too many requests wait for it, or the API is shutting down "
+                            "(Retry-After)"},
     },
 )
 async def capture_events(request: Request, principal: Annotated[Principal, Depends(any_principal)]) -> Response:
@@ -80,7 +81,8 @@ async def capture_events(request: Request, principal: Annotated[Principal, Depen
     with tracing.span("actionhooks.accept", parent=request.headers.get("traceparent"),
                       account_id=account_id, events=len(events)) as span:
         # Durable when it returns. A database failure propagates to the 503 handler of api/errors.py
-        # (which also tells /healthz when it means the database cannot write), Busy to its own 503.
+        # (which also tells /healthz when it means the database cannot write), Busy and ShuttingDown to
+        # their own 503s.
         accepted = await state.committer.submit(account_id, events, supplied_ids=supplied,
                                                 trace_context=span.traceparent)
     state.write_health.succeeded()

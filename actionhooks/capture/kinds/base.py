@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 from actionhooks.capture.context import CaptureContext
 from actionhooks.capture.model import Source
 from actionhooks.capture.request import Env, Refused
-from actionhooks.storage.committer import Busy
+from actionhooks.storage.committer import Busy, ShuttingDown
 from actionhooks.storage.sources import Identity
 
 __all__ = ["Call", "CaptureKind", "NoSource", "problem"]
@@ -61,6 +61,9 @@ class Call:
                 supplied_ids=[event["event_id"] for event in events] if supplied_ids else None)
         except Busy:
             self.refuse(kind, "overloaded")
+            return False
+        except ShuttingDown:
+            self.refuse(kind, "shutting_down")
             return False
         except Exception:
             self.refuse(kind, "store_failed")
