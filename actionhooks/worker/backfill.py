@@ -71,9 +71,9 @@ def run_backfill(rt: Runtime, job_id: int) -> int:
 def allowance(hook: CompiledHook, waiting: int) -> bool:
     """Whether the job may make more batches for `hook` now, `waiting` of its backfill batches being unsent.
 
-    The seam for the hook's rate limit: rate limits (README, "Rate limits") are not
-    built yet; when they are, a backfill must take its events from the hook's own budget here, so
-    live and backfilled events share it. Until then only the backpressure bound applies.
+    Backpressure only: the hook's rate limit needs nothing here, since backfill batches are sent by
+    the hook's own drains, whose claim takes their events from the hook's one budget
+    (worker/control.py) as it does live events'.
     """
     return waiting < MAX_OUTSTANDING_BATCHES
 

@@ -4,7 +4,7 @@ Created lazily on the first task of each process, so prefork children build thei
 connections after the fork (a connection inherited across fork is shared by two processes), and
 closed when the process stops (worker/tasks.py connects `close_runtime` to Celery's
 worker_process_shutdown and worker_shutdown signals): transports (broker connections, Kafka
-producers, httpx pools), the hook watcher, the database engine and the app's producer pool.
+producers, HTTP connection pools), the hook watcher, the database engine and the app's producer pool.
 """
 
 from __future__ import annotations
