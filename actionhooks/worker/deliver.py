@@ -7,7 +7,7 @@ Phases (after outpost):
 - attempt: `Transport.send`, outside any transaction, within the attempt's one deadline
   (HOOK_HTTP_TIMEOUT_SEC for everything: connect, TLS, sending, waiting for and reading the answer).
   The drain's batches go out on sending threads of its own, so no batch waits behind another
-  drain's: the lease (SENDS_PER_THREAD deadlines + LEASE_MARGIN_SEC) outlasts every send of a live
+  drain's: the lease (`Runtime.sends_per_thread` deadlines + LEASE_MARGIN_SEC) outlasts every send of a live
   worker, and no batch is handed to a second worker while the first still sends it.
 - record: success deletes the batch; a failure asks the retry policy for the delay, and either
   schedules the next attempt in the database (never as a Celery ETA: long delays would sit in the
@@ -41,7 +41,6 @@ from actionhooks.storage.hooks import lock_existing
 from actionhooks.storage.intake import stage
 from actionhooks.worker import control, shutdown
 from actionhooks.worker.batching import form_batches
-from actionhooks.worker.runtime import SENDS_PER_THREAD
 
 if TYPE_CHECKING:
     from actionhooks.worker.runtime import Runtime
@@ -86,11 +85,11 @@ class Outcome:
             raise ValueError(f"batch {self.claimed.delivery_id}: an outcome has either a receipt or an error")
 
 
-def lease_seconds(rt: Runtime) -> float:
+def lease_seconds(rt: Runtime, hook: CompiledHook) -> float:
     """How long a claimed batch stays hidden: longer than the attempts one sending thread makes in a
-    round (SENDS_PER_THREAD, one after the other, each cut at HOOK_HTTP_TIMEOUT_SEC whatever the
-    receiver does), plus the time to record them."""
-    return rt.settings.HOOK_HTTP_TIMEOUT_SEC * SENDS_PER_THREAD + LEASE_MARGIN_SEC
+    round (`Runtime.sends_per_thread`, one after the other, each cut at HOOK_HTTP_TIMEOUT_SEC whatever
+    the receiver does), plus the time to record them."""
+    return rt.settings.HOOK_HTTP_TIMEOUT_SEC * rt.sends_per_thread(hook) + LEASE_MARGIN_SEC
 
 
 def drain_hook(rt: Runtime, hook_id: int) -> int:
@@ -106,7 +105,7 @@ def drain_hook(rt: Runtime, hook_id: int) -> int:
         form_batches(session, hook, [])  # closes a batch window that is due (timed flush)
         session.commit()
     parallel = rt.send_parallelism(hook)
-    per_round = parallel * SENDS_PER_THREAD
+    per_round = parallel * rt.sends_per_thread(hook)
     # This drain's own sending threads (started on first use, ended with the drain): a shared pool
     # would make batches wait in line behind other drains' while their lease runs.
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="actionhooks-send") as senders:
@@ -206,7 +205,7 @@ def claim_round(
         return [], gate
     deliveries.start_attempts(
         session, hook.id, [(b.batch_id, b.attempt, b.n_events) for b, _, _ in due], now,
-        lease_until=now + lease_seconds(rt),
+        lease_until=now + lease_seconds(rt, hook),
     )
     return [Claimed(batch, accepted_at, trace_context) for batch, accepted_at, trace_context in due], gate
 

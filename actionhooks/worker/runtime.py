@@ -41,12 +41,12 @@ HTTP_SEND_THREADS = 4
 # one event per batch those round trips, not the sends, bounded a drain (bench/e2e_http.py --max-batch 1).
 SMALL_BATCH_SEND_THREADS = 16
 SMALL_BATCH_EVENTS = 5
-# Batches each sending thread gets per claim round (one after the other): the round's claim and
-# record statements are shared by all of them. Four per thread took the worker from 512 to 369 CPU-µs
-# per event with one event per batch (eight: 348), and with batches of 100 from 27-28 to 23 on SQLite
-# and 17-20 to 16-18 on PostgreSQL (bench/e2e_http.py, same minutes); a claimed batch's lease is that
-# many deadlines long (worker/deliver.py lease_seconds).
-SENDS_PER_THREAD = 4
+# Batches each sending thread gets per claim round: the round's claim and record statements are
+# shared by all of them, so two per thread halve that bookkeeping per event (measured in the commit);
+# with small batches that bookkeeping, not the sends, is most of a drain's CPU, and four per thread
+# took the worker from 512 to 369 CPU-µs per event with one event per batch (eight: 348).
+SENDS_PER_THREAD = 2
+SMALL_BATCH_SENDS_PER_THREAD = 4
 HOOK_WATCH_SEC = 2.0
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,10 @@ class Runtime:
         if hook.delivery.type != "http":
             return 1
         return SMALL_BATCH_SEND_THREADS if _small_batches(hook) else HTTP_SEND_THREADS
+
+    def sends_per_thread(self, hook: CompiledHook) -> int:
+        """How many batches each sending thread gets per claim round (one after the other)."""
+        return SMALL_BATCH_SENDS_PER_THREAD if _small_batches(hook) else SENDS_PER_THREAD
 
     def start_watching(self, every: float = HOOK_WATCH_SEC) -> None:
         """Refresh the hook cache between tasks too, until close(): a changed or deleted hook's broker
