@@ -97,28 +97,25 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     if reason is not None:
         request.app.state.write_health.failed(reason)
     msg = f"database unavailable ({'cannot write: ' + reason if reason else type(exc).__name__}); retry later"
-    return JSONResponse(
-        error_body([([], msg, "unavailable")]), status_code=503, headers={"Retry-After": str(RETRY_AFTER_SEC)}
-    )
+    return _retry_later(msg, "unavailable")
 
 
 async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
     """503 + Retry-After for a request the group commit refused at once: too many requests (or too
     many of this account's) already wait for the database. Counted in /metrics."""
     request.app.state.overloaded.inc()
-    return JSONResponse(
-        error_body([([], f"{exc}; retry later", "overloaded")]), status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_SEC)},
-    )
+    return _retry_later(f"{exc}; retry later", "overloaded")
 
 
 async def _shutting_down(_request: Request, exc: Exception) -> JSONResponse:
     """503 + Retry-After for a request that arrived while the group commit closes (API shutdown):
     nothing of it is stored; sent again, it reaches another API process or this one restarted."""
-    return JSONResponse(
-        error_body([([], f"{exc}; nothing was stored, retry later", "shutting_down")]), status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_SEC)},
-    )
+    return _retry_later(f"{exc}; nothing was stored, retry later", "shutting_down")
+
+
+def _retry_later(msg: str, kind: str) -> JSONResponse:
+    """The 503 of a request the API could not store now, with the Retry-After its client waits for."""
+    return JSONResponse(error_body([([], msg, kind)]), status_code=503, headers={"Retry-After": str(RETRY_AFTER_SEC)})
 
 
 def install_error_handlers(app: FastAPI) -> None:
