@@ -65,6 +65,7 @@ from actionhooks.delivery.http1 import (
     Target,
     UndecodableBody,
     basic_authorization,
+    endpoint,
 )
 from actionhooks.delivery.oauth2 import TokenSource
 from actionhooks.delivery.signing import sign
@@ -111,8 +112,7 @@ class HttpTransport(Transport[HttpDelivery]):
         super().__init__(config, settings)
         self._url = httpx.URL(str(config.url))
         self._target = Target.of(self._url)
-        # Errors end up in the attempts log: name the endpoint without its query or credentials.
-        self._where = f"{config.method} {self._url.scheme}://{self._url.netloc.decode()}{self._url.path}"
+        self._where = f"{config.method} {endpoint(self._url)}"
         self._success = success_pattern(config.success_regex) if config.success_regex else None
         self._permanent = frozenset(settings.HOOK_PERMANENT_STATUS_CODES)
         self._timeout = settings.HOOK_HTTP_TIMEOUT_SEC

@@ -55,6 +55,7 @@ __all__ = [
     "Target",
     "UndecodableBody",
     "basic_authorization",
+    "endpoint",
 ]
 
 USER_AGENT = f"actionhooks/{__version__}"
@@ -462,6 +463,12 @@ class _Decoder:
             raise UndecodableBody(f"answer body is not valid {self._name}: {exc}", self._status) from exc
         self._started = True
         return out
+
+
+def endpoint(url: httpx.URL) -> str:
+    """`url` as an error message names it (errors end up in the attempts log): scheme, host, port and
+    path, without its query or credentials."""
+    return f"{url.scheme}://{url.netloc.decode()}{url.path}"
 
 
 def basic_authorization(username: str, password: str) -> str:

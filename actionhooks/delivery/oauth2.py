@@ -26,7 +26,15 @@ import httpx
 import orjson
 
 from actionhooks.delivery.config import OAuth2ClientCredentials
-from actionhooks.delivery.http1 import USER_AGENT, AnswerTimeout, HttpFailure, Pool, Target, basic_authorization
+from actionhooks.delivery.http1 import (
+    USER_AGENT,
+    AnswerTimeout,
+    HttpFailure,
+    Pool,
+    Target,
+    basic_authorization,
+    endpoint,
+)
 from actionhooks.errors import TargetRejected, TargetUnreachable
 
 __all__ = ["MAX_TOKEN_CHARS", "NO_EXPIRY_SEC", "REFRESH_MARGIN_SEC", "Token", "TokenSource"]
@@ -58,7 +66,7 @@ class TokenSource:
         self._clock = clock
         self._url = httpx.URL(str(auth.token_url))
         self._target = Target.of(self._url)
-        self._where = f"OAuth2 token endpoint {self._url.scheme}://{self._url.netloc.decode()}{self._url.path}"
+        self._where = f"OAuth2 token endpoint {endpoint(self._url)}"
         self._token: Token | None = None  # replaced whole (one assignment), read without the lock
         self._fetch_lock = threading.Lock()
 
